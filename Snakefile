@@ -1,0 +1,31 @@
+# shotgun: source data -> descriptors -> trained shards (MLflow) -> model library -> transfer.
+# The grid of (dataset, property, descriptor, shard) comes from the config; every rule is a thin
+# call of the `shotgun` command line. Keep this top level cheap: cluster jobs re-parse it.
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+# The default config unless --configfile gives another (Snakemake would deep-merge the two).
+if "sources" not in config:
+
+    configfile: "config/config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/features.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/library.smk"
+include: "workflow/rules/transfer.smk"
+
+
+rule all:
+    input:
+        f"{LIBRARY}/manifest.json",
+        expand(f"{RESULTS}/transfer/{{target}}/summary.json", target=TARGETS),
+    default_target: True

@@ -1,0 +1,253 @@
+"""The ``shotgun`` command line. Each verb is one stage of the factory; heavy imports stay inside."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import MATERIAL_CLASSES, __version__
+
+
+def _prepare(a):
+    from .data import load_dataset, prepare
+
+    import pandas as pd
+
+    ds = load_dataset(a.dataset)
+    out = Path(a.out)
+    report = prepare(ds, out, Path(a.root), max_rows=a.max_rows, seed=a.seed)
+    # The union of kept inputs over all properties: what the featurize stage computes.
+    tables = [pd.read_parquet(out / f"{p}.parquet", columns=["input"]) for p in ds.properties]
+    inputs = pd.concat(tables)["input"].drop_duplicates().sort_values()
+    inputs.to_frame().to_csv(out / "inputs.csv", index=False)
+    print(json.dumps(report, indent=1))
+
+
+def _featurize(a):
+    from .descriptors import get_descriptor
+    from .featurize import featurize_inputs, read_table, write_features
+
+    d = get_descriptor(a.descriptor)
+    if a.kind not in d.kinds:
+        raise ValueError(f"descriptor {a.descriptor!r} accepts {', '.join(d.kinds)} inputs, "
+                         f"not {a.kind}")
+    inputs = read_table(Path(a.data), a.input)[a.input].astype(str).tolist()
+    X, ok, spec, names = featurize_inputs(inputs, a.descriptor, n_workers=a.n_workers)
+    write_features(Path(a.out), inputs, X, ok, spec, names)
+    failed = [i + 1 for i in range(len(ok)) if not ok[i]]
+    print(f"{a.out}: {len(inputs)} rows, {len(names)} features, {len(failed)} failed"
+          + (f" (rows {failed[:20]}{' ...' if len(failed) > 20 else ''})" if failed else ""))
+
+
+def _init_tracking(a):
+    from .tracking import init_store, resolve_uri
+
+    uri = resolve_uri(a.uri, Path(a.results))
+    exp = init_store(uri, a.library_version, Path(a.results) / "mlartifacts")
+    print(f"{uri}: experiment {exp}")
+
+
+def _indices(spec: str) -> list[int]:
+    lo, _, hi = spec.partition("-")
+    return list(range(int(lo), int(hi or lo) + 1))
+
+
+def _train(a):
+    from .data import load_dataset
+    from .tracking import Tracker, resolve_uri
+    from .training import compose_train_config, load_cell, train_shard
+
+    ds = load_dataset(a.dataset)
+    prop = ds.properties[a.property]
+    cell = load_cell(Path(a.prepared), Path(a.features), ds.name, ds.material_class,
+                     prop.name, prop.unit)
+    cfg = compose_train_config(Path(a.config_dir), a.override)
+    tracker = None
+    if not a.no_tracking:
+        tracker = Tracker(resolve_uri(a.tracking_uri, Path(a.results)), a.library_version)
+    cards = train_shard(cell, cfg, _indices(a.models), Path(a.out), tracker, a.threads)
+    for c in cards:
+        m = c["metrics"]
+        print(f"{c['model_id']} {c['architecture_name']} test MAE {m['test_mae']:.4g} "
+              f"R2 {m['test_r2']:.3f} ({m['epochs']} epochs, {m['seconds']:.1f} s)")
+
+
+def _library_build(a):
+    from .library import build_library
+
+    manifest = build_library([Path(p) for p in a.shards], Path(a.out), a.library_version)
+    print(f"{a.out}: library {a.library_version} with {manifest['n_models']} models")
+
+
+def _library_list(a):
+    from .library import Library
+
+    q = Library.open(a.library).query(kind=a.kind, property=a.property,
+                                      descriptor=a.descriptor, min_r2=a.min_r2, top=a.top)
+    cols = ["model_id", "material_class", "dataset", "property", "unit", "descriptor",
+            "architecture", "n_train", "test_mae", "test_r2"]
+    if a.format == "json":
+        print(q.to_json(orient="records", indent=1))
+    else:
+        print(q[cols].to_string(index=False) if len(q) else "no models match")
+
+
+def _library_show(a):
+    from .library import Library
+
+    print(json.dumps(Library.open(a.library).card(a.model_id), indent=1, sort_keys=True))
+
+
+def _library_verify(a):
+    from .library import Library
+
+    lib = Library.open(a.library)
+    problems = lib.verify()
+    for p in problems:
+        print(p)
+    print(f"{a.library}: {len(lib.manifest['files'])} files, "
+          + ("all checksums verify" if not problems else f"{len(problems)} problems"))
+    return 1 if problems else 0
+
+
+def _predict(a):
+    import pandas as pd
+
+    from .featurize import read_table
+    from .library import Library
+
+    model = Library.open(a.library).load(a.model)
+    df = read_table(Path(a.data), a.input)
+    pred = model.predict(df[a.input].astype(str).tolist())
+    card = model.card
+    out = pd.DataFrame({a.input: df[a.input], f"{card['property']} [{card['unit']}]": pred})
+    if a.out:
+        out.to_csv(a.out, index=False)
+        print(f"{a.out}: {len(out)} predictions, {int(pd.isna(pred).sum())} inputs not featurizable")
+    else:
+        print(out.to_csv(index=False), end="")
+
+
+def _transfer(a):
+    from .transfer import run_transfer
+
+    s = run_transfer(Path(a.library), Path(a.data), a.input, a.target, a.kind, Path(a.out),
+                     folds=a.folds, seed=a.seed, max_models=a.max_models,
+                     max_depth=a.max_depth)
+    b, base = s["best"], s["baseline"]
+    print(f"{s['n_samples']} samples ({s['n_dropped']} dropped), {s['n_candidates']} candidates, "
+          f"{s['folds']}-fold CV, {s['seconds']} s")
+    print(f"best transfer: {b['dataset']}/{b['property']} ({b['model_id']}, depth {b['depth']}, "
+          f"{b['learner']}): MAE {b['cv_mae']:.4g}, R2 {b['cv_r2']:.3f}")
+    print(f"baseline {base['name']}: MAE {base['cv_mae']:.4g}, R2 {base['cv_r2']:.3f}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="shotgun",
+        description="Factory of pretrained materials-property models for shotgun transfer learning.")
+    p.add_argument("--version", action="version", version=f"shotgun {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("prepare", help="clean one source dataset into per-property tables")
+    s.add_argument("--dataset", required=True, help="dataset declaration (config/datasets/*.yaml)")
+    s.add_argument("--out", required=True, help="output folder")
+    s.add_argument("--root", default=".", help="folder the declared data file is relative to")
+    s.add_argument("--max-rows", type=int, default=None, help="seeded subsample per property")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=_prepare)
+
+    s = sub.add_parser("featurize", help="compute a descriptor for a column of SMILES or formulas")
+    s.add_argument("--data", required=True, help="CSV or Parquet file")
+    s.add_argument("--input", required=True, help="column holding SMILES or formulas")
+    s.add_argument("--kind", required=True, choices=MATERIAL_CLASSES)
+    s.add_argument("--descriptor", required=True, help="descriptor name (composition, ecfp)")
+    s.add_argument("--out", required=True, help="output Parquet: input, ok, one column per feature")
+    s.add_argument("--n-workers", type=int, default=1, help="Dask worker processes")
+    s.set_defaults(func=_featurize)
+
+    s = sub.add_parser("init-tracking", help="create the MLflow store and experiment once")
+    s.add_argument("--results", required=True, help="results folder (holds the embedded store)")
+    s.add_argument("--uri", default=None, help="tracking URI (default: sqlite store in results)")
+    s.add_argument("--library-version", required=True)
+    s.set_defaults(func=_init_tracking)
+
+    s = sub.add_parser("train", help="train one shard of models of a (dataset, property, descriptor) cell")
+    s.add_argument("--dataset", required=True, help="dataset declaration YAML")
+    s.add_argument("--property", required=True)
+    s.add_argument("--prepared", required=True, help="prepared property table (Parquet)")
+    s.add_argument("--features", required=True, help="feature table of the dataset (Parquet)")
+    s.add_argument("--models", required=True, help="model indices, e.g. 0-3")
+    s.add_argument("--out", required=True, help="shard folder")
+    s.add_argument("--config-dir", default="config/train", help="Hydra config folder")
+    s.add_argument("--override", action="append", default=[], help="Hydra override, repeatable")
+    s.add_argument("--results", default="results", help="results folder (embedded MLflow store)")
+    s.add_argument("--tracking-uri", default=None)
+    s.add_argument("--library-version", default="0")
+    s.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    s.add_argument("--threads", type=int, default=1)
+    s.set_defaults(func=_train)
+
+    lib = sub.add_parser("library", help="build, list, show and verify model libraries")
+    lsub = lib.add_subparsers(dest="library_command", required=True)
+    s = lsub.add_parser("build", help="assemble trained shards into a library")
+    s.add_argument("shards", nargs="+", help="shard folders")
+    s.add_argument("--out", required=True)
+    s.add_argument("--library-version", required=True)
+    s.set_defaults(func=_library_build)
+    s = lsub.add_parser("list", help="list (query) the models of a library")
+    s.add_argument("library")
+    s.add_argument("--kind", choices=MATERIAL_CLASSES, help="material class of the source data")
+    s.add_argument("--property")
+    s.add_argument("--descriptor")
+    s.add_argument("--min-r2", type=float)
+    s.add_argument("--top", type=int)
+    s.add_argument("--format", choices=("table", "json"), default="table")
+    s.set_defaults(func=_library_list)
+    s = lsub.add_parser("show", help="print a model card")
+    s.add_argument("library")
+    s.add_argument("model_id")
+    s.set_defaults(func=_library_show)
+    s = lsub.add_parser("verify", help="check every file against the manifest")
+    s.add_argument("library")
+    s.set_defaults(func=_library_verify)
+
+    s = sub.add_parser("predict", help="predict with a library model (output in its unit)")
+    s.add_argument("--library", required=True)
+    s.add_argument("--model", required=True, help="model id")
+    s.add_argument("--data", required=True, help="CSV of SMILES or formulas")
+    s.add_argument("--input", required=True, help="input column")
+    s.add_argument("--out", help="output CSV (default: standard output)")
+    s.set_defaults(func=_predict)
+
+    s = sub.add_parser("transfer", help="screen library models for a small target dataset")
+    s.add_argument("--library", required=True)
+    s.add_argument("--data", required=True, help="target CSV")
+    s.add_argument("--input", required=True, help="column of SMILES or formulas")
+    s.add_argument("--target", required=True, help="column of target values")
+    s.add_argument("--kind", required=True, help=f"material class: {', '.join(MATERIAL_CLASSES)}")
+    s.add_argument("--out", required=True, help="output folder")
+    s.add_argument("--folds", type=int, default=5)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--max-models", type=int, default=None,
+                   help="screen only the N candidates with the best source test R2")
+    s.add_argument("--max-depth", type=int, default=2, help="hidden layers used as features: 1..N")
+    s.set_defaults(func=_transfer)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from .library import LibraryError
+
+    try:
+        return args.func(args) or 0
+    except (LibraryError, FileNotFoundError, ValueError) as err:  # data, transfer errors are ValueErrors
+        print(f"shotgun: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

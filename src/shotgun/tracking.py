@@ -1,0 +1,122 @@
+"""MLflow: one run per model, grouped in one experiment per library version.
+
+The embedded default is a SQLite store in the results folder; ``init_store`` creates (and migrates)
+it once before parallel shard jobs start, because concurrent schema creation races. Runs carry the
+model card and the safetensors weights as artifacts; ``mlflow.pytorch.log_model`` is not used (it
+pickles). A run is keyed by the model id (tag ``shotgun.model_id``): logging a model that already
+has a finished run returns that run instead of adding a duplicate.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+MODEL_TAG = "shotgun.model_id"
+
+
+def resolve_uri(uri: str | None, results: Path) -> str:
+    """The tracking URI: ``uri`` as given, or the embedded SQLite store under ``results``."""
+    if uri:
+        return uri
+    return f"sqlite:///{(Path(results) / 'mlflow.db').resolve()}"
+
+
+def experiment_name(library_version: str) -> str:
+    return f"shotgun-library-{library_version}"
+
+
+def _quiet():
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    import logging
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+
+
+def init_store(uri: str, library_version: str, artifact_root: Path | None = None) -> str:
+    """Create the store and the version's experiment if missing; returns the experiment id."""
+    _quiet()
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    name = experiment_name(library_version)
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = Path(artifact_root).resolve().as_uri() if artifact_root else None
+    return client.create_experiment(name, artifact_location=location)
+
+
+class Tracker:
+    """Logs models of one library version to an initialised store."""
+
+    def __init__(self, uri: str, library_version: str):
+        _quiet()
+        from mlflow.tracking import MlflowClient
+
+        self.client = MlflowClient(tracking_uri=uri)
+        exp = self.client.get_experiment_by_name(experiment_name(library_version))
+        if exp is None:
+            raise RuntimeError(f"{uri}: no experiment for library {library_version}; "
+                               "run `shotgun init-tracking` first")
+        self.experiment_id = exp.experiment_id
+
+    def find(self, model_id: str) -> str | None:
+        runs = self.client.search_runs(
+            [self.experiment_id], f"tags.`{MODEL_TAG}` = '{model_id}' and attributes.status = 'FINISHED'",
+            max_results=1)
+        return runs[0].info.run_id if runs else None
+
+    def log_model(self, card: dict, weights: Path) -> str:
+        """Log one model (card, metrics, weights); returns its run id."""
+        from mlflow.entities import Metric, Param
+
+        existing = self.find(card["model_id"])
+        now = int(time.time() * 1000)
+        if existing:
+            return existing
+        tags = {MODEL_TAG: card["model_id"], "material_class": card["material_class"],
+                "dataset": card["dataset"], "property": card["property"],
+                "descriptor": card["descriptor"]["name"],
+                "architecture": card["architecture_name"], "mlflow.runName": card["model_id"]}
+        run = self.client.create_run(self.experiment_id, tags=tags)
+        rid = run.info.run_id
+        card["mlflow_run_id"] = rid
+        params = {"dataset": card["dataset"], "property": card["property"],
+                  "descriptor": card["descriptor"]["name"],
+                  "architecture": card["architecture_name"],
+                  "seed": card["train_config"]["seed"], "index": card["index"],
+                  "lr": card["train_config"]["optim"]["lr"],
+                  "batch_size": card["train_config"]["trainer"]["batch_size"],
+                  "n_train": card["n_train"], "data_hash": card["data_hash"][:16]}
+        metrics = {k: v for k, v in card["metrics"].items() if isinstance(v, (int, float))}
+        self.client.log_batch(
+            rid,
+            metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+            params=[Param(k, str(v)) for k, v in params.items()],
+        )
+        self.client.log_dict(rid, card, "card.json")
+        self.client.log_artifact(rid, str(weights))
+        self.client.set_terminated(rid, "FINISHED")
+        return rid
+
+
+def count_runs(uri: str, library_version: str) -> int:
+    """Finished runs of a library version."""
+    _quiet()
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment_name(library_version))
+    if exp is None:
+        return 0
+    n, token = 0, None
+    while True:
+        page = client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'",
+                                  max_results=1000, page_token=token)
+        n += len(page)
+        token = page.token
+        if not token:
+            return n

@@ -1,0 +1,21 @@
+# Clean one source dataset: canonical inputs, per-property tables, quarantine with reasons.
+
+
+rule prepare:
+    input:
+        declaration="config/datasets/{dataset}.yaml",
+        data=lambda w: DATASETS[w.dataset]["file"],
+    output:
+        directory(f"{RESULTS}/data/{{dataset}}"),
+    params:
+        max_rows=lambda w: (
+            f"--max-rows {config['sources'][w.dataset]['max_rows']}"
+            if config["sources"][w.dataset].get("max_rows")
+            else ""
+        ),
+        seed=config["seed"],
+    log:
+        f"{RESULTS}/logs/prepare/{{dataset}}.log",
+    shell:
+        "shotgun prepare --dataset {input.declaration} --out {output} {params.max_rows} "
+        "--seed {params.seed} > {log} 2>&1"
