@@ -26,6 +26,6 @@ include: "workflow/rules/transfer.smk"
 
 rule all:
     input:
-        f"{LIBRARY}/manifest.json",
+        f"{LIBRARY}.manifest.json",
         expand(f"{RESULTS}/transfer/{{target}}/summary.json", target=TARGETS),
     default_target: True

@@ -99,7 +99,9 @@ def test_library_cli(smoke):
     rows = json.loads(proc.stdout)
     assert rows and {r["material_class"] for r in rows} == {"polymer"}
     mid = rows[0]["model_id"]
-    card = json.loads(run(["shotgun", "library", "show", str(lib), mid]).stdout)
+    card = json.loads(run(["shotgun", "library", "show", str(lib), mid, "--format", "json"]).stdout)
     assert card["model_id"] == mid and card["architecture"]["hidden"]
+    text = run(["shotgun", "library", "show", str(lib), mid]).stdout
+    assert card["architecture_name"] in text and f"{card['metrics']['test_mae']:.4g}" in text
     proc = run(["shotgun", "library", "show", str(lib), "nope"])
     assert proc.returncode == 2 and "no model" in proc.stderr

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from . import MATERIAL_CLASSES, __version__
+from . import MATERIAL_CLASSES, __version__, library_cli
 
 
 def _prepare(a):
@@ -72,44 +72,6 @@ def _train(a):
         m = c["metrics"]
         print(f"{c['model_id']} {c['architecture_name']} test MAE {m['test_mae']:.4g} "
               f"R2 {m['test_r2']:.3f} ({m['epochs']} epochs, {m['seconds']:.1f} s)")
-
-
-def _library_build(a):
-    from .library import build_library
-
-    manifest = build_library([Path(p) for p in a.shards], Path(a.out), a.library_version)
-    print(f"{a.out}: library {a.library_version} with {manifest['n_models']} models")
-
-
-def _library_list(a):
-    from .library import Library
-
-    q = Library.open(a.library).query(kind=a.kind, property=a.property,
-                                      descriptor=a.descriptor, min_r2=a.min_r2, top=a.top)
-    cols = ["model_id", "material_class", "dataset", "property", "unit", "descriptor",
-            "architecture", "n_train", "test_mae", "test_r2"]
-    if a.format == "json":
-        print(q.to_json(orient="records", indent=1))
-    else:
-        print(q[cols].to_string(index=False) if len(q) else "no models match")
-
-
-def _library_show(a):
-    from .library import Library
-
-    print(json.dumps(Library.open(a.library).card(a.model_id), indent=1, sort_keys=True))
-
-
-def _library_verify(a):
-    from .library import Library
-
-    lib = Library.open(a.library)
-    problems = lib.verify()
-    for p in problems:
-        print(p)
-    print(f"{a.library}: {len(lib.manifest['files'])} files, "
-          + ("all checksums verify" if not problems else f"{len(problems)} problems"))
-    return 1 if problems else 0
 
 
 def _predict(a):
@@ -190,29 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, default=1)
     s.set_defaults(func=_train)
 
-    lib = sub.add_parser("library", help="build, list, show and verify model libraries")
-    lsub = lib.add_subparsers(dest="library_command", required=True)
-    s = lsub.add_parser("build", help="assemble trained shards into a library")
-    s.add_argument("shards", nargs="+", help="shard folders")
-    s.add_argument("--out", required=True)
-    s.add_argument("--library-version", required=True)
-    s.set_defaults(func=_library_build)
-    s = lsub.add_parser("list", help="list (query) the models of a library")
-    s.add_argument("library")
-    s.add_argument("--kind", choices=MATERIAL_CLASSES, help="material class of the source data")
-    s.add_argument("--property")
-    s.add_argument("--descriptor")
-    s.add_argument("--min-r2", type=float)
-    s.add_argument("--top", type=int)
-    s.add_argument("--format", choices=("table", "json"), default="table")
-    s.set_defaults(func=_library_list)
-    s = lsub.add_parser("show", help="print a model card")
-    s.add_argument("library")
-    s.add_argument("model_id")
-    s.set_defaults(func=_library_show)
-    s = lsub.add_parser("verify", help="check every file against the manifest")
-    s.add_argument("library")
-    s.set_defaults(func=_library_verify)
+    library_cli.add_parser(sub)
 
     s = sub.add_parser("predict", help="predict with a library model (output in its unit)")
     s.add_argument("--library", required=True)

@@ -30,6 +30,12 @@ MANIFEST = "manifest.json"
 INDEX = "index.parquet"
 
 
+INDEX_COLUMNS = ["model_id", "material_class", "dataset", "property", "unit", "descriptor",
+                 "descriptor_version", "input_kinds", "architecture", "n_hidden", "n_train",
+                 "n_val", "n_test", "test_mae", "test_rmse", "test_r2", "mlflow_run_id",
+                 "data_hash"]
+
+
 class LibraryError(RuntimeError):
     pass
 
@@ -68,49 +74,100 @@ def index_row(card: dict) -> dict:
     }
 
 
-def _shard_cards(shard_dirs: Iterable[Path]) -> list[tuple[Path, dict]]:
+def shard_models(shard_dirs: Iterable[Path]) -> list[tuple[dict, Path]]:
+    """(card, weights path) of every model card found in the given shard folders."""
     found = []
     for d in shard_dirs:
         for path in sorted(Path(d).glob("*.json")):
             card = json.loads(path.read_text())
             if "model_id" in card:
-                found.append((Path(d), card))
+                found.append((card, Path(d) / card["weights"]))
     return found
 
 
-def build_library(shard_dirs: Sequence[Path], out: Path, version: str) -> dict:
-    """Assemble shards into a library at ``out``; the swap into place is atomic."""
-    out = Path(out)
-    tmp = out.parent / f".{out.name}.building-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "models").mkdir(parents=True)
-    (tmp / "cards").mkdir()
-    rows, seen = [], set()
-    for shard, card in _shard_cards(shard_dirs):
+def write_library(dest: Path, models: Sequence[tuple[dict, Path]], version: str,
+                  reuse: "Library | None" = None, **extra) -> dict:
+    """Write a library folder at ``dest`` (which must not exist) from (card, weights) pairs.
+
+    Weights whose checksum matches a file of ``reuse`` are hard-linked from it instead of copied.
+    """
+    (dest / "models").mkdir(parents=True)
+    (dest / "cards").mkdir()
+    old = reuse.manifest["files"] if reuse else {}
+    files, rows, seen = {}, [], set()
+    for card, weights in models:
         mid = card["model_id"]
         if mid in seen:
-            raise LibraryError(f"{shard}: model {mid} appears in two shards")
+            raise LibraryError(f"{weights}: model {mid} appears twice")
         seen.add(mid)
-        weights = shard / card["weights"]
-        if sha256(weights) != card["weights_sha256"]:
-            raise LibraryError(f"{weights}: checksum differs from its card")
-        card = dict(card, weights=f"models/{mid}.safetensors")
-        shutil.copyfile(weights, tmp / card["weights"])
-        (tmp / "cards" / f"{mid}.json").write_text(json.dumps(card, indent=1, sort_keys=True))
+        rel = f"models/{mid}.safetensors"
+        if old.get(rel) == card["weights_sha256"]:
+            try:
+                os.link(reuse.root / rel, dest / rel)
+            except OSError:
+                shutil.copyfile(reuse.root / rel, dest / rel)
+        else:
+            shutil.copyfile(weights, dest / rel)
+            if sha256(dest / rel) != card["weights_sha256"]:
+                raise LibraryError(f"{weights}: checksum differs from its card")
+        files[rel] = card["weights_sha256"]
+        card = dict(card, weights=rel)
+        text = json.dumps(card, indent=1, sort_keys=True)
+        (dest / "cards" / f"{mid}.json").write_text(text)
+        files[f"cards/{mid}.json"] = hashlib.sha256(text.encode()).hexdigest()
         rows.append(index_row(card))
-    index = pd.DataFrame(rows).sort_values(["material_class", "dataset", "property", "model_id"])
-    index.to_parquet(tmp / INDEX, index=False)
-    files = {p.relative_to(tmp).as_posix(): sha256(p)
-             for p in sorted(tmp.rglob("*")) if p.is_file()}
+    index = pd.DataFrame(rows, columns=INDEX_COLUMNS).sort_values(
+        ["material_class", "dataset", "property", "model_id"])
+    index.to_parquet(dest / INDEX, index=False)
+    files[INDEX] = sha256(dest / INDEX)
     manifest = {"library_version": version, "shotgun_version": __version__,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "n_models": len(rows), "files": files}
-    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
+                "n_models": len(rows), "files": dict(sorted(files.items())), **extra}
+    (dest / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    return manifest
+
+
+def build_library(shard_dirs: Sequence[Path], out: Path, version: str, keep: int = 2) -> dict:
+    """Assemble shards into the library at ``out``, incrementally and atomically.
+
+    Each build is a folder under ``<out>.versions/`` named by version and content; ``out`` is a
+    symbolic link switched to the new folder in one atomic rename, so a crash at any point leaves
+    the previous library intact. Unchanged weights are hard-linked from the previous build; the
+    ``keep`` newest builds are kept.
+    """
+    out = Path(out)
+    versions = out.parent / f"{out.name}.versions"
+    versions.mkdir(parents=True, exist_ok=True)
+    if out.is_dir() and not out.is_symlink():  # a plain folder: keep it as a past build
+        out.rename(versions / f"previous-{os.getpid()}")
+    previous = None
     if out.exists():
-        out.rename(old)
-    tmp.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
+        try:
+            previous = Library.open(out)
+        except LibraryError:
+            pass
+    tmp = versions / f".building-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        manifest = write_library(tmp, shard_models(shard_dirs), version, reuse=previous)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    content = hashlib.sha256(json.dumps(manifest["files"], sort_keys=True).encode()).hexdigest()
+    final = versions / f"{version}-{content[:12]}"
+    if final.exists():  # identical content already built: keep that one
+        shutil.rmtree(tmp)
+        manifest = json.loads((final / MANIFEST).read_text())
+    else:
+        tmp.rename(final)
+    link = out.parent / f".{out.name}.link-{os.getpid()}"
+    link.unlink(missing_ok=True)
+    os.symlink(os.path.relpath(final, out.parent), link)
+    os.replace(link, out)
+    builds = sorted((p for p in versions.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                    key=lambda p: p.stat().st_mtime, reverse=True)
+    for stale in [b for b in builds if b != final][max(keep - 1, 0):]:
+        shutil.rmtree(stale, ignore_errors=True)
     return manifest
 
 
@@ -122,7 +179,7 @@ class Library:
 
     @classmethod
     def open(cls, path: str | Path) -> "Library":
-        root = Path(path)
+        root = Path(path).resolve()  # pin one build even if the link moves on
         mpath = root / MANIFEST
         if not mpath.is_file():
             raise LibraryError(f"{root}: not a library (no {MANIFEST})")
@@ -247,3 +304,116 @@ class Predictor:
     def features(self, inputs: Sequence[str], depth: int = 1) -> np.ndarray:
         X, ok = self._descriptors(inputs)
         return np.where(ok[:, None], self.features_descriptors(X, depth), np.nan)
+
+
+def features_many(library: Library, model_ids: Sequence[str], inputs: Sequence[str],
+                  depth: int = 1) -> dict[str, np.ndarray]:
+    """Neural descriptors of many models for one set of inputs, each descriptor computed once.
+
+    Rows whose input a model's descriptor cannot featurize are NaN for that model.
+    """
+    cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    out = {}
+    for mid in model_ids:
+        model = library.load(mid)
+        key = json.dumps(model.card["descriptor"], sort_keys=True)
+        if key not in cache:
+            cache[key] = model._descriptors(inputs)
+        X, ok = cache[key]
+        out[mid] = np.where(ok[:, None], model.features_descriptors(X, depth), np.nan)
+    return out
+
+
+def diff_libraries(a: Library, b: Library) -> dict:
+    """Models added, removed, changed (same id, other weights or metrics) and unchanged."""
+    ia, ib = a.index.set_index("model_id"), b.index.set_index("model_id")
+    common = ia.index.intersection(ib.index)
+    changed = [m for m in common
+               if a.manifest["files"][f"models/{m}.safetensors"]
+               != b.manifest["files"][f"models/{m}.safetensors"]
+               or not ia.loc[m, ["test_mae", "test_r2"]].equals(ib.loc[m, ["test_mae", "test_r2"]])]
+    return {"a": {"path": str(a.root), "version": a.version, "n_models": len(ia)},
+            "b": {"path": str(b.root), "version": b.version, "n_models": len(ib)},
+            "added": sorted(ib.index.difference(ia.index)),
+            "removed": sorted(ia.index.difference(ib.index)),
+            "changed": sorted(changed),
+            "unchanged": len(common) - len(changed)}
+
+
+def pack(library: Library, archive: Path, **query) -> int:
+    """Write ``library`` (or the subset a query selects) to a .tar.gz; returns the model count."""
+    import tarfile
+    import tempfile
+
+    ids = library.query(**query)["model_id"] if query else library.index["model_id"]
+    models = []
+    for mid in ids:
+        card = library.card(mid)
+        models.append((card, library._checked(card["weights"])))
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "library"
+        extra = {"subset_of": library.version, "query": query} if query else {}
+        write_library(root, models, library.version, **extra)
+        with tarfile.open(archive, "w:gz") as tar:
+            for path in sorted(root.rglob("*")):
+                tar.add(path, arcname=path.relative_to(root).as_posix(), recursive=False)
+    return len(models)
+
+
+def unpack(archive: Path, dest: Path) -> Library:
+    """Extract a packed library into the new folder ``dest`` after checking every member.
+
+    Absolute paths, ``..``, links and special files are refused; every file must match the
+    manifest before the library is moved into place.
+    """
+    import tarfile
+
+    dest = Path(dest)
+    if dest.exists() and any(dest.iterdir()):
+        raise LibraryError(f"{dest}: exists and is not empty")
+    tmp = dest.parent / f".{dest.name}.unpacking-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    ok = False
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            for m in tar.getmembers():
+                parts = Path(m.name).parts
+                if m.name.startswith(("/", "\\")) or Path(m.name).is_absolute() or ".." in parts:
+                    raise LibraryError(f"{archive}: unsafe path {m.name!r} in archive")
+                if not (m.isfile() or m.isdir()):
+                    raise LibraryError(f"{archive}: {m.name!r} is a link or special file")
+            tar.extractall(tmp, filter="data")
+        problems = Library.open(tmp).verify()
+        if problems:
+            raise LibraryError(f"{archive}: " + "; ".join(problems[:5]))
+        ok = True
+    except (tarfile.TarError, OSError) as err:
+        raise LibraryError(f"{archive}: cannot unpack: {err}") from err
+    finally:
+        if not ok:
+            shutil.rmtree(tmp, ignore_errors=True)
+    if dest.exists():
+        dest.rmdir()
+    tmp.rename(dest)
+    return Library.open(dest)
+
+
+def from_mlflow(uri: str, library_version: str, out: Path) -> dict:
+    """Rebuild a library at the new folder ``out`` from the tracking store: the card and weights
+    artifacts of every finished run of the version's experiment."""
+    import tempfile
+
+    from .tracking import finished_runs
+
+    out = Path(out)
+    if out.exists():
+        raise LibraryError(f"{out}: exists")
+    with tempfile.TemporaryDirectory() as tmp:
+        models = []
+        for client, run in finished_runs(uri, library_version):
+            rid, d = run.info.run_id, Path(tmp) / run.info.run_id
+            d.mkdir()
+            card = json.loads(Path(client.download_artifacts(rid, "card.json", str(d))).read_text())
+            name = f"{card['model_id']}.safetensors"
+            models.append((card, Path(client.download_artifacts(rid, name, str(d)))))
+        return write_library(out, models, library_version, source=uri)

@@ -45,7 +45,9 @@ def init_store(uri: str, library_version: str, artifact_root: Path | None = None
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
-    location = Path(artifact_root).resolve().as_uri() if artifact_root else None
+    # A local store keeps artifacts beside it; a tracking server stores (and proxies) its own.
+    local = artifact_root and not uri.startswith(("http://", "https://"))
+    location = Path(artifact_root).resolve().as_uri() if local else None
     return client.create_experiment(name, artifact_location=location)
 
 
@@ -103,20 +105,26 @@ class Tracker:
         return rid
 
 
-def count_runs(uri: str, library_version: str) -> int:
-    """Finished runs of a library version."""
+def finished_runs(uri: str, library_version: str):
+    """(client, run) for every finished run of a library version, page by page."""
     _quiet()
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(experiment_name(library_version))
     if exp is None:
-        return 0
-    n, token = 0, None
+        return
+    token = None
     while True:
         page = client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'",
                                   max_results=1000, page_token=token)
-        n += len(page)
+        for run in page:
+            yield client, run
         token = page.token
         if not token:
-            return n
+            return
+
+
+def count_runs(uri: str, library_version: str) -> int:
+    """Finished runs of a library version."""
+    return sum(1 for _ in finished_runs(uri, library_version))

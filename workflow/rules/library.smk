@@ -1,13 +1,16 @@
-# Assemble all shards into the versioned, checksummed library. The manifest stands for the
-# folder: a directory output would get a Snakemake timestamp file the manifest does not list.
+# Assemble all shards into the versioned, checksummed library. The library path is a link that
+# the build switches atomically to a new folder under <library>.versions/; the rule's output is a
+# copy of the built manifest beside it (Snakemake deletes a rule's outputs before re-running it,
+# which must never touch the current library).
 
 
 rule library:
     input:
         SHARDS,
     output:
-        f"{LIBRARY}/manifest.json",
+        f"{LIBRARY}.manifest.json",
     log:
         f"{RESULTS}/logs/library.log",
     shell:
-        "shotgun library build {input} --out {LIBRARY} --library-version {VERSION} > {log} 2>&1"
+        "shotgun library build {input} --out {LIBRARY} --library-version {VERSION} > {log} 2>&1 "
+        "&& cp {LIBRARY}/manifest.json {output}"

@@ -7,7 +7,7 @@ def _target(w):
 
 rule transfer:
     input:
-        library=f"{LIBRARY}/manifest.json",
+        library=f"{LIBRARY}.manifest.json",
         data=lambda w: _target(w)["data"],
     output:
         summary=f"{RESULTS}/transfer/{{target}}/summary.json",

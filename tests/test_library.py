@@ -1,0 +1,179 @@
+"""Library assembly, diff, sharing, rebuilding from MLflow, and the no-pickle rule."""
+
+import io
+import json
+import multiprocessing
+import os
+import shutil
+import tarfile
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import ROOT, run
+from shotgun.library import (Library, LibraryError, build_library, diff_libraries, features_many,
+                             from_mlflow, unpack)
+from shotgun.tracking import Tracker, count_runs, init_store, resolve_uri
+
+
+def make_shard(lib: Library, ids, folder):
+    """A shard folder (cards + weights, as training writes them) holding library models."""
+    folder.mkdir(parents=True)
+    for mid in ids:
+        card = lib.card(mid)
+        shutil.copyfile(lib.root / card["weights"], folder / f"{mid}.safetensors")
+        card["weights"] = f"{mid}.safetensors"
+        (folder / f"{mid}.json").write_text(json.dumps(card))
+    return folder
+
+
+def test_build_is_incremental_versioned_and_atomic(smoke, tmp_path):
+    src = Library.open(smoke / "library")
+    ids = sorted(src.index["model_id"])
+    a = make_shard(src, ids[:3], tmp_path / "shards" / "a")
+    b = make_shard(src, ids[3:5], tmp_path / "shards" / "b")
+    out = tmp_path / "lib"
+
+    build_library([a], out, "1.0")
+    v1 = Library.open(out)
+    assert sorted(v1.index["model_id"]) == ids[:3] and v1.verify() == []
+    build_library([a, b], out, "1.1")
+    v2 = Library.open(out)
+    assert sorted(v2.index["model_id"]) == ids[:5] and v2.verify() == []
+    assert v1.root != v2.root and v1.verify() == []  # the previous build is still intact
+    for mid in ids[:3]:  # unchanged weights are reused, not copied again
+        rel = f"models/{mid}.safetensors"
+        assert os.stat(v1.root / rel).st_ino == os.stat(v2.root / rel).st_ino
+    d = diff_libraries(v1, v2)
+    assert d["added"] == ids[3:5] and d["removed"] == [] and d["changed"] == []
+    assert d["unchanged"] == 3
+
+    # A build that fails midway (a new model's weights corrupted in its shard) leaves 1.1 intact.
+    bad = make_shard(src, ids[5:], tmp_path / "shards" / "bad")
+    (bad / f"{ids[5]}.safetensors").write_bytes(b"\0" * 64)
+    with pytest.raises(LibraryError, match="checksum"):
+        build_library([a, b, bad], out, "1.2")
+    now = Library.open(out)
+    assert now.root == v2.root and now.version == "1.1" and now.verify() == []
+
+    proc = run(["shotgun", "library", "diff", str(v2.root), str(v1.root), "--format", "json"])
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["removed"] == ids[3:5]
+
+
+def test_pack_and_unpack_a_subset(smoke, tmp_path):
+    archive = tmp_path / "inorganic.tar.gz"
+    proc = run(["shotgun", "library", "pack", str(smoke / "library"), str(archive),
+                "--kind", "inorganic"])
+    assert proc.returncode == 0, proc.stderr
+    proc = run(["shotgun", "library", "unpack", str(archive), str(tmp_path / "shared")])
+    assert proc.returncode == 0, proc.stderr
+    src, got = Library.open(smoke / "library"), Library.open(tmp_path / "shared")
+    expected = src.query(kind="inorganic").sort_values("model_id").reset_index(drop=True)
+    pd.testing.assert_frame_equal(got.index.sort_values("model_id").reset_index(drop=True),
+                                  expected)
+    assert got.verify() == [] and got.version == src.version
+    mid = expected["model_id"][0]
+    ref = src.card(mid)["reference"]
+    np.testing.assert_allclose(got.load(mid).predict(ref["inputs"]), ref["predictions"],
+                               rtol=1e-6)
+
+
+def _archive(path, members):
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data, kind in members:
+            info = tarfile.TarInfo(name)
+            if kind == "symlink":
+                info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+                tar.addfile(info)
+            else:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+@pytest.mark.parametrize("member, message", [
+    (("../escape.json", b"{}", "file"), "unsafe path"),
+    (("/tmp/escape.json", b"{}", "file"), "unsafe path"),
+    (("cards/link.json", b"", "symlink"), "link or special"),
+])
+def test_unpack_refuses_unsafe_members(tmp_path, member, message):
+    archive = _archive(tmp_path / "evil.tar.gz", [("manifest.json", b"{}", "file"), member])
+    with pytest.raises(LibraryError, match=message):
+        unpack(archive, tmp_path / "dest")
+    assert not (tmp_path / "dest").exists() and not (tmp_path.parent / "escape.json").exists()
+
+
+def test_unpack_refuses_tampered_archives(smoke, tmp_path):
+    src = Library.open(smoke / "library")
+    members, tampered = [], False
+    for p in sorted(src.root.rglob("*")):
+        if p.is_file():
+            data = p.read_bytes()
+            if p.suffix == ".safetensors" and not tampered:  # flip one bit of one weights file
+                data, tampered = data[:-1] + bytes([data[-1] ^ 1]), True
+            members.append((p.relative_to(src.root).as_posix(), data, "file"))
+    archive = _archive(tmp_path / "tampered.tar.gz", members)
+    proc = run(["shotgun", "library", "unpack", str(archive), str(tmp_path / "dest")])
+    assert proc.returncode == 2 and "checksum" in proc.stderr
+    assert not (tmp_path / "dest").exists()
+
+
+def test_index_rebuilt_from_mlflow_agrees(smoke, tmp_path):
+    proc = run(["shotgun", "library", "from-mlflow", "--results", str(smoke), "--library-version",
+                Library.open(smoke / "library").version, "--out", str(tmp_path / "rebuilt")])
+    assert proc.returncode == 0, proc.stderr
+    a = Library.open(smoke / "library").index.sort_values("model_id").reset_index(drop=True)
+    b = Library.open(tmp_path / "rebuilt").index.sort_values("model_id").reset_index(drop=True)
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_nothing_a_user_loads_is_a_pickle(smoke):
+    pickle_magic = [bytes([0x80, p]) for p in range(2, 6)]
+    lib = Library.open(smoke / "library")
+    for p in lib.root.rglob("*"):
+        if p.is_file():
+            assert p.suffix in {".json", ".parquet", ".safetensors"}, p
+            assert p.read_bytes()[:2] not in pickle_magic, p
+    for p in (ROOT / "src").rglob("*.py"):
+        text = p.read_text()
+        assert "import pickle" not in text and "joblib" not in text, p
+        for line in text.splitlines():
+            if "torch.load(" in line:
+                assert "weights_only=True" in line, (p, line)
+
+
+def _log_models(uri, version, cards, worker):
+    tracker = Tracker(uri, version)
+    for card, weights in cards:
+        tracker.log_model(dict(card, model_id=f"{card['model_id']}-{worker}"), weights)
+
+
+def test_eight_writers_share_the_embedded_store(smoke, tmp_path):
+    lib = Library.open(smoke / "library")
+    cards = [(lib.card(m), lib.root / f"models/{m}.safetensors") for m in lib.index["model_id"]]
+    uri = resolve_uri(None, tmp_path)
+    init_store(uri, "concurrency", tmp_path / "mlartifacts")
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_log_models, args=(uri, "concurrency", cards, w)) for w in range(8)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(300)
+    assert [p.exitcode for p in procs] == [0] * 8
+    assert count_runs(uri, "concurrency") == 8 * len(cards)
+    # Logging again is idempotent: no duplicate runs.
+    _log_models(uri, "concurrency", cards[:2], 0)
+    assert count_runs(uri, "concurrency") == 8 * len(cards)
+
+
+def test_neural_features_of_many_models_at_once(smoke):
+    lib = Library.open(smoke / "library")
+    ids = list(lib.applicable("molecule")["model_id"])
+    smiles = ["CCO", "c1ccccc1O", "not a smiles", "CC(=O)N"]
+    many = features_many(lib, ids, smiles, depth=2)
+    for mid in ids:
+        one = lib.load(mid).features(smiles, depth=2)
+        np.testing.assert_array_equal(many[mid], one)
+        assert np.isnan(one[2]).all() and np.isfinite(one[[0, 1, 3]]).all()
