@@ -4,8 +4,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from shotgun.descriptors import DESCRIPTORS, featurize, from_spec, get_descriptor
-from shotgun.descriptors.composition import load_element_table, parse_formula
+from shotgun.descriptors import DESCRIPTORS, featurize, for_kind, from_spec, get_descriptor
+from shotgun.descriptors.composition import (
+    CLASSIC_STATS, STATS, load_element_table, mean_shift, parse_formula,
+)
+from shotgun.descriptors.element_table import MAGPIE_CORE, MAGPIE_EXTRA
 
 DATA = Path(__file__).parents[1] / "data"
 MAGPIE_22 = [
@@ -35,11 +38,15 @@ def element_frame():
 
 
 def test_registry_and_spec_round_trip():
-    assert set(DESCRIPTORS) == {"composition", "ecfp"}
-    for d in [
-        get_descriptor("composition"),
+    assert set(DESCRIPTORS) == {
+        "composition", "organic_composition", "ecfp", "fcfp", "maccs", "atom_pair", "torsion",
+        "rdkit_fp", "rdkit_2d", "rdf", "ofm",
+    }
+    for d in [get_descriptor(name) for name in DESCRIPTORS] + [
         get_descriptor("composition", stats=["mean", "gmean", "hmean"]),
         get_descriptor("ecfp", radius=2, n_bits=1024, counts=False),
+        get_descriptor("atom_pair", n_bits=512, max_distance=10),
+        get_descriptor("rdf", cutoff=10, bin_size=0.5),
     ]:
         spec = d.spec()
         assert set(spec) == {"name", "version", "params"}
@@ -52,6 +59,48 @@ def test_registry_and_spec_round_trip():
     assert d != get_descriptor("ecfp", radius=2)
     with pytest.raises(ValueError, match="version"):
         from_spec({**d.spec(), "version": "0"})
+
+
+def test_library_specs_rebuild_unchanged():
+    """Specs stored with existing models keep rebuilding the same descriptors."""
+    comp = from_spec({"name": "composition", "version": "1",
+                      "params": {"stats": ["mean", "sum", "var", "max", "min"]}})
+    assert comp == get_descriptor("composition") and comp.n_features == 290
+    ecfp = from_spec({"name": "ecfp", "version": "1",
+                      "params": {"radius": 3, "n_bits": 2048, "counts": True}})
+    assert ecfp == get_descriptor("ecfp") and ecfp.n_features == 2048
+    # gmean/hmean now cover every column: a deliberate new version
+    assert get_descriptor("composition", stats=list(STATS)).version == "2"
+    with pytest.raises(ValueError, match="version"):
+        from_spec({"name": "composition", "version": "1", "params": {"stats": ["gmean"]}})
+
+
+def test_organic_composition_shares_feature_space():
+    for stats in (CLASSIC_STATS, STATS, ["mean", "hmean"]):
+        comp = get_descriptor("composition", stats=list(stats))
+        org = get_descriptor("organic_composition", stats=list(stats))
+        assert org.feature_space() == comp.feature_space()
+        assert org.feature_names() == comp.feature_names()
+        assert for_kind(comp.spec(), "molecule") == org
+        assert for_kind(org.spec(), "inorganic") == comp
+        assert for_kind(comp.spec(), "inorganic") == comp
+    assert for_kind(get_descriptor("ecfp").spec(), "inorganic") is None
+    assert get_descriptor("ecfp").feature_space() != get_descriptor("fcfp").feature_space()
+    assert get_descriptor("composition").feature_space() != \
+        get_descriptor("composition", stats=["mean"]).feature_space()
+
+
+def test_organic_composition_counts_atoms():
+    org = get_descriptor("organic_composition", stats=list(STATS))
+    comp = get_descriptor("composition", stats=list(STATS))
+    smiles = ["CCO", "*CC*", "*c1ccc(*)cc1", "[NH4+].[Cl-]", "C[Si](C)(C)O*", "[2H]C([2H])[2H]",
+              "*", "", "bad((", "[Cf]"]
+    X, ok = org.featurize(smiles)
+    np.testing.assert_array_equal(ok, [True] * 6 + [False] * 4)
+    Xc, okc = comp.featurize(["C2H6O", "C2H4", "C6H4", "NH4Cl", "C3H9OSi", "CH4"])
+    assert okc.all()
+    np.testing.assert_allclose(X[ok], Xc, rtol=1e-6, atol=1e-9)
+    assert np.isnan(X[~ok]).all()
 
 
 def test_unknown_descriptor_names_known_ones():
@@ -80,31 +129,46 @@ def test_element_table_matches_matminer_magpie():
 
 
 def test_composition_matches_matminer(formulas):
+    """500 random formulas, every Magpie column: mean, min, max, var (from std_dev), and the
+    geometric/harmonic means (Hölder means p=0, -1) where the column is positive."""
     from matminer.featurizers.composition import ElementProperty
     from matminer.utils.data import MagpieData
     from pymatgen.core import Composition
 
     rng = np.random.default_rng(0)
-    sample = [formulas[i] for i in rng.choice(len(formulas), 250, replace=False)]
-    d = get_descriptor("composition")
+    sample = [formulas[i] for i in rng.choice(len(formulas), 500, replace=False)]
+    d = get_descriptor("composition", stats=list(STATS))
     X, ok = d.featurize(sample)
-    assert ok.all()
+    assert ok.all() and np.isfinite(X).all()
     col = {name: j for j, name in enumerate(d.feature_names())}
 
-    ep = ElementProperty(
-        MagpieData(impute_nan=False), MAGPIE_22, ["mean", "minimum", "maximum"], impute_nan=False
-    )
-    labels = ep.feature_labels()
-    ref = np.array([ep.featurize(Composition(f)) for f in sample], dtype=float)
-    ours_for = {"mean": "mean", "minimum": "min", "maximum": "max"}
-    n_compared = 0
-    for j, label in enumerate(labels):
-        _, stat, feature = label.split(" ")
-        ours = X[:, col[f"{ours_for[stat]}:{feature}"]].astype(float)
-        known = ~np.isnan(ref[:, j])
-        n_compared += known.sum()
-        np.testing.assert_allclose(ours[known], ref[known, j], rtol=1e-6, atol=1e-6, err_msg=label)
-    assert n_compared > 0.9 * ref.size
+    columns = load_element_table()[1]
+    magpie = MAGPIE_CORE + list(MAGPIE_EXTRA)
+    positive = [m for m in magpie if mean_shift()[columns.index(MAGPIE_EXTRA.get(m, m))] == 0]
+    data = MagpieData(impute_nan=False)
+    featurizers = [
+        ElementProperty(data, magpie, ["mean", "minimum", "maximum", "std_dev"], impute_nan=False),
+        ElementProperty(data, positive, ["holder_mean::0", "holder_mean::-1"], impute_nan=False),
+    ]
+    comps = [Composition(f) for f in sample]
+    # matminer's std_dev is the unbiased weighted estimator over atomic fractions w:
+    # std^2 = sum w (f - mean)^2 / (1 - sum w^2); ours is the population variance.
+    unbias = np.array([1 - sum(w**2 for w in c.fractional_composition.values()) for c in comps])
+    ours_for = {"mean": "mean", "minimum": "min", "maximum": "max", "std_dev": "var",
+                "holder_mean::0": "gmean", "holder_mean::-1": "hmean"}
+    n_compared = n_total = 0
+    for ep in featurizers:
+        ref = np.array([ep.featurize(c) for c in comps], dtype=float)
+        for j, label in enumerate(ep.feature_labels()):
+            _, stat, feature = label.split(" ")
+            ours = X[:, col[f"{ours_for[stat]}:{MAGPIE_EXTRA.get(feature, feature)}"]]
+            expected = ref[:, j] ** 2 * unbias if stat == "std_dev" else ref[:, j]
+            known = ~np.isnan(expected)
+            n_compared += known.sum()
+            np.testing.assert_allclose(ours[known], expected[known], rtol=1e-6, atol=1e-6,
+                                       err_msg=label)
+        n_total += ref.size
+    assert n_compared > 0.8 * n_total
 
 
 def test_composition_sum_and_var_by_hand():
@@ -123,18 +187,35 @@ def test_composition_sum_and_var_by_hand():
     assert row["mean:AtomicWeight"] == pytest.approx((2 * 55.845 + 3 * 15.9994) / 5, rel=1e-6)
 
 
-def test_gmean_hmean_only_for_positive_columns():
+def test_gmean_hmean_cover_every_column():
     table = element_frame()
     d = get_descriptor("composition", stats=["gmean", "hmean"])
     names = d.feature_names()
-    positive = [c for c in table.columns if (table[c] > 0).all()]
-    assert names == [f"gmean:{c}" for c in positive] + [f"hmean:{c}" for c in positive]
-    assert "gmean:GSbandgap" not in names and "gmean:AtomicWeight" in names
-    X, ok = d.featurize(["Fe2O3"])
+    assert names == [f"gmean:{c}" for c in table.columns] + [f"hmean:{c}" for c in table.columns]
+    shift = dict(zip(table.columns, mean_shift()))
+    assert shift["AtomicWeight"] == 0 and shift["GSbandgap"] == 1.0
+    assert shift["GSenergy_pa"] == pytest.approx(1 - table["GSenergy_pa"].min())
+    assert sum(c > 0 for c in shift.values()) == 14
+    X, ok = d.featurize(["Fe2O3", "NaCl", "Fe"])
+    assert ok.all() and np.isfinite(X).all()
     row = dict(zip(names, X[0].astype(float)))
     fe, o = table.loc["Fe", "AtomicWeight"], table.loc["O", "AtomicWeight"]
     assert row["gmean:AtomicWeight"] == pytest.approx(fe**0.4 * o**0.6, rel=1e-6)
     assert row["hmean:AtomicWeight"] == pytest.approx(1 / (0.4 / fe + 0.6 / o), rel=1e-6)
+    # shifted means: in the column's unit, ordered like plain means, f itself for one element
+    fe, o, c = table.loc["Fe", "GSenergy_pa"], table.loc["O", "GSenergy_pa"], shift["GSenergy_pa"]
+    assert row["gmean:GSenergy_pa"] == pytest.approx((fe + c) ** 0.4 * (o + c) ** 0.6 - c, rel=1e-5)
+    assert row["hmean:GSenergy_pa"] == pytest.approx(1 / (0.4 / (fe + c) + 0.6 / (o + c)) - c,
+                                                     rel=1e-5)
+    full = get_descriptor("composition", stats=list(STATS))
+    Xf, _ = full.featurize(["Fe2O3", "NaCl", "Fe"])
+    s = {stat: Xf[:, [j for j, n in enumerate(full.feature_names()) if n.startswith(stat + ":")]]
+         for stat in STATS}
+    tol = 1e-4 * (1 + np.abs(s["mean"]))
+    assert (s["min"] <= s["hmean"] + tol).all() and (s["hmean"] <= s["gmean"] + tol).all()
+    assert (s["gmean"] <= s["mean"] + tol).all() and (s["mean"] <= s["max"] + tol).all()
+    for stat in ("mean", "gmean", "hmean", "max", "min"):
+        np.testing.assert_allclose(s[stat][2], table.loc["Fe"].to_numpy(), rtol=1e-5, atol=1e-5)
 
 
 def test_bad_formulas_are_flagged():

@@ -52,3 +52,26 @@ def test_hidden_features_are_pre_activations_by_hand():
         assert torch.allclose(net(x), out.squeeze(-1), atol=1e-5)
     with pytest.raises(ValueError, match="depth"):
         net.hidden_features(x, 4)
+
+
+def test_default_space_draws_are_unchanged_and_lists_are_sampled():
+    # Pinned draw of the default (scalar) space: sampling extensions must not move it.
+    assert sample_architecture(290, SPACE, stable_seed(0, 0)) == {
+        "n_in": 290, "hidden": [214, 193, 186, 151], "activation": "relu", "dropout": 0.1,
+        "batch_norm": True}
+    space = dict(SPACE, dropout=[0.0, 0.2], batch_norm=[True, False])
+    archs = [sample_architecture(290, space, stable_seed(1, i)) for i in range(40)]
+    assert {a["dropout"] for a in archs} == {0.0, 0.2}
+    assert {a["batch_norm"] for a in archs} == {True, False}
+    assert [a["hidden"] for a in archs] == [
+        sample_architecture(290, SPACE, stable_seed(1, i))["hidden"] for i in range(40)]
+
+
+def test_max_width_bounds_every_draw():
+    from shotgun.models import max_width
+
+    space = dict(SPACE, base_width_cap=512)
+    for n_in in (6, 290, 2048):
+        widest = max(max(sample_architecture(n_in, space, s)["hidden"]) for s in range(200))
+        assert widest <= max_width(n_in, space)
+        assert widest >= 0.95 * max_width(n_in, space) or n_in == 6

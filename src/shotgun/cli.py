@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from . import MATERIAL_CLASSES, __version__, library_cli
+from . import MATERIAL_CLASSES, __version__, datasets_cli, library_cli
 
 
 def _prepare(a):
@@ -25,16 +25,30 @@ def _prepare(a):
     print(json.dumps(report, indent=1))
 
 
-def _featurize(a):
-    from .descriptors import get_descriptor
-    from .featurize import featurize_inputs, read_table, write_features
+def _descriptor_params(pairs: list[str]) -> dict:
+    """``key=value`` strings as a dict; values parsed as JSON when possible (3, true, [..])."""
+    params = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--descriptor-param expects key=value, got {pair!r}")
+        try:
+            params[key] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key] = value
+    return params
 
-    d = get_descriptor(a.descriptor)
+
+def _featurize(a):
+    from .featurize import featurize_inputs, make_descriptor, read_table, write_features
+
+    d = make_descriptor(a.descriptor, _descriptor_params(a.descriptor_param))
     if a.kind not in d.kinds:
         raise ValueError(f"descriptor {a.descriptor!r} accepts {', '.join(d.kinds)} inputs, "
                          f"not {a.kind}")
     inputs = read_table(Path(a.data), a.input)[a.input].astype(str).tolist()
-    X, ok, spec, names = featurize_inputs(inputs, a.descriptor, n_workers=a.n_workers)
+    X, ok, spec, names = featurize_inputs(inputs, d, n_workers=a.n_workers, cache_dir=a.cache,
+                                          progress=True)
     write_features(Path(a.out), inputs, X, ok, spec, names)
     failed = [i + 1 for i in range(len(ok)) if not ok[i]]
     print(f"{a.out}: {len(inputs)} rows, {len(names)} features, {len(failed)} failed"
@@ -72,6 +86,22 @@ def _train(a):
         m = c["metrics"]
         print(f"{c['model_id']} {c['architecture_name']} test MAE {m['test_mae']:.4g} "
               f"R2 {m['test_r2']:.3f} ({m['epochs']} epochs, {m['seconds']:.1f} s)")
+    if a.done:  # the shard's completion marker, written last
+        Path(a.done).write_text(json.dumps([c["model_id"] for c in cards]) + "\n")
+
+
+def _grid(a):
+    from .grid import load_config, resolve_sources, shards
+
+    config = load_config(a.configfile)
+    sources = resolve_sources(config)
+    planned = list(shards(config, sources))
+    if not a.count:
+        for s in planned:
+            print(f"{s.dataset} {s.property} {s.descriptor} {s.models}")
+    cells = {(s.dataset, s.property, s.descriptor) for s in planned}
+    print(f"{len(sources)} datasets, {len(cells)} cells, {len(planned)} shards; models:")
+    print(sum(s.n_models for s in planned))
 
 
 def _predict(a):
@@ -121,13 +151,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=_prepare)
 
-    s = sub.add_parser("featurize", help="compute a descriptor for a column of SMILES or formulas")
+    from . import INPUT_KINDS
+    from .descriptors import DESCRIPTORS
+
+    s = sub.add_parser("featurize", help="compute a descriptor for a column of inputs")
     s.add_argument("--data", required=True, help="CSV or Parquet file")
-    s.add_argument("--input", required=True, help="column holding SMILES or formulas")
-    s.add_argument("--kind", required=True, choices=MATERIAL_CLASSES)
-    s.add_argument("--descriptor", required=True, help="descriptor name (composition, ecfp)")
+    s.add_argument("--input", required=True,
+                   help="column of SMILES, formulas or structures (pymatgen Structure JSON)")
+    s.add_argument("--kind", required=True, choices=INPUT_KINDS)
+    s.add_argument("--descriptor", required=True, choices=sorted(DESCRIPTORS),
+                   metavar="DESCRIPTOR", help=f"one of {', '.join(DESCRIPTORS)}")
+    s.add_argument("--descriptor-param", action="append", default=[], metavar="KEY=VALUE",
+                   help="descriptor parameter, repeatable (e.g. radius=2, counts=false)")
     s.add_argument("--out", required=True, help="output Parquet: input, ok, one column per feature")
     s.add_argument("--n-workers", type=int, default=1, help="Dask worker processes")
+    s.add_argument("--cache", default=None, help="feature cache folder (content addressed)")
     s.set_defaults(func=_featurize)
 
     s = sub.add_parser("init-tracking", help="create the MLflow store and experiment once")
@@ -150,9 +188,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--library-version", default="0")
     s.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
     s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--done", help="completion marker written after the last model (JSON ids)")
     s.set_defaults(func=_train)
 
+    s = sub.add_parser("grid", help="the shards a workflow config plans; last line: models")
+    s.add_argument("--configfile", required=True, help="workflow config, e.g. config/mdl.yaml")
+    s.add_argument("--count", action="store_true", help="print only the number of models")
+    s.set_defaults(func=_grid)
+
     library_cli.add_parser(sub)
+    datasets_cli.add_parser(sub)
 
     s = sub.add_parser("predict", help="predict with a library model (output in its unit)")
     s.add_argument("--library", required=True)

@@ -2,17 +2,21 @@
 
 A dataset is described by a YAML file (see ``config/datasets/qm9.yaml`` for the
 annotated format, ``schemas/dataset.schema.json`` for the schema).  ``prepare``
-turns the raw CSV into one parquet file per property (columns ``input`` and
-``target``), a ``quarantine.csv`` listing every rejected (row, property) pair
-with a reason code, and a ``report.json`` with the counts.
+turns the raw table (CSV, or JSON for structures) into one parquet file per
+property (columns ``input`` and ``target``), a ``quarantine.csv`` listing every
+rejected (row, property) pair with a reason code, and a ``report.json`` with the
+counts.  ``summarize`` computes the same report without writing tables and
+caches it per (declaration, data file) content hash.
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import json
 import math
+import os
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -26,7 +30,15 @@ import numpy as np
 import pandas as pd
 import yaml
 
-MATERIAL_CLASSES = ("molecule", "polymer", "inorganic")
+from . import INPUT_KINDS
+from .checksums import sha256
+
+# Classes a source dataset may declare: molecule, polymer, inorganic and structure (inputs are
+# JSON-serialised pymatgen Structure dicts).
+DATASET_CLASSES = INPUT_KINDS
+
+# Bump when cleaning changes what a report counts: invalidates cached summaries.
+CLEANING_VERSION = 2
 
 # Strings read as a missing target value (compared after strip + lower-case).
 _MISSING_STRINGS = frozenset({"", "nan", "-nan", "na", "n/a", "null", "none", "<na>"})
@@ -40,12 +52,13 @@ class DatasetError(ValueError):
 class Property:
     name: str
     column: str
-    unit: str  # unit of the prepared target, i.e. after the transform ("log10(Pa)")
+    unit: str  # unit of the prepared target, after conversion and transform ("log10(GPa)")
     description: str = ""
-    transform: str = "none"  # "none" | "log10"
+    transform: str = "none"  # "none" | "log10" | "abs"
     min: float | None = None  # bounds on the transformed value
     max: float | None = None
     raw_unit: str = ""  # unit of the source column, as written in the YAML
+    factor: float = 1.0  # raw value x factor is in the converted unit
 
 
 @dataclass(frozen=True)
@@ -91,6 +104,18 @@ def _error_key(err: jsonschema.ValidationError) -> str:
     return ".".join(parts) or "<top level>"
 
 
+def _placeholders(doc, key: str = ""):
+    """(dotted key, value) of every string left as a ``TODO`` placeholder (``datasets add``)."""
+    if isinstance(doc, dict):
+        for k, v in doc.items():
+            yield from _placeholders(v, f"{key}.{k}" if key else str(k))
+    elif isinstance(doc, list):
+        for i, v in enumerate(doc):
+            yield from _placeholders(v, f"{key}.{i}")
+    elif isinstance(doc, str) and doc.strip().upper().startswith("TODO"):
+        yield key or "<top level>", doc
+
+
 def load_dataset(path) -> Dataset:
     """Read and validate one dataset YAML file."""
     path = Path(path)
@@ -110,8 +135,9 @@ def load_dataset(path) -> Dataset:
         raise DatasetError(f"{path}: <top level>: expected a mapping, got {type(doc).__name__}")
 
     errors = sorted(_validator().iter_errors(doc), key=lambda e: [str(p) for p in e.absolute_path])
-    if errors:
-        lines = [f"{path}: {_error_key(e)}: {e.message}" for e in errors]
+    lines = [f"{path}: {_error_key(e)}: {e.message}" for e in errors]
+    lines += [f"{path}: {key}: placeholder {value!r} must be filled in" for key, value in _placeholders(doc)]
+    if lines:
         raise DatasetError("\n".join(lines))
 
     if doc["name"] != path.stem:
@@ -123,15 +149,17 @@ def load_dataset(path) -> Dataset:
         if lo is not None and hi is not None and lo >= hi:
             raise DatasetError(f"{path}: properties.{pname}: min ({lo}) must be below max ({hi})")
         transform = p.get("transform", "none")
+        convert = p.get("convert", {"factor": 1.0, "unit": p["unit"]})
         props[pname] = Property(
             name=pname,
             column=p.get("column", pname),
-            unit=f"log10({p['unit']})" if transform == "log10" else p["unit"],
+            unit=f"log10({convert['unit']})" if transform == "log10" else convert["unit"],
             description=p.get("description", ""),
             transform=transform,
             min=None if lo is None else float(lo),
             max=None if hi is None else float(hi),
             raw_unit=p["unit"],
+            factor=float(convert["factor"]),
         )
     return Dataset(
         name=doc["name"],
@@ -190,22 +218,45 @@ def _canonical_formula(s: str) -> tuple[str | None, str | None]:
         return None, "invalid_formula"
 
 
+def _canonical_structure(s: str) -> tuple[str | None, str | None]:
+    from pymatgen.core import Structure
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            st = Structure.from_dict(json.loads(s))
+    except Exception:  # JSON or pymatgen errors of any kind
+        return None, "invalid_structure"
+    if len(st) == 0 or not st.composition.valid:
+        return None, "invalid_structure"
+    # Sites sorted by species, then fractional position, so that one crystal has one spelling.
+    st = st.get_sorted_structure(
+        key=lambda site: (site.species_string, tuple(np.round(np.mod(site.frac_coords, 1.0), 6)))
+    )
+    return json.dumps(st.as_dict(), sort_keys=True, separators=(",", ":")), None
+
+
+_CONVERTERS = {
+    "molecule": lambda s: _canonical_smiles(s, polymer=False),
+    "polymer": lambda s: _canonical_smiles(s, polymer=True),
+    "inorganic": _canonical_formula,
+    "structure": _canonical_structure,
+}
+
+
 def canonicalize(inputs: Sequence[str], material_class: str) -> tuple[list[str | None], list[str | None]]:
     """Canonical form of each input, or ``None`` plus a reason code.
 
     molecule: RDKit canonical SMILES; polymer: same, with exactly two ``*``;
-    inorganic: pymatgen reduced formula (``K4Mn4O8`` -> ``KMnO2``).
+    inorganic: pymatgen reduced formula (``K4Mn4O8`` -> ``KMnO2``);
+    structure: a JSON pymatgen Structure dict, re-serialised with sorted sites and keys.
     Each distinct string is processed once.
     """
-    if material_class not in MATERIAL_CLASSES:
-        raise ValueError(f"material_class must be one of {MATERIAL_CLASSES}, got {material_class!r}")
-    if material_class == "inorganic":
-        convert = _canonical_formula
-    else:
-        polymer = material_class == "polymer"
-        convert = lambda s: _canonical_smiles(s, polymer)  # noqa: E731
-
-    if material_class != "inorganic":
+    if material_class not in DATASET_CLASSES:
+        raise ValueError(f"material_class must be one of {DATASET_CLASSES}, got {material_class!r}")
+    convert = _CONVERTERS[material_class]
+    smiles = material_class in ("molecule", "polymer")
+    if smiles:
         from rdkit import RDLogger
 
         RDLogger.DisableLog("rdApp.*")
@@ -224,7 +275,7 @@ def canonicalize(inputs: Sequence[str], material_class: str) -> tuple[list[str |
             canon.append(c)
             reasons.append(r)
     finally:
-        if material_class != "inorganic":
+        if smiles:
             RDLogger.EnableLog("rdApp.error")
     return canon, reasons
 
@@ -232,8 +283,8 @@ def canonicalize(inputs: Sequence[str], material_class: str) -> tuple[list[str |
 # ------------------------------------------------------------------------- reading
 
 
-def _read_table(path: Path, columns: list[str], yaml_path: Path) -> pd.DataFrame:
-    """Read the needed columns of a (gzipped) CSV as strings, with clear errors."""
+def _read_text(path: Path, yaml_path: Path) -> str:
+    """Decoded text of a (gzipped) data file, with clear errors."""
     if not path.is_file():
         raise DatasetError(f"{path}: data file not found (declared in {yaml_path})")
     raw = path.read_bytes()
@@ -253,22 +304,75 @@ def _read_table(path: Path, columns: list[str], yaml_path: Path) -> pd.DataFrame
         text = text[1:]
     if not text.strip():
         raise DatasetError(f"{path}: empty file")
+    return text
 
-    header = pd.read_csv(io.StringIO(text), nrows=0).columns
+
+def _is_json(path: Path) -> bool:
+    return path.name.lower().endswith((".json", ".json.gz"))
+
+
+def _json_cell(v) -> str:
+    """A JSON value as the string a CSV cell would hold; objects stay JSON (sorted keys)."""
+    if v is None:
+        return ""
+    if isinstance(v, str):
+        return v
+    if isinstance(v, (dict, list)):
+        return json.dumps(v, sort_keys=True, separators=(",", ":"))
+    return repr(v) if isinstance(v, float) else str(v)
+
+
+def _json_frame(text: str, path: Path) -> pd.DataFrame:
+    """A JSON table: an object of equal-length column arrays, or an array of row objects."""
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DatasetError(f"{path}: line {e.lineno} column {e.colno}: invalid JSON: {e.msg}") from None
+    if isinstance(doc, dict) and all(isinstance(v, list) for v in doc.values()):
+        lengths = {k: len(v) for k, v in doc.items()}
+        if len(set(lengths.values())) > 1:
+            raise DatasetError(f"{path}: column arrays differ in length: {lengths}")
+        records = doc
+    elif isinstance(doc, list) and all(isinstance(r, dict) for r in doc):
+        records = {k: [r.get(k) for r in doc] for k in dict.fromkeys(k for r in doc for k in r)}
+    else:
+        raise DatasetError(f"{path}: expected an object of column arrays or an array of row objects")
+    return pd.DataFrame({k: [_json_cell(v) for v in vals] for k, vals in records.items()}, dtype=object)
+
+
+def read_columns(dataset: Dataset, root: Path) -> list[str]:
+    """Column names of the dataset's data file (the CSV header, the JSON keys)."""
+    path = dataset.resolve(root)
+    text = _read_text(path, dataset.path)
+    if _is_json(path):
+        return list(_json_frame(text, path).columns)
+    return list(pd.read_csv(io.StringIO(text), nrows=0).columns)
+
+
+def _read_table(path: Path, columns: list[str], yaml_path: Path) -> pd.DataFrame:
+    """Read the needed columns of a (gzipped) CSV or JSON table as strings, with clear errors."""
+    text = _read_text(path, yaml_path)
+    if _is_json(path):
+        df = _json_frame(text, path)
+        header, where = df.columns, "keys"
+    else:
+        header, where = pd.read_csv(io.StringIO(text), nrows=0).columns, "line 1 (header)"
     missing = [c for c in columns if c not in header]
     if missing:
         raise DatasetError(
-            f"{path}: line 1 (header): missing column(s) {missing} declared in {yaml_path}; "
-            f"found {list(header)}"
+            f"{path}: {where}: missing column(s) {missing} declared in {yaml_path}; found {list(header)}"
         )
-    try:
-        df = pd.read_csv(
-            io.StringIO(text), usecols=columns, dtype=str, keep_default_na=False, na_filter=False
-        )
-    except pd.errors.ParserError as e:
-        raise DatasetError(f"{path}: malformed CSV: {e}") from None
+    if _is_json(path):
+        df = df[columns]
+    else:
+        try:
+            df = pd.read_csv(
+                io.StringIO(text), usecols=columns, dtype=str, keep_default_na=False, na_filter=False
+            )
+        except pd.errors.ParserError as e:
+            raise DatasetError(f"{path}: malformed CSV: {e}") from None
     if df.empty:
-        raise DatasetError(f"{path}: no data rows after the header")
+        raise DatasetError(f"{path}: no data rows" + ("" if _is_json(path) else " after the header"))
     return df
 
 
@@ -307,12 +411,14 @@ def _merge_duplicates(
     return rows[first], merged[first], rows[~first], "duplicate_merged"
 
 
-def prepare(dataset: Dataset, out_dir: Path, root: Path, max_rows: int | None = None, seed: int = 0) -> dict:
-    """Clean ``dataset`` into ``out_dir`` (one parquet per property) and return the report.
+def clean(
+    dataset: Dataset, root: Path, max_rows: int | None = None, seed: int = 0
+) -> tuple[dict[str, pd.DataFrame], pd.DataFrame, dict]:
+    """Clean ``dataset``: per-property tables, the quarantine and the report (nothing written).
 
     Row numbers are 1-based data rows (the header is not counted).
-    Checks run in this order per property: input, target value, transform, min/max,
-    duplicates (aggregated on the transformed value), then optional subsampling.
+    Checks run in this order per property: input, target value, unit conversion, transform,
+    min/max, duplicates (aggregated on the transformed value), then optional subsampling.
     """
     if max_rows is not None and max_rows < 1:
         raise ValueError(f"max_rows must be positive, got {max_rows}")
@@ -326,12 +432,12 @@ def prepare(dataset: Dataset, out_dir: Path, root: Path, max_rows: int | None = 
     in_reason = np.array([r or "" for r in in_reason], dtype=object)
     rows = np.arange(1, n + 1)
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    tables: dict[str, pd.DataFrame] = {}
     quarantine: list[pd.DataFrame] = []
     report = {
         "dataset": dataset.name,
         "file": dataset.file,
+        "data_sha256": sha256(path),
         "material_class": dataset.material_class,
         "rows_in": n,
         "properties": {},
@@ -340,7 +446,10 @@ def prepare(dataset: Dataset, out_dir: Path, root: Path, max_rows: int | None = 
     for prop in dataset.properties.values():
         values, reason = _parse_targets(df[prop.column])
         reason = np.where(in_reason != "", in_reason, reason)
-        if prop.transform == "log10":
+        values = values * prop.factor
+        if prop.transform == "abs":
+            values = np.abs(values)
+        elif prop.transform == "log10":
             bad = (reason == "") & (values <= 0)
             reason[bad] = "log_of_nonpositive"
             with np.errstate(divide="ignore", invalid="ignore"):
@@ -363,9 +472,9 @@ def prepare(dataset: Dataset, out_dir: Path, root: Path, max_rows: int | None = 
             subsampled = len(kept_rows) - max_rows
             kept_rows, kept_vals = kept_rows[pick], kept_vals[pick]
 
-        table = pd.DataFrame({"input": canon[kept_rows - 1].astype(str), "target": kept_vals.astype(np.float64)})
-        table.to_parquet(out_dir / f"{prop.name}.parquet", index=False)
-
+        tables[prop.name] = pd.DataFrame(
+            {"input": canon[kept_rows - 1].astype(str), "target": kept_vals.astype(np.float64)}
+        )
         bad = reason != ""
         quarantine.append(
             pd.DataFrame({"row": rows[bad], "property": prop.name, "input": raw_input[bad], "reason": reason[bad]})
@@ -384,6 +493,61 @@ def prepare(dataset: Dataset, out_dir: Path, root: Path, max_rows: int | None = 
         report["properties"][prop.name] = entry
 
     q = pd.concat(quarantine, ignore_index=True).sort_values(["row", "property"], kind="stable")
-    q.to_csv(out_dir / "quarantine.csv", index=False)
+    return tables, q, report
+
+
+def prepare(dataset: Dataset, out_dir: Path, root: Path, max_rows: int | None = None, seed: int = 0) -> dict:
+    """Clean ``dataset`` into ``out_dir`` (one parquet per property) and return the report."""
+    tables, quarantine, report = clean(dataset, root, max_rows=max_rows, seed=seed)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, table in tables.items():
+        table.to_parquet(out_dir / f"{name}.parquet", index=False)
+    quarantine.to_csv(out_dir / "quarantine.csv", index=False)
     (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return report
+
+
+# ------------------------------------------------------------------------ summaries
+
+
+def default_cache_dir() -> Path:
+    """``$SHOTGUN_CACHE_DIR``, else ``$XDG_CACHE_HOME/shotgun`` (``~/.cache/shotgun``)."""
+    if os.environ.get("SHOTGUN_CACHE_DIR"):
+        return Path(os.environ["SHOTGUN_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "shotgun"
+
+
+def summary_key(dataset: Dataset, root: Path) -> str:
+    """Hash of what a full cleaning report depends on: the declaration, the data, the code."""
+    h = hashlib.sha256(f"cleaning {CLEANING_VERSION}\n".encode())
+    h.update(dataset.path.read_bytes())
+    h.update(sha256(dataset.resolve(root)).encode())
+    return h.hexdigest()
+
+
+def summarize(dataset: Dataset, root: Path, cache_dir: Path | None = None, compute: bool = True) -> dict | None:
+    """The full (no subsampling) cleaning report of ``dataset``, cached by content hash.
+
+    The cache holds ``<cache_dir>/datasets/<name>/<key>.json``; older entries of the same
+    dataset are removed when a new one is written. With ``compute=False`` a missing entry
+    gives ``None``.
+    """
+    folder = Path(cache_dir or default_cache_dir()) / "datasets" / dataset.name
+    key = summary_key(dataset, root)
+    cached = folder / f"{key}.json"
+    if cached.is_file():
+        try:
+            return json.loads(cached.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            pass  # unreadable cache entry: recompute
+    if not compute:
+        return None
+    _, _, report = clean(dataset, root)
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("*.json"):
+        old.unlink(missing_ok=True)
+    tmp = folder / f".{key}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    tmp.replace(cached)
     return report

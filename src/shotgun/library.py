@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from . import __version__
+from .checksums import sha256
 
 MANIFEST = "manifest.json"
 INDEX = "index.parquet"
@@ -38,14 +39,6 @@ INDEX_COLUMNS = ["model_id", "material_class", "dataset", "property", "unit", "d
 
 class LibraryError(RuntimeError):
     pass
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def index_row(card: dict) -> dict:
@@ -234,8 +227,18 @@ class Library:
         return (q.head(top) if top else q).reset_index(drop=True)
 
     def applicable(self, kind: str) -> pd.DataFrame:
-        """Models whose descriptor accepts inputs of material class ``kind``."""
-        return self.index[self.index["input_kinds"].str.split(",").apply(lambda ks: kind in ks)]
+        """Models that accept inputs of material class ``kind``: through their own descriptor or
+        through one featurizing ``kind`` into the same feature space (e.g. organic_composition
+        for composition models: the cross-class bridges)."""
+        from .descriptors import for_kind
+
+        if self.index.empty:
+            return self.index
+        keys = list(zip(self.index["descriptor"], self.index["descriptor_version"]))
+        first = dict(zip(keys, self.index["model_id"]))  # one card per descriptor and version
+        usable = {key: for_kind(self.card(mid)["descriptor"], kind) is not None
+                  for key, mid in first.items()}
+        return self.index[[usable[k] for k in keys]]
 
     def card(self, model_id: str) -> dict:
         if model_id not in set(self.index["model_id"]):

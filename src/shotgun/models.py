@@ -32,16 +32,33 @@ def sample_architecture(n_in: int, space: Mapping[str, Any], seed: int) -> dict:
     n_layers = int(rng.integers(lo, hi + 1))
     f_lo, f_hi = space["width_fraction"]
     fractions = np.sort(rng.uniform(f_lo, f_hi, size=n_layers))[::-1]
-    base = min(n_in, int(space.get("base_width_cap") or n_in))
+    base = _base_width(n_in, space)
     hidden = [max(int(space.get("min_width", 8)), int(round(f * base))) for f in fractions]
     activations = list(space["activations"])
+    activation = activations[int(rng.integers(len(activations)))]
+    # A list samples uniformly (drawn after the fixed draws above, so scalar spaces are unchanged).
+    dropout, batch_norm = space["dropout"], space["batch_norm"]
+    if isinstance(dropout, (list, tuple)):
+        dropout = dropout[int(rng.integers(len(dropout)))]
+    if isinstance(batch_norm, (list, tuple)):
+        batch_norm = batch_norm[int(rng.integers(len(batch_norm)))]
     return {
         "n_in": int(n_in),
         "hidden": hidden,
-        "activation": activations[int(rng.integers(len(activations)))],
-        "dropout": float(space["dropout"]),
-        "batch_norm": bool(space["batch_norm"]),
+        "activation": activation,
+        "dropout": float(dropout),
+        "batch_norm": bool(batch_norm),
     }
+
+
+def _base_width(n_in: int, space: Mapping[str, Any]) -> int:
+    return min(n_in, int(space.get("base_width_cap") or n_in))
+
+
+def max_width(n_in: int, space: Mapping[str, Any]) -> int:
+    """The widest hidden layer ``sample_architecture`` can draw for ``n_in`` inputs."""
+    return max(int(space.get("min_width", 8)),
+               int(round(float(space["width_fraction"][1]) * _base_width(n_in, space))))
 
 
 def architecture_name(arch: Mapping[str, Any]) -> str:

@@ -1,20 +1,20 @@
 """Train one shard: K architectures of one (dataset, property, descriptor) cell, in one process.
 
-A shard job pays the imports of torch, Lightning and MLflow once for all its models. Every model
-gets a deterministic identity (``model_id``) from its cell, architecture, training config, seed and
-data, its own early stopping and its own best weights. Outputs per model: ``<id>.safetensors``
+A shard job pays the imports of torch, Lightning and MLflow once for all its models, and trains
+them together as batched ensembles (:mod:`shotgun.ensemble`). Every model gets a deterministic
+identity (``model_id``) from its cell, architecture, training config, seed and data (not from its
+shard), its own early stopping and its own best weights. Outputs per model: ``<id>.safetensors``
 (network weights plus the input scaler) and ``<id>.json`` (the model card).
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -99,96 +99,21 @@ def regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict:
     }
 
 
-class _Batches:
-    """Shuffled mini-batches of in-memory tensors (cheaper than a DataLoader for tiny models)."""
-
-    def __init__(self, X, y, batch_size: int, seed: int):
-        import torch
-
-        self.X, self.y, self.batch_size = X, y, batch_size
-        self.gen = torch.Generator().manual_seed(seed)
-
-    def __len__(self):
-        return (len(self.y) + self.batch_size - 1) // self.batch_size
-
-    def __iter__(self):
-        import torch
-
-        perm = torch.randperm(len(self.y), generator=self.gen)
-        for start in range(0, len(perm), self.batch_size):
-            sel = perm[start:start + self.batch_size]
-            if len(sel) > 1 or start == 0:  # BatchNorm needs two samples
-                yield self.X[sel], self.y[sel]
-
-
-def _fit(arch: dict, cfg: dict, X_tr, y_tr, X_val, y_val, seed: int):
-    """Train one network with Lightning; returns the network holding its best weights."""
-    import logging
-    import warnings
-
-    import lightning as L
-    import torch
-    from lightning.pytorch.callbacks import Callback, EarlyStopping
-
-    for name in ("lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", module="lightning")
-    torch.manual_seed(seed)
-    net = build_network(arch)
-    optim = cfg["optim"]
-
-    class Regressor(L.LightningModule):
-        def __init__(self):
-            super().__init__()
-            self.net = net
-
-        def training_step(self, batch, _):
-            x, y = batch
-            return torch.nn.functional.mse_loss(self.net(x), y)
-
-        def validation_step(self, batch, _):
-            x, y = batch
-            self.log("val_loss", torch.nn.functional.mse_loss(self.net(x), y))
-
-        def configure_optimizers(self):
-            return torch.optim.Adam(self.parameters(), lr=optim["lr"],
-                                    weight_decay=optim["weight_decay"])
-
-    class KeepBest(Callback):
-        best, state, epoch = float("inf"), None, -1
-
-        def on_validation_epoch_end(self, trainer, module):
-            loss = float(trainer.callback_metrics["val_loss"])
-            if loss < self.best:
-                self.best, self.epoch = loss, trainer.current_epoch
-                self.state = copy.deepcopy(module.net.state_dict())
-
-    t = cfg["trainer"]
-    keep = KeepBest()
-    trainer = L.Trainer(
-        accelerator=t["accelerator"], devices=1, max_epochs=t["max_epochs"],
-        callbacks=[EarlyStopping("val_loss", patience=t["patience"]), keep],
-        logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, num_sanity_val_steps=0, deterministic=True,
-    )
-    trainer.fit(Regressor(), _Batches(X_tr, y_tr, t["batch_size"], seed),
-                _Batches(X_val, y_val, len(y_val), seed))
-    net.load_state_dict(keep.state)
-    net.eval()
-    return net, {"best_val_mse": keep.best, "best_epoch": keep.epoch,
-                 "epochs": trainer.current_epoch + 1}
-
-
 def _standardizer(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     a = a.astype(np.float64)
     mean, std = a.mean(axis=0), a.std(axis=0)
     return mean, np.where(std > 1e-12, std, 1.0)
 
 
+# Trainer keys that change where or how models are computed, not what they are.
+EXECUTION_KEYS = ("accelerator", "ensemble_size", "group_size")
+
+
 def model_id(cell: Cell, arch: dict, cfg: dict, index: int) -> str:
-    """Deterministic identity of a model; the accelerator does not change it."""
+    """Deterministic identity of a model; the accelerator, the shard a model is in and the
+    models it is trained with do not change it."""
     recipe = {k: v for k, v in cfg.items() if k != "trainer"}
-    recipe["trainer"] = {k: v for k, v in cfg["trainer"].items() if k != "accelerator"}
+    recipe["trainer"] = {k: v for k, v in cfg["trainer"].items() if k not in EXECUTION_KEYS}
     key = [cell.dataset, cell.property, cell.descriptor, arch, recipe, index, cell.data_hash]
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -205,67 +130,118 @@ def plan_shard(cell: Cell, cfg: dict, indices: Sequence[int]) -> list[tuple[int,
     return plan
 
 
+def finished_card(out_dir: Path, mid: str) -> dict | None:
+    """The card of model ``mid`` if its card and weights are complete and agree, else None."""
+    card_path, weights = out_dir / f"{mid}.json", out_dir / f"{mid}.safetensors"
+    if not (card_path.is_file() and weights.is_file()):
+        return None
+    try:
+        card = json.loads(card_path.read_text())
+    except ValueError:
+        return None
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    return card if card.get("model_id") == mid and card.get("weights_sha256") == digest else None
+
+
+def _remove_stale(out_dir: Path, keep: set[str]) -> None:
+    """Delete model files of ``out_dir`` that the shard's plan no longer contains."""
+    for path in list(out_dir.glob("*.json")) + list(out_dir.glob("*.safetensors")):
+        if path.stem not in keep and len(path.stem) == 16:
+            path.unlink()
+
+
+def _chunks(items: list, size: int):
+    for start in range(0, len(items), max(1, size)):
+        yield items[start:start + size]
+
+
 def train_shard(cell: Cell, cfg: dict, indices: Sequence[int], out_dir: Path,
-                tracker=None, threads: int = 1) -> list[dict]:
-    """Train the models ``indices`` of ``cell`` into ``out_dir``; returns their cards."""
+                tracker=None, threads: int = 1, log=print) -> list[dict]:
+    """Train the models ``indices`` of ``cell`` into ``out_dir``; returns their cards.
+
+    Models whose card and weights are already in ``out_dir`` (a shard interrupted earlier) are
+    kept; the others train together, ``trainer.ensemble_size`` at a time, as one batched
+    ensemble (:mod:`shotgun.ensemble`). A card is written after its weights, so a card whose
+    weights checksum verifies marks a finished model.
+    """
+    import lightning  # noqa: F401  (imported before the per-model timing starts)
     import torch
     from safetensors.torch import save_file
 
+    from .ensemble import fit_ensemble, noise_shape
+
     torch.set_num_threads(threads)
     out_dir.mkdir(parents=True, exist_ok=True)
+    plan = plan_shard(cell, cfg, indices)
+    _remove_stale(out_dir, {mid for _, _, mid in plan})
+    cards = {mid: finished_card(out_dir, mid) for _, _, mid in plan}
+    todo = [p for p in plan if cards[p[2]] is None]
+    if len(todo) < len(plan):
+        log(f"{out_dir}: {len(plan) - len(todo)} of {len(plan)} models already trained")
+    t = cfg["trainer"]
     seed = stable_seed(cfg["seed"], cell.dataset, cell.property, "split")
-    tr, val, te = split_indices(len(cell.y), cfg["trainer"], seed)
+    tr, val, te = split_indices(len(cell.y), t, seed)
     x_mean, x_std = _standardizer(cell.X[tr])
     y_mean, y_std = float(cell.y[tr].mean()), float(cell.y[tr].std() or 1.0)
-    device = "cuda" if cfg["trainer"]["accelerator"] == "gpu" else "cpu"
+    device = "cuda" if t["accelerator"] == "gpu" else "cpu"
 
     def tensor(a):
         return torch.as_tensor(np.asarray(a, dtype=np.float32))
 
     Xs = tensor(np.clip((cell.X - x_mean) / x_std, -INPUT_CLIP, INPUT_CLIP))
     ys = tensor((cell.y - y_mean) / y_std)
-    cards = []
-    for index, arch, mid in plan_shard(cell, cfg, indices):
+    on_device = [v.to(device) for v in (Xs[tr], ys[tr], Xs[val], ys[val])]
+    # One batch order and one dropout noise per cell: shared by every model of every shard.
+    cell_key = (cfg["seed"], cell.dataset, cell.property, cell.descriptor["name"])
+    seeds = {"batch_seed": stable_seed(*cell_key, "batches"),
+             "noise_seed": stable_seed(*cell_key, "dropout"),
+             "noise_shape": noise_shape(cell.X.shape[1], cfg["model"])}
+    for chunk in _chunks(todo, int(t.get("ensemble_size") or 1)):
         start = time.perf_counter()
-        net, fit_stats = _fit(arch, cfg, Xs[tr], ys[tr], Xs[val], ys[val],
-                              stable_seed(cfg["seed"], mid))
-        net = net.to("cpu")
-        with torch.no_grad():
-            pred = net(Xs[te]).numpy().astype(np.float64) * y_std + y_mean
-        metrics = {f"test_{k}": v for k, v in regression_metrics(cell.y[te], pred).items()}
-        metrics.update(fit_stats)
-        metrics["seconds"] = time.perf_counter() - start
-        tensors = {f"net.{k}": v.contiguous() for k, v in net.state_dict().items()}
-        tensors["x_mean"], tensors["x_std"] = tensor(x_mean), tensor(x_std)
-        weights = out_dir / f"{mid}.safetensors"
-        save_file(tensors, str(weights))
-        card = {
-            "card_schema": CARD_SCHEMA,
-            "model_id": mid,
-            "material_class": cell.material_class,
-            "dataset": cell.dataset,
-            "property": cell.property,
-            "unit": cell.unit,
-            "descriptor": cell.descriptor,
-            "architecture": arch,
-            "architecture_name": architecture_name(arch),
-            "index": int(index),
-            "target_scaler": {"mean": y_mean, "std": y_std},
-            "input_scaler": {"tensors": ["x_mean", "x_std"], "clip": INPUT_CLIP},
-            "metrics": metrics,
-            "n_train": len(tr), "n_val": len(val), "n_test": len(te),
-            "n_unfeaturized": cell.n_unfeaturized,
-            "data_hash": cell.data_hash,
-            "train_config": cfg,
-            "reference": {"inputs": cell.inputs[te[:N_REFERENCE]].tolist(),
-                          "predictions": pred[:N_REFERENCE].tolist()},
-            "weights": weights.name,
-            "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
-            "shotgun_version": __version__,
-            "device": device,
-        }
-        if tracker is not None:
-            card["mlflow_run_id"] = tracker.log_model(card, weights)
-        (out_dir / f"{mid}.json").write_text(json.dumps(card, indent=1, sort_keys=True))
-        cards.append(card)
-    return cards
+        fitted = fit_ensemble([arch for _, arch, _ in chunk],
+                              [stable_seed(cfg["seed"], mid) for _, _, mid in chunk], cfg,
+                              *on_device, **seeds)
+        seconds = (time.perf_counter() - start) / len(chunk)
+        for (index, arch, mid), (state, fit_stats) in zip(chunk, fitted):
+            net = build_network(arch)
+            net.load_state_dict(state)
+            net.eval()
+            with torch.no_grad():
+                pred = net(Xs[te]).numpy().astype(np.float64) * y_std + y_mean
+            metrics = {f"test_{k}": v for k, v in regression_metrics(cell.y[te], pred).items()}
+            metrics.update(fit_stats)
+            metrics["seconds"] = seconds
+            tensors = {f"net.{k}": v.contiguous() for k, v in net.state_dict().items()}
+            tensors["x_mean"], tensors["x_std"] = tensor(x_mean), tensor(x_std)
+            weights = out_dir / f"{mid}.safetensors"
+            save_file(tensors, str(weights))
+            card = {
+                "card_schema": CARD_SCHEMA,
+                "model_id": mid,
+                "material_class": cell.material_class,
+                "dataset": cell.dataset,
+                "property": cell.property,
+                "unit": cell.unit,
+                "descriptor": cell.descriptor,
+                "architecture": arch,
+                "architecture_name": architecture_name(arch),
+                "index": int(index),
+                "target_scaler": {"mean": y_mean, "std": y_std},
+                "input_scaler": {"tensors": ["x_mean", "x_std"], "clip": INPUT_CLIP},
+                "metrics": metrics,
+                "n_train": len(tr), "n_val": len(val), "n_test": len(te),
+                "n_unfeaturized": cell.n_unfeaturized,
+                "data_hash": cell.data_hash,
+                "train_config": cfg,
+                "reference": {"inputs": cell.inputs[te[:N_REFERENCE]].tolist(),
+                              "predictions": pred[:N_REFERENCE].tolist()},
+                "weights": weights.name,
+                "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
+                "shotgun_version": __version__,
+                "device": device,
+            }
+            if tracker is not None:
+                card["mlflow_run_id"] = tracker.log_model(card, weights)
+            (out_dir / f"{mid}.json").write_text(json.dumps(card, indent=1, sort_keys=True))
+            cards[mid] = card
+    return [cards[mid] for _, _, mid in plan]

@@ -98,6 +98,7 @@ def run_transfer(library: Path, data: Path, input_col: str, target_col: str, kin
     """Screen the library for ``data`` and write summary.json, ranking.csv and parity.png."""
     from sklearn.model_selection import KFold
 
+    from .descriptors import for_kind
     from .featurize import featurize_inputs
     from .library import Library
 
@@ -109,13 +110,15 @@ def run_transfer(library: Path, data: Path, input_col: str, target_col: str, kin
     cands = _candidates(lib, kind, max_models)
     cards = {mid: lib.card(mid) for mid in cands["model_id"]}
 
-    # One descriptor matrix per distinct descriptor spec among the candidates.
+    # One descriptor matrix per distinct descriptor spec among the candidates, computed by the
+    # descriptor that maps the target's inputs into that spec's feature space.
     specs = {json.dumps(c["descriptor"], sort_keys=True): c["descriptor"] for c in cards.values()}
     keep = np.isfinite(y)
-    raw = {}
+    raw, names = {}, {}
     for key, spec in specs.items():
-        X, ok, _, _ = featurize_inputs(inputs, spec)
-        raw[key] = X
+        d = for_kind(spec, kind)
+        X, ok, _, _ = featurize_inputs(inputs, d)
+        raw[key], names[key] = X, d.name
         keep &= ok
     n_dropped = int((~keep).sum())
     y = y[keep]
@@ -150,8 +153,7 @@ def run_transfer(library: Path, data: Path, input_col: str, target_col: str, kin
     for key, X in raw.items():
         for learner in learners:
             pred = cross_val_predict(X, y, splits, learner, seed)
-            baselines.append((regression_metrics(y, pred), f"{learner} on {specs[key]['name']}",
-                              pred))
+            baselines.append((regression_metrics(y, pred), f"{learner} on {names[key]}", pred))
     base_m, base_name, base_pred = min(baselines, key=lambda b: b[0]["mae"])
 
     out = Path(out)

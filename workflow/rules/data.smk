@@ -3,7 +3,7 @@
 
 rule prepare:
     input:
-        declaration="config/datasets/{dataset}.yaml",
+        declaration=f"{DATASETS_DIR}/{{dataset}}.yaml",
         data=lambda w: DATASETS[w.dataset]["file"],
     output:
         directory(f"{RESULTS}/data/{{dataset}}"),

@@ -6,11 +6,11 @@
 
 rule library:
     input:
-        SHARDS,
+        SHARDS,  # completion markers of the shards in SHARD_DIRS
     output:
         f"{LIBRARY}.manifest.json",
     log:
         f"{RESULTS}/logs/library.log",
     shell:
-        "shotgun library build {input} --out {LIBRARY} --library-version {VERSION} > {log} 2>&1 "
+        "shotgun library build {SHARD_DIRS} --out {LIBRARY} --library-version {VERSION} > {log} 2>&1 "
         "&& cp {LIBRARY}/manifest.json {output}"

@@ -1,4 +1,6 @@
 # Training: the MLflow store is created once, then each job trains one shard of K models.
+# A shard's output is its completion marker, not its model folder: Snakemake deletes outputs
+# before re-running a job, and an interrupted shard must keep (and skip) its finished models.
 
 
 rule init_tracking:
@@ -19,8 +21,9 @@ rule train_shard:
         features=f"{RESULTS}/features/{{dataset}}/{{descriptor}}.parquet",
         tracking=f"{RESULTS}/tracking.ready",
     output:
-        directory(f"{RESULTS}/models/{{dataset}}/{{property}}/{{descriptor}}/{{models}}"),
+        f"{RESULTS}/models/{{dataset}}/{{property}}/{{descriptor}}/{{models}}.done",
     params:
+        folder=f"{RESULTS}/models/{{dataset}}/{{property}}/{{descriptor}}/{{models}}",
         overrides=" ".join(f"--override {o}" for o in TRAIN_OVERRIDES),
         uri=f"--tracking-uri {config['tracking_uri']}" if config.get("tracking_uri") else "",
     threads: 1
@@ -29,8 +32,8 @@ rule train_shard:
     log:
         f"{RESULTS}/logs/train/{{dataset}}/{{property}}/{{descriptor}}/{{models}}.log",
     shell:
-        "shotgun train --dataset config/datasets/{wildcards.dataset}.yaml "
+        "shotgun train --dataset {DATASETS_DIR}/{wildcards.dataset}.yaml "
         "--property {wildcards.property} --prepared {input.data}/{wildcards.property}.parquet "
-        "--features {input.features} --models {wildcards.models} --out {output} "
+        "--features {input.features} --models {wildcards.models} --out {params.folder} "
         "--config-dir config/train {params.overrides} --results {RESULTS} {params.uri} "
-        "--library-version {VERSION} --threads {threads} > {log} 2>&1"
+        "--library-version {VERSION} --threads {threads} --done {output} > {log} 2>&1"

@@ -1,25 +1,50 @@
-"""Descriptors: map material strings (SMILES, polymer SMILES, formulas) to feature arrays.
+"""Descriptors: map material strings (SMILES, polymer SMILES, formulas, structures) to arrays.
 
 >>> d = get_descriptor("ecfp", radius=2)
 >>> X, ok = featurize(d, ["CCO", "not a smiles"])
 
-Every descriptor exposes ``name``, ``version``, ``kinds``, ``params``,
-``spec()``, ``feature_names()`` and ``featurize(strings) -> (X, ok)`` where
-``X`` is float32 of shape (n, n_features) and ``ok`` flags the rows that could
-be featurized (other rows are NaN). Heavy libraries (RDKit, pymatgen, Dask)
-are imported only when featurizing.
+Every descriptor exposes ``name``, ``version``, ``kinds`` (the input kinds it
+accepts: molecule, polymer, inorganic, structure), ``params``, ``spec()``,
+``feature_space()``, ``feature_names()`` and ``featurize(strings) -> (X, ok)``
+where ``X`` is float32 of shape (n, n_features) and ``ok`` flags the rows that
+could be featurized (other rows are NaN). Heavy libraries (RDKit, pymatgen,
+Dask) are imported only when featurizing.
+
+=======================  ==========================  ================================
+name                     kinds                       features (default params)
+=======================  ==========================  ================================
+``composition``          inorganic                   58 element features x stats (290)
+``organic_composition``  molecule, polymer           same layout as ``composition``
+``ecfp``, ``fcfp``       molecule, polymer           2,048 (Morgan counts, radius 3)
+``atom_pair``            molecule, polymer           2,048 counts
+``torsion``              molecule, polymer           2,048 counts
+``rdkit_fp``             molecule, polymer           2,048 bits
+``maccs``                molecule, polymer           167 bits
+``rdkit_2d``             molecule, polymer           217 RDKit descriptors
+``rdf``                  structure                   200 (0-20 Å, 0.1 Å bins)
+``ofm``                  structure                   1,024 (32 x 32)
+=======================  ==========================  ================================
+
+Two descriptors whose ``feature_space()`` strings are equal give vectors of the
+same layout and meaning, whatever their names and input kinds (``composition``
+and ``organic_composition`` with the same ``stats``); ``for_kind(spec, kind)``
+returns the descriptor that brings inputs of ``kind`` into the feature space of
+``spec``.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import sys
 from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["DESCRIPTORS", "Descriptor", "featurize", "from_spec", "get_descriptor"]
+__all__ = ["DESCRIPTORS", "Descriptor", "featurize", "for_kind", "from_spec", "get_descriptor"]
 
-# Below this many inputs, featurize() stays in-process.
+# Below this many inputs, featurize() stays in-process (slow descriptors set a lower
+# ``parallel_min_inputs``); chunks hold at least a quarter of it.
 PARALLEL_MIN_INPUTS = 2000
 
 
@@ -30,9 +55,14 @@ class Descriptor:
     version: str
     kinds: tuple[str, ...]
     params: dict[str, Any]
+    parallel_min_inputs = PARALLEL_MIN_INPUTS
 
     def spec(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "params": dict(self.params)}
+
+    def feature_space(self) -> str:
+        """Identifies the layout and meaning of the feature vector (see the module docstring)."""
+        return f"{self.name}:{self.version}:{_canonical(self.params)}"
 
     def feature_names(self) -> list[str]:
         raise NotImplementedError
@@ -55,21 +85,46 @@ class Descriptor:
         return f"get_descriptor({self.name!r}, {args})" if args else f"get_descriptor({self.name!r})"
 
 
+def _canonical(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
 from .composition import CompositionDescriptor  # noqa: E402
-from .fingerprints import ECFPDescriptor  # noqa: E402
+from .fingerprints import (  # noqa: E402
+    AtomPairDescriptor,
+    ECFPDescriptor,
+    FCFPDescriptor,
+    MACCSDescriptor,
+    RDKitFPDescriptor,
+    TorsionDescriptor,
+)
+from .organic import OrganicCompositionDescriptor  # noqa: E402
+from .rdkit_2d import RDKit2DDescriptor  # noqa: E402
+from .structure import OFMDescriptor, RDFDescriptor  # noqa: E402
 
 DESCRIPTORS: dict[str, type[Descriptor]] = {
-    CompositionDescriptor.name: CompositionDescriptor,
-    ECFPDescriptor.name: ECFPDescriptor,
+    cls.name: cls
+    for cls in (
+        CompositionDescriptor, OrganicCompositionDescriptor, ECFPDescriptor, FCFPDescriptor,
+        AtomPairDescriptor, TorsionDescriptor, RDKitFPDescriptor, MACCSDescriptor,
+        RDKit2DDescriptor, RDFDescriptor, OFMDescriptor,
+    )
 }
 
 
 def get_descriptor(name: str, **params: Any) -> Descriptor:
     """Instantiate a registered descriptor by name with constructor params."""
+    import inspect
+
     try:
         cls = DESCRIPTORS[name]
     except KeyError:
         raise ValueError(f"unknown descriptor {name!r}; known: {sorted(DESCRIPTORS)}") from None
+    known = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise ValueError(f"descriptor {name!r} has no parameter {', '.join(unknown)}; "
+                         f"parameters: {', '.join(sorted(known)) or 'none'}")
     return cls(**params)
 
 
@@ -81,11 +136,46 @@ def from_spec(spec: dict[str, Any]) -> Descriptor:
             f"descriptor {spec['name']!r} version {spec.get('version')!r} does not match "
             f"the installed version {d.version!r}"
         )
+    given = spec.get("params", {})
+    if any(d.params.get(k) != v for k, v in given.items()):  # e.g. rdkit_2d on another RDKit
+        raise ValueError(f"descriptor {spec['name']!r} params {given} rebuild as {d.params}")
     return d
 
 
+def for_kind(spec: dict[str, Any], kind: str) -> Descriptor | None:
+    """The descriptor that featurizes ``kind`` inputs into the feature space of ``spec``.
+
+    ``from_spec(spec)`` itself if it accepts ``kind``; otherwise a registered
+    descriptor with the same ``params`` and an equal ``feature_space()`` (e.g.
+    ``organic_composition`` for a ``composition`` spec and molecules); else None.
+    """
+    d = from_spec(spec)
+    if kind in d.kinds:
+        return d
+    for cls in DESCRIPTORS.values():
+        if kind not in cls.kinds or cls is type(d):
+            continue
+        try:
+            other = cls(**d.params)
+        except (TypeError, ValueError):
+            continue
+        if other.feature_space() == d.feature_space():
+            return other
+    return None
+
+
 def _featurize_chunk(spec: dict[str, Any], chunk: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    return from_spec(spec).featurize(chunk)
+    """Featurize one chunk in a worker; fingerprint counts travel back as uint8 or uint16."""
+    d = from_spec(spec)
+    if not hasattr(d, "featurize_counts"):
+        return d.featurize(chunk)
+    X, ok = d.featurize_counts(chunk)
+    return (X.astype(np.uint8) if X.size and X.max() <= 255 else X), ok
+
+
+def _progress(done: int, total: int, enabled: bool) -> None:
+    if enabled:
+        print(f"featurize: {done}/{total} chunks", file=sys.stderr, flush=True)
 
 
 def featurize(
@@ -94,22 +184,26 @@ def featurize(
     n_workers: int = 1,
     scheduler_address: str | None = None,
     chunk_size: int | None = None,
+    progress: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Featurize ``inputs``, in parallel over chunks with Dask when worthwhile.
 
     With ``scheduler_address`` the chunks go to that dask.distributed scheduler;
     otherwise, if ``n_workers > 1`` and there are at least
-    ``PARALLEL_MIN_INPUTS`` inputs, Dask's multiprocessing scheduler is used.
+    ``descriptor.parallel_min_inputs`` inputs, Dask's multiprocessing scheduler is used.
     Only the descriptor spec and strings are sent to workers; numpy arrays come
-    back. The result equals ``descriptor.featurize(inputs)``.
+    back (fingerprints as uint8/uint16, widened here). With ``progress`` the
+    number of finished chunks is printed to stderr. The result equals
+    ``descriptor.featurize(inputs)``.
     """
     inputs = [s if isinstance(s, str) else "" for s in inputs]
     n = len(inputs)
-    if scheduler_address is None and (n_workers <= 1 or n < PARALLEL_MIN_INPUTS):
+    threshold = descriptor.parallel_min_inputs
+    if scheduler_address is None and (n_workers <= 1 or n < threshold):
         return descriptor.featurize(inputs)
 
     if chunk_size is None:
-        chunk_size = max(500, math.ceil(n / (4 * max(n_workers, 1))))
+        chunk_size = max(threshold // 4, 1, math.ceil(n / (4 * max(n_workers, 1))))
     chunks = [inputs[i : i + chunk_size] for i in range(0, n, chunk_size)]
     spec = descriptor.spec()
 
@@ -118,15 +212,36 @@ def featurize(
 
         with Client(scheduler_address, set_as_default=False) as client:
             futures = client.map(_featurize_chunk, [spec] * len(chunks), chunks, pure=False)
-            results = client.gather(futures)
+            results = []
+            for fut in futures:  # in order: the count lags at most the slowest chunk
+                results.append(fut.result())
+                _progress(len(results), len(chunks), progress)
     else:
         import dask
+        from dask.callbacks import Callback
+
+        class Counter(Callback):
+            def __init__(self):
+                super().__init__()
+                self.done = 0
+
+            def _posttask(self, key, result, dsk, state, worker_id):
+                self.done += 1
+                _progress(self.done, len(chunks), progress)
 
         tasks = [dask.delayed(_featurize_chunk)(spec, c) for c in chunks]
-        results = dask.compute(*tasks, scheduler="processes", num_workers=n_workers)
+        with Counter():
+            results = dask.compute(*tasks, scheduler="processes", num_workers=n_workers)
 
     if not results:
         return descriptor.featurize(inputs)
-    X = np.concatenate([r[0] for r in results], axis=0)
     ok = np.concatenate([r[1] for r in results], axis=0)
+    if all(r[0].dtype == np.float32 for r in results):
+        return np.concatenate([r[0] for r in results], axis=0), ok
+    X = np.empty((n, results[0][0].shape[1]), dtype=np.float32)
+    start = 0
+    for Xc, _ in results:  # widen integer chunks in place
+        X[start : start + len(Xc)] = Xc
+        start += len(Xc)
+    X[~ok] = np.nan
     return X, ok

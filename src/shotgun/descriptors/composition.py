@@ -10,13 +10,27 @@ following statistics are available:
 ``var``   sum_i w_i (f_i - mean)^2
 ``max``   max_i f_i
 ``min``   min_i f_i
-``gmean`` exp(sum_i w_i log f_i)
-``hmean`` 1 / sum_i (w_i / f_i)
+``gmean`` exp(sum_i w_i log(f_i + c)) - c
+``hmean`` 1 / sum_i (w_i / (f_i + c)) - c
 
-``gmean`` and ``hmean`` are only produced for the columns whose values are
-strictly positive for all 94 elements; other columns get no such feature, so
-their outputs are always finite. Feature names are ``"<stat>:<column>"``,
-grouped by statistic in the order given in ``stats``.
+Every statistic covers all 58 columns. The shift ``c`` is 0 for the columns that
+are strictly positive for all 94 elements (plain geometric and harmonic means)
+and ``1 - min(f)`` (min over H..Pu, in the column's unit) for the 14 columns
+with zero or negative values (valence/unfilled electron counts, band gap,
+magnetic moment, electron affinity, DFT energy, log10 resistivity), so the
+shifted values are >= 1 and the means finite. Subtracting ``c`` keeps the result
+in the column's unit, equal to ``f`` for a pure element, and ordered
+``min <= hmean <= gmean <= mean <= max`` as for plain means.
+
+Feature names are ``"<stat>:<column>"``, grouped by statistic in the order
+given in ``stats`` (default: the "classic" five, 290 features; all seven give
+406). ``version`` is "1" for stats without ``gmean``/``hmean`` (outputs unchanged
+since the first release) and "2" otherwise (version 1 gave those two only for
+the positive columns).
+
+``feature_space()`` names the layout of the vector, ``"composition:<version>:
+<params>"``; ``organic_composition`` with the same ``stats`` returns the same
+string, so a model trained on one can consume the other.
 
 A formula is rejected (``ok=False``, NaN row) when it is empty, cannot be
 parsed, contains an element outside H..Pu (or a dummy symbol), or has an
@@ -32,7 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import Descriptor
+from . import Descriptor, _canonical
 
 _TABLE_PATH = Path(__file__).with_name("data") / "elements.csv"
 STATS = ("mean", "sum", "var", "max", "min", "gmean", "hmean")
@@ -106,10 +120,17 @@ def parse_formula(formula: str) -> tuple[tuple[int, ...], tuple[float, ...]] | N
     return tuple(idx), tuple(amt)
 
 
-class CompositionDescriptor(Descriptor):
-    name = "composition"
-    version = "1"
-    kinds = ("inorganic",)
+@lru_cache(maxsize=1)
+def mean_shift() -> np.ndarray:
+    """Per-column shift ``c`` of the geometric and harmonic means (0 for positive columns)."""
+    lo = load_element_table()[2].min(axis=0)
+    c = np.where(lo > 0, 0.0, 1.0 - lo)
+    c.setflags(write=False)
+    return c
+
+
+class ElementStatistics(Descriptor):
+    """Element-table statistics of compositions; subclasses provide ``parse``."""
 
     def __init__(self, stats: list[str] | tuple[str, ...] = CLASSIC_STATS):
         stats = [stats] if isinstance(stats, str) else list(stats)
@@ -117,16 +138,21 @@ class CompositionDescriptor(Descriptor):
         if unknown or not stats or len(set(stats)) != len(stats):
             raise ValueError(f"stats must be distinct names from {STATS}, got {stats}")
         self.params = {"stats": stats}
-        _, columns, values = load_element_table()
-        self._positive = np.flatnonzero((values > 0).all(axis=0))
-        names = []
-        for s in stats:
-            cols = self._positive if s in ("gmean", "hmean") else range(len(columns))
-            names += [f"{s}:{columns[j]}" for j in cols]
-        self._names = names
+        columns = load_element_table()[1]
+        self._names = [f"{s}:{c}" for s in stats for c in columns]
+
+    @property
+    def composition_version(self) -> str:
+        return "1" if set(self.params["stats"]) <= set(CLASSIC_STATS) else "2"
+
+    def feature_space(self) -> str:
+        return f"composition:{self.composition_version}:{_canonical(self.params)}"
 
     def feature_names(self) -> list[str]:
         return list(self._names)
+
+    def parse(self, s: str) -> tuple[tuple[int, ...], tuple[float, ...]] | None:
+        raise NotImplementedError
 
     def featurize(self, inputs) -> tuple[np.ndarray, np.ndarray]:
         inputs = list(inputs)
@@ -137,7 +163,7 @@ class CompositionDescriptor(Descriptor):
         for s in inputs:
             key = s if isinstance(s, str) else None
             if key not in cache:
-                cache[key] = parse_formula(s) if key is not None else None
+                cache[key] = self.parse(s) if key is not None else None
             parsed.append(cache[key])
         ok = np.array([p is not None for p in parsed], dtype=bool)
         rows = np.flatnonzero(ok)
@@ -176,8 +202,8 @@ class CompositionDescriptor(Descriptor):
 
         stats = self.params["stats"]
         mean = wsum(F, w) if ("mean" in stats or "var" in stats) else None
+        shift = mean_shift()
         out = []
-        pos = self._positive
         for s in stats:
             if s == "mean":
                 out.append(mean)
@@ -190,7 +216,19 @@ class CompositionDescriptor(Descriptor):
             elif s == "min":
                 out.append(F.min(axis=1))
             elif s == "gmean":
-                out.append(np.exp(wsum(np.log(F[:, :, pos]), w)))
+                out.append(np.exp(wsum(np.log(F + shift), w)) - shift)
             elif s == "hmean":
-                out.append(1.0 / wsum(1.0 / F[:, :, pos], w))
+                out.append(1.0 / wsum(1.0 / (F + shift), w) - shift)
         return np.concatenate(out, axis=1)
+
+
+class CompositionDescriptor(ElementStatistics):
+    name = "composition"
+    kinds = ("inorganic",)
+
+    @property
+    def version(self) -> str:
+        return self.composition_version
+
+    def parse(self, s: str):
+        return parse_formula(s)

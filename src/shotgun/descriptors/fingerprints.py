@@ -1,73 +1,218 @@
-"""ECFP (Morgan) fingerprints for molecules and polymer repeat units.
+"""Hashed fingerprints of molecules and polymer repeat units (RDKit).
 
-Fingerprints come from RDKit's ``rdFingerprintGenerator.GetMorganGenerator``
-with default ECFP atom invariants and no chirality; ``counts=True`` gives the
-hashed count vector, ``counts=False`` the bit vector.
+=============  ==========================================================  =====================
+name           RDKit                                                        params (defaults)
+=============  ==========================================================  =====================
+``ecfp``       Morgan generator, ECFP atom invariants, no chirality         radius 3, n_bits 2048,
+                                                                            counts True
+``fcfp``       Morgan generator, feature (FCFP) atom invariants             radius 3, n_bits 2048,
+                                                                            counts True
+``atom_pair``  atom-pair generator, topological distances 1..max_distance   n_bits 2048, counts
+                                                                            True, max_distance 30
+``torsion``    topological-torsion generator                                n_bits 2048, counts
+                                                                            True, atom_count 4
+``rdkit_fp``   RDKit (Daylight-like) path fingerprint, paths 1..max_path    n_bits 2048, counts
+                                                                            False, max_path 7
+``maccs``      the 166 MACCS keys (``MACCSkeys.GenMACCSKeys``; bit 0 unused) 167 bits
+=============  ==========================================================  =====================
 
-Polymer attachment points: ``*`` is kept as a dummy atom (atomic number 0).
-The attachment points are thus part of the atom environments, so "*CC*" and
-"CC" differ, and repeat units that differ only in where ``*`` attaches get
-different fingerprints, while equivalent SMILES spellings of the same repeat
-unit give identical ones (Morgan environments are graph invariants). The ``*``
-atoms themselves also contribute environments. Capping ``*`` with hydrogens
-would lose the attachment information; replacing it with a real element would
-make the repeat unit look like a different chemistry.
+``counts=True`` gives hashed count vectors, ``counts=False`` bit vectors; values
+are small non-negative integers stored as float32. The bit vectors of
+``atom_pair`` and ``torsion`` use RDKit's default count simulation (a count sets
+up to four bits), as RDKit's hashed atom-pair/torsion bit fingerprints do.
+
+Polymer attachment points: ``*`` is kept as a dummy atom (atomic number 0) by
+every fingerprint here. The attachment points are part of the atom
+environments, paths, pairs and torsions, so "*CC*" and "CC" differ (for MACCS
+only through keys that look at atoms of any element or at chain ends), and
+repeat units that differ only in where ``*`` attaches get different
+fingerprints, while equivalent SMILES spellings of the same repeat unit give
+identical ones (all are graph invariants). Capping ``*`` with hydrogens would
+lose the attachment information; replacing it with a real element would make
+the repeat unit look like a different chemistry. (``rdkit_2d`` caps, see
+``rdkit_2d.py``: its descriptors are physical quantities of a molecule.)
 
 A SMILES that RDKit cannot parse, or an empty string, gives ``ok=False``.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from . import Descriptor
 
 
-class ECFPDescriptor(Descriptor):
-    name = "ecfp"
-    version = "1"
-    kinds = ("molecule", "polymer")
+def parse_smiles(smiles: Any):
+    """RDKit Mol of ``smiles``, or None if empty or invalid (RDKit logging silenced)."""
+    from rdkit import Chem, RDLogger
 
-    def __init__(self, radius: int = 3, n_bits: int = 2048, counts: bool = True):
-        if int(radius) != radius or radius < 0:
-            raise ValueError(f"radius must be a non-negative integer, got {radius!r}")
-        if int(n_bits) != n_bits or n_bits < 1:
-            raise ValueError(f"n_bits must be a positive integer, got {n_bits!r}")
-        self.params = {"radius": int(radius), "n_bits": int(n_bits), "counts": bool(counts)}
+    RDLogger.DisableLog("rdApp.*")
+    if not isinstance(smiles, str) or not smiles.strip():
+        return None
+    return Chem.MolFromSmiles(smiles)
+
+
+def _check_int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or int(value) != value or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+class Fingerprint(Descriptor):
+    """Molecule fingerprints: ``n_features`` integer-valued columns from a Mol."""
+
+    kinds = ("molecule", "polymer")
+    prefix: str
+
+    def feature_names(self) -> list[str]:
+        kind = "count" if self.params.get("counts") else "bit"
+        return [f"{self.prefix}_{kind}_{i}" for i in range(self.n_features)]
+
+    def _fingerprint(self):
+        """A function Mol -> 1-D numpy array of length ``n_features``."""
+        raise NotImplementedError
+
+    def featurize(self, inputs) -> tuple[np.ndarray, np.ndarray]:
+        X, ok = self.featurize_counts(inputs)
+        out = X.astype(np.float32)
+        out[~ok] = np.nan
+        return out, ok
+
+    def featurize_counts(self, inputs) -> tuple[np.ndarray, np.ndarray]:
+        """Like ``featurize`` with uint16 values (0 where not ok): 8x less memory to ship."""
+        fp = self._fingerprint()
+        inputs = list(inputs)
+        X = np.zeros((len(inputs), self.n_features), dtype=np.uint16)
+        ok = np.zeros(len(inputs), dtype=bool)
+        for i, smi in enumerate(inputs):
+            mol = parse_smiles(smi)
+            if mol is not None:
+                v = fp(mol)  # uint8 bits, uint32 counts
+                # counts beyond 65535 (never seen in practice) saturate
+                X[i] = np.minimum(v, 65535) if v.dtype.itemsize > 2 else v
+                ok[i] = True
+        return X, ok
+
+
+class GeneratorFingerprint(Fingerprint):
+    """Fingerprints from an ``rdFingerprintGenerator`` generator (built lazily, not pickled)."""
+
+    def __init__(self, n_bits: int = 2048, counts: bool = True, **params: int):
+        self.params = {**params, "n_bits": _check_int("n_bits", n_bits, 1), "counts": bool(counts)}
         self._generator = None
+
+    @property
+    def n_features(self) -> int:
+        return self.params["n_bits"]
 
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_generator"] = None  # RDKit generators do not pickle
         return state
 
-    def feature_names(self) -> list[str]:
-        prefix = "ecfp_count" if self.params["counts"] else "ecfp_bit"
-        return [f"{prefix}_{i}" for i in range(self.params["n_bits"])]
+    def _make_generator(self):
+        raise NotImplementedError
 
-    def featurize(self, inputs) -> tuple[np.ndarray, np.ndarray]:
-        from rdkit import Chem, RDLogger
-        from rdkit.Chem import rdFingerprintGenerator
-
-        RDLogger.DisableLog("rdApp.*")
+    def _fingerprint(self):
         if self._generator is None:
-            self._generator = rdFingerprintGenerator.GetMorganGenerator(
-                radius=self.params["radius"], fpSize=self.params["n_bits"]
-            )
-        fp = (
-            self._generator.GetCountFingerprintAsNumPy
-            if self.params["counts"]
-            else self._generator.GetFingerprintAsNumPy
-        )
-        inputs = list(inputs)
-        X = np.full((len(inputs), self.params["n_bits"]), np.nan, dtype=np.float32)
-        ok = np.zeros(len(inputs), dtype=bool)
-        for i, smi in enumerate(inputs):
-            if not isinstance(smi, str) or not smi.strip():
-                continue
-            mol = Chem.MolFromSmiles(smi)
-            if mol is None:
-                continue
-            X[i] = fp(mol)
-            ok[i] = True
-        return X, ok
+            self._generator = self._make_generator()
+        g = self._generator
+        return g.GetCountFingerprintAsNumPy if self.params["counts"] else g.GetFingerprintAsNumPy
+
+
+class ECFPDescriptor(GeneratorFingerprint):
+    name = "ecfp"
+    version = "1"
+    prefix = "ecfp"
+
+    def __init__(self, radius: int = 3, n_bits: int = 2048, counts: bool = True):
+        super().__init__(n_bits, counts, radius=_check_int("radius", radius, 0))
+
+    def _atom_invariants(self):
+        return None
+
+    def _make_generator(self):
+        from rdkit.Chem import rdFingerprintGenerator as G
+
+        return G.GetMorganGenerator(radius=self.params["radius"], fpSize=self.params["n_bits"],
+                                    atomInvariantsGenerator=self._atom_invariants())
+
+
+class FCFPDescriptor(ECFPDescriptor):
+    name = "fcfp"
+    version = "1"
+    prefix = "fcfp"
+
+    def _atom_invariants(self):
+        from rdkit.Chem import rdFingerprintGenerator as G
+
+        return G.GetMorganFeatureAtomInvGen()
+
+
+class AtomPairDescriptor(GeneratorFingerprint):
+    name = "atom_pair"
+    version = "1"
+    prefix = "atom_pair"
+
+    def __init__(self, n_bits: int = 2048, counts: bool = True, max_distance: int = 30):
+        super().__init__(n_bits, counts, max_distance=_check_int("max_distance", max_distance, 1))
+
+    def _make_generator(self):
+        from rdkit.Chem import rdFingerprintGenerator as G
+
+        return G.GetAtomPairGenerator(minDistance=1, maxDistance=self.params["max_distance"],
+                                      fpSize=self.params["n_bits"])
+
+
+class TorsionDescriptor(GeneratorFingerprint):
+    name = "torsion"
+    version = "1"
+    prefix = "torsion"
+
+    def __init__(self, n_bits: int = 2048, counts: bool = True, atom_count: int = 4):
+        super().__init__(n_bits, counts, atom_count=_check_int("atom_count", atom_count, 2))
+
+    def _make_generator(self):
+        from rdkit.Chem import rdFingerprintGenerator as G
+
+        return G.GetTopologicalTorsionGenerator(torsionAtomCount=self.params["atom_count"],
+                                                fpSize=self.params["n_bits"])
+
+
+class RDKitFPDescriptor(GeneratorFingerprint):
+    name = "rdkit_fp"
+    version = "1"
+    prefix = "rdkit_fp"
+
+    def __init__(self, n_bits: int = 2048, counts: bool = False, max_path: int = 7):
+        super().__init__(n_bits, counts, max_path=_check_int("max_path", max_path, 1))
+
+    def _make_generator(self):
+        from rdkit.Chem import rdFingerprintGenerator as G
+
+        return G.GetRDKitFPGenerator(minPath=1, maxPath=self.params["max_path"],
+                                     fpSize=self.params["n_bits"])
+
+
+class MACCSDescriptor(Fingerprint):
+    name = "maccs"
+    version = "1"
+    prefix = "maccs"
+
+    def __init__(self):
+        self.params = {}
+
+    @property
+    def n_features(self) -> int:
+        return 167
+
+    def _fingerprint(self):
+        from rdkit.Chem import MACCSkeys
+
+        def fp(mol):
+            bits = MACCSkeys.GenMACCSKeys(mol).ToBitString()
+            return np.frombuffer(bits.encode(), dtype=np.uint8) - ord("0")
+
+        return fp

@@ -1,0 +1,175 @@
+"""Training throughput of the factory on the standard cell, against a naive reference.
+
+Standard cell: 5,000 samples x 290 features (the size of a composition table), architectures
+with 3 hidden layers drawn from config/train/model, 50 epochs (no early stop), batch 128.
+
+- factory: one fresh process runs ``shotgun.training.train_shard`` on K models (batched
+  ensembles, cards and safetensors written), as a shard job does;
+- naive: one fresh process per model, each fitting one network with its own Lightning Trainer
+  (``shotgun.ensemble.fit_single``);
+- peak: this machine's fp32 matrix-product rate through torch (its MKL/oneDNN BLAS, all cores).
+
+``gflops`` counts the useful work of the real (unpadded) networks: forward 2 multiply-adds per
+weight and sample, backward 4 (2 for the first layer, whose input needs no gradient), over the
+training time measured inside the factory process. Last line: JSON.
+
+    python benchmarks/train_throughput.py [--models 64] [--naive-models 2] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+N, F, EPOCHS, BATCH = 5000, 290, 50, 128
+OVERRIDES = [f"trainer.max_epochs={EPOCHS}", f"trainer.patience={EPOCHS}",
+             f"trainer.batch_size={BATCH}", "model.n_layers=[3,3]"]
+
+
+def _cell():
+    import numpy as np
+
+    from shotgun.training import Cell
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(N, F))
+    y = np.tanh(X @ rng.normal(size=F) / 10) + 0.1 * rng.normal(size=N)
+    return Cell("bench", "inorganic", "y", "1", {"name": "composition", "version": "bench",
+                                                  "params": {}},
+                np.array([f"x{i}" for i in range(N)]), X, y, 0)
+
+
+def _cfg(extra=()):
+    from shotgun.training import compose_train_config
+
+    return compose_train_config(ROOT / "config" / "train", OVERRIDES + list(extra))
+
+
+def _train_flops(arch, n_train: int) -> float:
+    widths = [arch["n_in"], *arch["hidden"], 1]
+    macs = [i * o for i, o in zip(widths[:-1], widths[1:])]
+    per_sample = 2 * sum(macs) + 4 * sum(macs[1:]) + 2 * macs[0]
+    return per_sample * n_train * EPOCHS
+
+
+def factory(models: int, threads: int, out: str) -> dict:
+    """(child process) train one shard of ``models`` models; returns timings and FLOPs."""
+    import torch
+
+    from shotgun.training import split_indices, stable_seed, train_shard
+
+    torch.set_num_threads(threads)
+    cell, cfg = _cell(), _cfg()
+    start = time.perf_counter()
+    cards = train_shard(cell, cfg, range(models), Path(out), threads=threads)
+    seconds = time.perf_counter() - start
+    tr, _, _ = split_indices(N, cfg["trainer"], stable_seed(cfg["seed"], "bench", "y", "split"))
+    flops = sum(_train_flops(c["architecture"], len(tr)) for c in cards)
+    return {"train_seconds": seconds, "flops": flops, "epochs": [c["metrics"]["epochs"]
+                                                                  for c in cards]}
+
+
+def naive(index: int, threads: int) -> dict:
+    """(child process) train one model alone with its own Lightning Trainer."""
+    import torch
+
+    from shotgun.ensemble import fit_single, noise_shape
+    from shotgun.training import plan_shard, split_indices, stable_seed
+
+    torch.set_num_threads(threads)
+    cell, cfg = _cell(), _cfg()
+    (_, arch, mid), = plan_shard(cell, cfg, [index])
+    tr, val, _ = split_indices(N, cfg["trainer"], stable_seed(cfg["seed"], "bench", "y", "split"))
+    X = torch.as_tensor((cell.X - cell.X[tr].mean(0)) / cell.X[tr].std(0), dtype=torch.float32)
+    y = torch.as_tensor(cell.y, dtype=torch.float32)
+    start = time.perf_counter()
+    fit_single(arch, stable_seed(cfg["seed"], mid), cfg, X[tr], y[tr], X[val], y[val],
+               batch_seed=1, noise_seed=2, noise_shape=noise_shape(F, cfg["model"]))
+    return {"train_seconds": time.perf_counter() - start}
+
+
+def peak_gflops(threads: int, size: int = 2048, repeats: int = 5) -> float:
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * size ** 3 / best / 1e9
+
+
+def _child(args: list[str]) -> tuple[dict, float]:
+    """Run this script in a fresh process; returns its JSON result and its wall time."""
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True,
+                          env=env, cwd=ROOT)
+    wall = time.perf_counter() - start
+    if proc.returncode:
+        raise RuntimeError(proc.stderr[-3000:])
+    return json.loads(proc.stdout.strip().splitlines()[-1]), wall
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", type=int, default=64, help="models of the factory shard")
+    p.add_argument("--naive-models", type=int, default=2, help="models of the naive reference")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--child", choices=("factory", "naive"), help=argparse.SUPPRESS)
+    p.add_argument("--index", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--out", help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.child == "factory":
+        print(json.dumps(factory(a.models, a.threads, a.out)))
+        return
+    if a.child == "naive":
+        print(json.dumps(naive(a.index, a.threads)))
+        return
+
+    peak = peak_gflops(a.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        fac, fac_wall = _child(["--child", "factory", "--models", str(a.models),
+                                "--threads", str(a.threads), "--out", tmp])
+    naive_walls, naive_train = [], []
+    for i in range(a.naive_models):
+        res, wall = _child(["--child", "naive", "--index", str(i), "--threads", str(a.threads)])
+        naive_walls.append(wall)
+        naive_train.append(res["train_seconds"])
+    gflops = fac["flops"] / fac["train_seconds"] / 1e9
+    naive_per_model = sum(naive_walls) / len(naive_walls)
+    result = {
+        "cell": {"samples": N, "features": F, "hidden_layers": 3, "epochs": EPOCHS,
+                 "batch": BATCH},
+        "threads": a.threads,
+        "models": a.models,
+        "factory_wall_s": round(fac_wall, 2),
+        "factory_train_s": round(fac["train_seconds"], 2),
+        "seconds_per_model": round(fac_wall / a.models, 3),
+        "models_per_hour": round(3600 * a.models / fac_wall, 1),
+        "gflops": round(gflops, 2),
+        "peak_gflops": round(peak, 2),
+        "peak_fraction": round(gflops / peak, 3),
+        "naive_models": a.naive_models,
+        "naive_seconds_per_model": round(naive_per_model, 2),
+        "naive_train_seconds_per_model": round(sum(naive_train) / len(naive_train), 2),
+        "naive_models_per_hour": round(3600 / naive_per_model, 1),
+        "speedup": round(naive_per_model * a.models / fac_wall, 1),
+        "torch_blas": "mkl" if "mkl" in __import__("torch").__config__.show().lower() else "?",
+        "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

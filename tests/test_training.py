@@ -1,0 +1,168 @@
+"""Batched training, resume of interrupted shards and the training grid."""
+
+import json
+import re
+import shutil
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from conftest import ROOT, run
+from shotgun.ensemble import fit_ensemble, fit_single, noise_shape
+from shotgun.grid import resolve_sources, shards
+from shotgun.models import build_network
+from shotgun.training import Cell, compose_train_config, plan_shard, train_shard
+
+SPACE = {"n_layers": [3, 5], "width_fraction": [0.2, 0.8], "base_width_cap": 512, "min_width": 4,
+         "activations": ["relu", "leaky_relu"], "dropout": [0.0, 0.1, 0.2], "batch_norm": True}
+
+
+def _data(n=240, f=12, seed=0, dtype=torch.float32):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, f))
+    y = np.tanh(X @ rng.normal(size=f) / 3) + 0.1 * rng.normal(size=n)
+    return torch.as_tensor(X, dtype=dtype), torch.as_tensor(y, dtype=dtype)
+
+
+def _cfg(epochs, patience=2):
+    return {"optim": {"lr": 0.01, "weight_decay": 1e-4},
+            "trainer": {"accelerator": "cpu", "max_epochs": epochs, "patience": patience,
+                        "batch_size": 32}}
+
+
+def test_model_trained_in_a_batch_equals_the_model_trained_alone():
+    """Mixed depths, widths (padding), activations and dropout rates in one ensemble; in float64
+    the only difference to a plain network is summation order, so results agree to 1e-9."""
+    torch.set_default_dtype(torch.float64)
+    try:
+        X, y = _data(dtype=torch.float64)
+        archs = [{"n_in": 12, "hidden": h, "activation": act, "dropout": p, "batch_norm": True}
+                 for h, act, p in [([9, 7, 5], "relu", 0.1), ([11, 6, 4], "leaky_relu", 0.2),
+                                   ([8, 8, 3], "relu", 0.0), ([10, 9, 7, 5], "leaky_relu", 0.1)]]
+        seeds = [11, 12, 13, 14]
+        common = dict(batch_seed=5, noise_seed=6, noise_shape=(5, 12))
+        cfg = _cfg(epochs=4)
+        together = fit_ensemble(archs, seeds, cfg, X[:180], y[:180], X[180:], y[180:], **common)
+        for i in (1, 3):  # padded in a group of three; alone in its group
+            state, stats = fit_single(archs[i], seeds[i], cfg, X[:180], y[:180], X[180:], y[180:],
+                                      **common)
+            assert stats["best_epoch"] == together[i][1]["best_epoch"]
+            assert stats["epochs"] == together[i][1]["epochs"]
+            assert set(state) == set(together[i][0]) == set(build_network(archs[i]).state_dict())
+            for key, value in state.items():
+                torch.testing.assert_close(together[i][0][key], value, rtol=1e-9, atol=1e-9,
+                                           msg=key)
+    finally:
+        torch.set_default_dtype(torch.float32)
+
+
+def test_per_model_early_stopping_and_best_weights():
+    X, y = _data()
+    space = dict(SPACE, n_layers=[3, 3], dropout=0.1)
+    from shotgun.models import sample_architecture
+
+    archs = [sample_architecture(12, space, s) for s in range(6)]
+    out = fit_ensemble(archs, list(range(6)), _cfg(epochs=15, patience=1), X[:180], y[:180],
+                       X[180:], y[180:], batch_seed=1, noise_seed=2,
+                       noise_shape=noise_shape(12, space))
+    epochs = [stats["epochs"] for _, stats in out]
+    assert all(stats["best_epoch"] == stats["epochs"] - 2 or stats["epochs"] == 15
+               for _, stats in out)
+    for (state, stats), arch in zip(out, archs):  # the best weights reproduce the best loss
+        net = build_network(arch)
+        net.load_state_dict(state)
+        net.eval()
+        with torch.no_grad():
+            mse = float(((net(X[180:]) - y[180:]) ** 2).mean())
+        assert mse == pytest.approx(stats["best_val_mse"], rel=1e-5)
+    assert min(epochs) < 15
+
+
+def _cell():
+    rng = np.random.default_rng(1)
+    n, f = 300, 16
+    X = rng.normal(size=(n, f))
+    y = 3 + 2 * np.tanh(X @ rng.normal(size=f) / 3)
+    return Cell("toy", "inorganic", "y", "eV", {"name": "composition", "version": "1",
+                                                 "params": {}},
+                np.array([f"A{i}B" for i in range(n)]), X, y, 0)
+
+
+def test_interrupted_shard_retrains_only_its_missing_models(tmp_path):
+    cell = _cell()
+    cfg = compose_train_config(ROOT / "config" / "train",
+                               ["trainer.max_epochs=5", "trainer.patience=2",
+                                "trainer.ensemble_size=3"])
+    out = tmp_path / "0-3"
+    cards = train_shard(cell, cfg, range(4), out)
+    assert len({c["model_id"] for c in cards}) == 4
+    mtimes = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    victim = cards[1]["model_id"]
+    (out / f"{victim}.json").unlink()  # interrupted after its weights, before its card
+    (out / "0123456789abcdef.json").write_text("{}")  # a model the plan no longer has
+    again = train_shard(cell, cfg, range(4), out)
+    changed = {p.name for p in out.iterdir() if mtimes.get(p.name) != p.stat().st_mtime_ns}
+    assert changed == {f"{victim}.json", f"{victim}.safetensors"}
+    assert [c["model_id"] for c in again] == [c["model_id"] for c in cards]
+    # Retrained alone (float32), the model matches the one trained in a batch of three.
+    old, new = cards[1], again[1]
+    assert new["metrics"]["epochs"] == old["metrics"]["epochs"]
+    np.testing.assert_allclose(new["reference"]["predictions"], old["reference"]["predictions"],
+                               rtol=1e-3)
+    # The model ids do not depend on the shard or the ensemble size.
+    other = dict(cfg, trainer=dict(cfg["trainer"], ensemble_size=64))
+    assert [m for _, _, m in plan_shard(cell, other, [1])] == [victim]
+    # The weights load into a plain network that reproduces the card's test predictions.
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(out / f"{victim}.safetensors"))
+    net = build_network(new["architecture"])
+    net.load_state_dict({k.removeprefix("net."): v for k, v in tensors.items()
+                         if k.startswith("net.")})
+    net.eval()
+    card = json.loads((out / f"{victim}.json").read_text())
+    assert card["weights_sha256"] == new["weights_sha256"]
+
+
+def _planned_by_snakemake(configfile):
+    proc = run(["snakemake", "-n", "-p", "--configfile", str(configfile), "-c1"])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ranges = re.findall(r"shotgun train .*?--models (\d+)-(\d+)", proc.stdout)
+    return len(ranges), sum(int(hi) - int(lo) + 1 for lo, hi in ranges)
+
+
+def test_grid_count_equals_the_snakemake_plan(tmp_path):
+    decls = tmp_path / "datasets"
+    decls.mkdir()
+    for name in ("qm9", "matbench_log10_kvrh", "radonpy_pi1070"):
+        shutil.copy(ROOT / "config" / "datasets" / f"{name}.yaml", decls)
+    config = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
+    config.update(results=str(tmp_path / "results"), datasets_dir=str(decls), shard_size=3)
+    config["sources"] = {"all": {"descriptors": "applicable", "n_models": 4},
+                         "qm9": {"properties": ["gap", "homo"], "descriptors": ["ecfp"],
+                                 "n_models": 5}}
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(config))
+    proc = run(["shotgun", "grid", "--configfile", str(path), "--count"])
+    assert proc.returncode == 0, proc.stderr
+    counted = int(proc.stdout.strip().splitlines()[-1])
+    planned = list(shards(config))
+    assert counted == sum(s.n_models for s in planned)
+    assert _planned_by_snakemake(path) == (len(planned), counted)
+    radonpy = resolve_sources(config)["radonpy_pi1070"]
+    assert "ecfp" in radonpy["descriptors"] and "composition" not in radonpy["descriptors"]
+    assert len(radonpy["properties"]) == 18
+
+
+def test_mdl_config_plans_the_xenonpy_scale_in_few_jobs():
+    proc = run(["shotgun", "grid", "--configfile", "config/mdl.yaml", "--count"])
+    assert proc.returncode == 0, proc.stderr
+    config = yaml.safe_load((ROOT / "config" / "mdl.yaml").read_text())
+    planned = list(shards(config))
+    assert int(proc.stdout.strip().splitlines()[-1]) == sum(s.n_models for s in planned)
+    assert sum(s.n_models for s in planned) >= 140_000
+    assert len(planned) <= 2_000
+    declared = {p.stem for p in (ROOT / "config" / "datasets").glob("*.yaml")}
+    assert {s.dataset for s in planned} == declared  # new declarations join the grid
