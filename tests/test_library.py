@@ -170,10 +170,20 @@ def test_eight_writers_share_the_embedded_store(smoke, tmp_path):
 
 def test_neural_features_of_many_models_at_once(smoke):
     lib = Library.open(smoke / "library")
-    ids = list(lib.applicable("molecule")["model_id"])
+    ids = list(lib.applicable("molecule")["model_id"])  # fingerprint and composition models
     smiles = ["CCO", "c1ccccc1O", "not a smiles", "CC(=O)N"]
-    many = features_many(lib, ids, smiles, depth=2)
+    many = features_many(lib, ids, smiles, depth=2, kind="molecule")
+    bridged = 0
     for mid in ids:
-        one = lib.load(mid).features(smiles, depth=2)
+        model = lib.load(mid)
+        one = model.features(smiles, depth=2, kind="molecule")
         np.testing.assert_array_equal(many[mid], one)
         assert np.isnan(one[2]).all() and np.isfinite(one[[0, 1, 3]]).all()
+        if model.descriptor.name == "composition":  # through organic_composition, by hand
+            from shotgun.descriptors import get_descriptor
+
+            X, ok = get_descriptor("organic_composition", **model.descriptor.params).featurize(
+                smiles)
+            np.testing.assert_allclose(one[ok], model.features_descriptors(X[ok], 2), atol=1e-5)
+            bridged += 1
+    assert bridged > 0

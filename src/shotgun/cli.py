@@ -112,7 +112,7 @@ def _predict(a):
 
     model = Library.open(a.library).load(a.model)
     df = read_table(Path(a.data), a.input)
-    pred = model.predict(df[a.input].astype(str).tolist())
+    pred = model.predict(df[a.input].astype(str).tolist(), kind=a.kind)
     card = model.card
     out = pd.DataFrame({a.input: df[a.input], f"{card['property']} [{card['unit']}]": pred})
     if a.out:
@@ -204,6 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", required=True, help="model id")
     s.add_argument("--data", required=True, help="CSV of SMILES or formulas")
     s.add_argument("--input", required=True, help="input column")
+    s.add_argument("--kind", choices=MATERIAL_CLASSES,
+                   help="material class of the inputs when not the model's own (e.g. molecule "
+                        "for a composition model: through organic_composition)")
     s.add_argument("--out", help="output CSV (default: standard output)")
     s.set_defaults(func=_predict)
 

@@ -295,23 +295,34 @@ class Predictor:
         with torch.no_grad():
             return self.net.hidden_features(self._scaled(X), depth).numpy()
 
-    def _descriptors(self, inputs: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        X, ok = self.descriptor.featurize(list(inputs))
+    def _descriptors(self, inputs: Sequence[str], kind: str | None = None):
+        """Descriptor matrix and ok mask; ``kind`` names the inputs' material class when it is
+        not the model's own (e.g. molecules for a composition model: organic_composition)."""
+        from .descriptors import for_kind
+
+        d = self.descriptor
+        if kind is not None and kind not in d.kinds:
+            d = for_kind(self.card["descriptor"], kind)
+            if d is None:
+                raise LibraryError(f"model {self.card['model_id']} ({self.descriptor.name}) "
+                                   f"cannot take {kind} inputs")
+        X, ok = d.featurize(list(inputs))
         return np.where(ok[:, None], X, 0.0), ok
 
-    def predict(self, inputs: Sequence[str]) -> np.ndarray:
+    def predict(self, inputs: Sequence[str], kind: str | None = None) -> np.ndarray:
         """Predictions for SMILES or formulas; NaN where an input cannot be featurized."""
-        X, ok = self._descriptors(inputs)
+        X, ok = self._descriptors(inputs, kind)
         return np.where(ok, self.predict_descriptors(X), np.nan)
 
-    def features(self, inputs: Sequence[str], depth: int = 1) -> np.ndarray:
-        X, ok = self._descriptors(inputs)
+    def features(self, inputs: Sequence[str], depth: int = 1, kind: str | None = None):
+        X, ok = self._descriptors(inputs, kind)
         return np.where(ok[:, None], self.features_descriptors(X, depth), np.nan)
 
 
 def features_many(library: Library, model_ids: Sequence[str], inputs: Sequence[str],
-                  depth: int = 1) -> dict[str, np.ndarray]:
-    """Neural descriptors of many models for one set of inputs, each descriptor computed once.
+                  depth: int = 1, kind: str | None = None) -> dict[str, np.ndarray]:
+    """Neural descriptors of many models for one set of inputs (of material class ``kind``,
+    bridged into each model's feature space when needed), each descriptor computed once.
 
     Rows whose input a model's descriptor cannot featurize are NaN for that model.
     """
@@ -321,7 +332,7 @@ def features_many(library: Library, model_ids: Sequence[str], inputs: Sequence[s
         model = library.load(mid)
         key = json.dumps(model.card["descriptor"], sort_keys=True)
         if key not in cache:
-            cache[key] = model._descriptors(inputs)
+            cache[key] = model._descriptors(inputs, kind)
         X, ok = cache[key]
         out[mid] = np.where(ok[:, None], model.features_descriptors(X, depth), np.nan)
     return out
