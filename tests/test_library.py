@@ -144,10 +144,10 @@ def test_nothing_a_user_loads_is_a_pickle(smoke):
                 assert "weights_only=True" in line, (p, line)
 
 
-def _log_models(uri, version, cards, worker):
+def _log_runs(uri, version, cards, worker):
     tracker = Tracker(uri, version)
     for card, weights in cards:
-        tracker.log_model(dict(card, model_id=f"{card['model_id']}-{worker}"), weights)
+        tracker.log_run(dict(card, model_id=f"{card['model_id']}-{worker}"), weights)
 
 
 def test_eight_writers_share_the_embedded_store(smoke, tmp_path):
@@ -156,7 +156,7 @@ def test_eight_writers_share_the_embedded_store(smoke, tmp_path):
     uri = resolve_uri(None, tmp_path)
     init_store(uri, "concurrency", tmp_path / "mlartifacts")
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_log_models, args=(uri, "concurrency", cards, w)) for w in range(8)]
+    procs = [ctx.Process(target=_log_runs, args=(uri, "concurrency", cards, w)) for w in range(8)]
     for p in procs:
         p.start()
     for p in procs:
@@ -164,7 +164,7 @@ def test_eight_writers_share_the_embedded_store(smoke, tmp_path):
     assert [p.exitcode for p in procs] == [0] * 8
     assert count_runs(uri, "concurrency") == 8 * len(cards)
     # Logging again is idempotent: no duplicate runs.
-    _log_models(uri, "concurrency", cards[:2], 0)
+    _log_runs(uri, "concurrency", cards[:2], 0)
     assert count_runs(uri, "concurrency") == 8 * len(cards)
 
 

@@ -71,7 +71,7 @@ class Tracker:
             max_results=1)
         return runs[0].info.run_id if runs else None
 
-    def log_model(self, card: dict, weights: Path) -> str:
+    def log_run(self, card: dict, weights: Path) -> str:
         """Log one model (card, metrics, weights); returns its run id."""
         from mlflow.entities import Metric, Param
 

@@ -241,7 +241,7 @@ def train_shard(cell: Cell, cfg: dict, indices: Sequence[int], out_dir: Path,
                 "device": device,
             }
             if tracker is not None:
-                card["mlflow_run_id"] = tracker.log_model(card, weights)
+                card["mlflow_run_id"] = tracker.log_run(card, weights)
             (out_dir / f"{mid}.json").write_text(json.dumps(card, indent=1, sort_keys=True))
             cards[mid] = card
     return [cards[mid] for _, _, mid in plan]
