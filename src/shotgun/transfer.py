@@ -108,7 +108,8 @@ def run_transfer(library: Path, data: Path, input_col: str, target_col: str, kin
     inputs, y = load_target(data, input_col, target_col, kind)
     lib = Library.open(library)
     cands = _candidates(lib, kind, max_models)
-    cards = {mid: lib.card(mid) for mid in cands["model_id"]}
+    models = {mid: lib.load(mid) for mid in cands["model_id"]}  # each file verified once
+    cards = {mid: m.card for mid, m in models.items()}
 
     # One descriptor matrix per distinct descriptor spec among the candidates, computed by the
     # descriptor that maps the target's inputs into that spec's feature space.
@@ -130,8 +131,8 @@ def run_transfer(library: Path, data: Path, input_col: str, target_col: str, kin
     splits = list(KFold(n_splits=folds, shuffle=True, random_state=seed).split(y))
 
     rows, preds = [], {}
-    for mid, card in cards.items():
-        model = lib.load(mid)
+    for mid, model in models.items():
+        card = model.card
         X = raw[json.dumps(card["descriptor"], sort_keys=True)]
         for depth in range(1, min(max_depth, model.n_hidden) + 1):
             F = model.features_descriptors(X, depth)
