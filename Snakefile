@@ -16,6 +16,9 @@ if "sources" not in config:
 validate(config, "workflow/schemas/config.schema.yaml")
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/features.smk"
@@ -27,5 +30,6 @@ include: "workflow/rules/transfer.smk"
 rule all:
     input:
         f"{LIBRARY}.manifest.json",
-        expand(f"{RESULTS}/transfer/{{target}}/summary.json", target=TARGETS),
+        expand(f"{RESULTS}/transfer/{{target}}/report.html", target=TARGETS),
+        MAP_OUT if MAP else [],
     default_target: True

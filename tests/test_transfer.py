@@ -7,7 +7,9 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT, run
+from shotgun.learners import make_learner, ridge_batch
 from shotgun.library import Library
+from shotgun.screening import build_plan, make_splits
 
 
 @pytest.fixture(scope="module")
@@ -27,43 +29,177 @@ def transfer(smoke, data, out, *extra):
 
 
 def test_transfer_contract_and_baseline_on_the_same_folds(smoke, target, tmp_path):
-    from sklearn.ensemble import RandomForestRegressor
-    from sklearn.linear_model import RidgeCV
     from sklearn.model_selection import KFold
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
     from shotgun.descriptors import get_descriptor
 
-    proc = transfer(smoke, target, tmp_path)
+    proc = transfer(smoke, target, tmp_path, "--learners", "ridge", "--baselines",
+                    "ridge,random_forest", "--no-nested", "--fine-tune", "0")
     assert proc.returncode == 0, proc.stderr
     s = json.loads((tmp_path / "summary.json").read_text())
     assert (s["n_samples"], s["n_dropped"], s["folds"], s["seed"]) == (39, 1, 4, 3)
+    assert s["nested"] is None and s["split"] == "random"
     lib = Library.open(smoke / "library")
     assert s["n_candidates"] == len(lib.applicable("inorganic"))
     ranking = pd.read_csv(tmp_path / "ranking.csv")
-    assert len(ranking) == s["n_candidates"] * 2 * 2  # depths 1, 2 x ridge, random forest
+    n_depths = sum(min(2, lib.load(m).n_hidden) for m in lib.applicable("inorganic")["model_id"])
+    assert len(ranking) == n_depths and set(ranking["learner"]) == {"ridge"}
     best = ranking.iloc[ranking["cv_mae"].argmin()]
     assert s["best"]["model_id"] == best["model_id"] and s["best"]["depth"] == best["depth"]
 
-    # Independent recomputation of the baseline on the contract's folds.
+    # Independent recomputation of the baseline and of the best candidate on the contract's folds.
     df = pd.read_csv(target).drop(index=7)
     X, ok = get_descriptor("composition").featurize(df["formula"].tolist())
     assert ok.all()
     y = df["target"].to_numpy()
-    errors = {}
-    for name, learner in {
-        "ridge": lambda: make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-3, 4, 15))),
-        "random_forest": lambda: RandomForestRegressor(n_estimators=100, max_features=0.33,
-                                                       random_state=3),
-    }.items():
+    folds = list(KFold(n_splits=4, shuffle=True, random_state=3).split(X))
+
+    def cv_mae(learner, F):
         pred = np.empty_like(y)
-        for tr, te in KFold(n_splits=4, shuffle=True, random_state=3).split(X):
-            pred[te] = learner().fit(X[tr], y[tr]).predict(X[te])
-        errors[f"{name} on composition"] = np.abs(pred - y).mean()
+        for tr, te in folds:
+            pred[te] = make_learner(learner, 3).fit(F[tr], y[tr]).predict(F[te])
+        return np.abs(pred - y).mean()
+
+    errors = {f"{name} on composition": cv_mae(name, X) for name in ("ridge", "random_forest")}
     name = min(errors, key=errors.get)
     assert s["baseline"]["name"] == name
     assert s["baseline"]["cv_mae"] == pytest.approx(errors[name], rel=1e-9)
+    F = lib.load(best["model_id"]).features_descriptors(X, int(best["depth"]))
+    assert best["cv_mae"] == pytest.approx(cv_mae("ridge", F.astype(np.float64)), rel=1e-7)
+
+
+def test_nested_estimate_recomputed_by_brute_force(smoke, target, tmp_path):
+    """Nested CV: the whole screen re-run inside each outer training fold, scored outside."""
+    from sklearn.model_selection import KFold
+
+    from shotgun.descriptors import get_descriptor
+
+    proc = transfer(smoke, target, tmp_path, "--learners", "ridge", "--baselines", "ridge",
+                    "--fine-tune", "0", "--stack", "1")
+    assert proc.returncode == 0, proc.stderr
+    s = json.loads((tmp_path / "summary.json").read_text())
+    nested = s["nested"]
+    assert (nested["outer_folds"], nested["inner_folds"]) == (4, 4)
+
+    df = pd.read_csv(target).drop(index=7)
+    X, _ = get_descriptor("composition").featurize(df["formula"].tolist())
+    y = df["target"].to_numpy()
+    lib = Library.open(smoke / "library")
+    feats = {}
+    for mid in lib.applicable("inorganic")["model_id"]:
+        m = lib.load(mid)
+        for depth in range(1, min(2, m.n_hidden) + 1):
+            feats[(mid, depth)] = m.features_descriptors(X, depth).astype(np.float64)
+    errors, chosen = [], []
+    outer = KFold(n_splits=4, shuffle=True, random_state=3).split(y)
+    for o, (tr, te) in enumerate(outer):
+        inner = list(KFold(n_splits=4, shuffle=True, random_state=3 + 1 + o).split(tr))
+
+        def inner_mae(F):
+            err = [np.abs(make_learner("ridge", 3).fit(F[tr[a]], y[tr[a]]).predict(F[tr[b]])
+                          - y[tr[b]]) for a, b in inner]
+            return np.concatenate(err).mean()
+
+        key = min(feats, key=lambda k: inner_mae(feats[k]))
+        chosen.append(key[0])
+        F = feats[key]
+        errors.append(make_learner("ridge", 3).fit(F[tr], y[tr]).predict(F[te]) - y[te])
+    err = np.concatenate(errors)
+    assert nested["chosen"] == chosen
+    assert nested["cv_mae"] == pytest.approx(np.abs(err).mean(), rel=1e-7)
+    # The same-fold best is optimistic relative to its own nested estimate, or equal.
+    assert s["best"]["cv_mae"] <= nested["cv_mae"] + 1e-12
+    curve = pd.read_csv(tmp_path / "learning_curve.csv")
+    assert set(curve["method"]) == {"transfer", "baseline"}
+    assert sorted(set(curve["n"]))[:3] == [5, 10, 20]  # all sizes below the outer training folds
+    last = curve[curve["n"] == curve["n"].max()].set_index("method")
+    assert last.loc["transfer", "mae"] == pytest.approx(nested["cv_mae"], rel=1e-9)
+
+
+def test_methods_refit_and_saved_model_predicts(smoke, target, tmp_path):
+    proc = transfer(smoke, target, tmp_path, "--fine-tune", "2", "--stack", "3")
+    assert proc.returncode == 0, proc.stderr
+    s = json.loads((tmp_path / "summary.json").read_text())
+    methods = {m["method"]: m for m in s["methods"]}
+    assert set(methods) == {"transfer", "baseline", "stack", "fine_tune"}
+    assert s["winner"] == min(methods.values(), key=lambda m: m["cv_mae"])["method"]
+    assert len(s["fine_tune"]) == min(2, s["n_candidates"])
+    assert s["stack"]["k"] == min(3, s["n_candidates"])
+    assert s["nested"] is not None and len(s["nested"]["chosen"]) == 4
+    ranking = pd.read_csv(tmp_path / "ranking.csv")
+    assert {"bayesian_ridge", "gp"} <= set(ranking["learner"])  # the refined pipelines
+    for name in ("report.md", "report.html", "parity.png", "learning_curve.png"):
+        assert (tmp_path / name).stat().st_size > 0
+
+    # The saved pipeline = the best learner refitted on all rows of the best model's features.
+    out = tmp_path / "pred.csv"
+    proc = run(["shotgun", "predict", "--model", str(tmp_path / "model"), "--data", str(target),
+                "--input", "formula", "--out", str(out)])
+    assert proc.returncode == 0, proc.stderr
+    pred = pd.read_csv(out)["target"].to_numpy()
+    df = pd.read_csv(target)
+    lib = Library.open(smoke / "library")
+    m, b = lib.load(s["best"]["model_id"]), s["best"]
+    F = m.features(df["formula"].tolist(), b["depth"]).astype(np.float64)
+    ok = np.isfinite(F).all(axis=1)
+    learner = make_learner(b["learner"], 3).fit(F[ok], df["target"].to_numpy()[ok])
+    np.testing.assert_allclose(pred[ok], learner.predict(F[ok]), rtol=1e-6, atol=1e-9)
+    assert np.isnan(pred[7]) and ok.sum() == 39
+
+    with open(tmp_path / "model" / "train.safetensors", "r+b") as f:
+        f.seek(-1, 2)
+        f.write(b"\x00" if f.read(1) != b"\x00" else b"\x01")
+    proc = run(["shotgun", "predict", "--model", str(tmp_path / "model"), "--data", str(target),
+                "--input", "formula"])
+    assert proc.returncode == 2 and "checksum mismatch" in proc.stderr
+
+
+def test_extrapolation_split_trains_low_and_tests_high(smoke, target, tmp_path):
+    from shotgun.descriptors import get_descriptor
+
+    proc = transfer(smoke, target, tmp_path, "--split", "extrapolate", "--learners", "ridge",
+                    "--no-nested", "--fine-tune", "0")
+    assert proc.returncode == 0, proc.stderr
+    s = json.loads((tmp_path / "summary.json").read_text())
+    assert s["split"] == "extrapolate"
+    df = pd.read_csv(target).drop(index=7)
+    y = df["target"].to_numpy()
+    X, _ = get_descriptor("composition").featurize(df["formula"].tolist())
+    top = y >= np.sort(y)[-8]  # ceil(0.2 * 39) = 8 highest values
+    b = s["best"]
+    F = Library.open(smoke / "library").load(b["model_id"]).features_descriptors(X, b["depth"])
+    pred = make_learner("ridge", 3).fit(F[~top], y[~top]).predict(F[top])
+    assert b["cv_mae"] == pytest.approx(np.abs(pred - y[top]).mean(), rel=1e-7)
+
+
+def test_batched_ridge_equals_ridgecv():
+    rng = np.random.default_rng(1)
+    y = rng.normal(size=60)
+    Fs = [rng.normal(size=(60, h)) + np.outer(y, rng.normal(size=h)) * s
+          for h, s in ((5, 1.0), (40, 0.3), (200, 0.1), (300, 0.0))]
+    Fs[1][:, 3] = 2.5  # a constant feature
+    train, test = np.arange(45), np.arange(45, 60)
+    got = ridge_batch(Fs, y, train, test)
+    for F, p in zip(Fs, got):
+        ref = make_learner("ridge", 0).fit(F[train], y[train]).predict(F[test])
+        np.testing.assert_allclose(p, ref, rtol=1e-8, atol=1e-10)
+
+
+def test_splits_and_plan():
+    y = np.array([5.0, 1.0, 3.0, 9.0, 7.0, 2.0, 8.0, 4.0, 6.0, 0.0])
+    [(train, test)] = make_splits(y, 5, 0, split="extrapolate")
+    assert sorted(y[test]) == [8.0, 9.0] and max(y[train]) == 7.0
+    assert len(make_splits(y, 5, 0, repeats=3)) == 15
+    plan = build_plan(y, 5, 0, curve=(5,))
+    names = [t.name for t in plan.tasks]
+    assert names[0] == "screen" and sum(n.startswith("nested/") for n in names) == 5
+    for task in plan.tasks[1:]:
+        test = plan.pairs[task.test_pair][1]
+        assert not set(test) & set(task.train)
+        for p in task.inner:  # inner folds never see the outer test rows
+            assert set(plan.pairs[p][0]) | set(plan.pairs[p][1]) <= set(task.train)
+    curve = [t for t in plan.tasks if t.name.startswith("curve/")]
+    assert len(curve) == 5 and all(len(t.train) == 5 for t in curve)
 
 
 @pytest.mark.parametrize("change, message", [

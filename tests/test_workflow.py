@@ -12,6 +12,9 @@ from shotgun.library import Library, sha256
 from shotgun.tracking import count_runs, resolve_uri
 
 SMOKE = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
+# The smoke config's transfer target: its declaration with the config's overrides.
+DEMO = {**yaml.safe_load((ROOT / "config" / "targets" / "esol_demo.yaml").read_text()),
+        **SMOKE["targets"][0]}
 
 
 def test_library_matches_the_grid_and_the_tracking_store(smoke):
@@ -80,9 +83,9 @@ def test_tampered_weights_are_refused(smoke, tmp_path):
 def test_transfer_demo_writes_the_contract_files(smoke):
     out = smoke / "transfer" / "esol_demo"
     s = json.loads((out / "summary.json").read_text())
-    demo = pd.read_csv(ROOT / SMOKE["transfer"]["esol_demo"]["data"])
+    demo = pd.read_csv(ROOT / DEMO["data"])
     assert s["n_samples"] + s["n_dropped"] == len(demo)
-    assert s["folds"] == SMOKE["transfer"]["esol_demo"]["folds"]
+    assert s["folds"] == DEMO["folds"]
     assert s["n_candidates"] == len(Library.open(smoke / "library").applicable("molecule"))
     for key in ("model_id", "dataset", "property", "descriptor", "learner", "depth",
                 "cv_mae", "cv_rmse", "cv_r2"):

@@ -47,8 +47,11 @@ def _featurize(a):
         raise ValueError(f"descriptor {a.descriptor!r} accepts {', '.join(d.kinds)} inputs, "
                          f"not {a.kind}")
     inputs = read_table(Path(a.data), a.input)[a.input].astype(str).tolist()
-    X, ok, spec, names = featurize_inputs(inputs, d, n_workers=a.n_workers, cache_dir=a.cache,
-                                          progress=True)
+    try:
+        X, ok, spec, names = featurize_inputs(inputs, d, n_workers=a.n_workers, cache_dir=a.cache,
+                                              progress=True, scheduler_address=a.scheduler)
+    except ConnectionError as err:  # --scheduler does not answer
+        raise ValueError(str(err)) from err
     write_features(Path(a.out), inputs, X, ok, spec, names)
     failed = [i + 1 for i in range(len(ok)) if not ok[i]]
     print(f"{a.out}: {len(inputs)} rows, {len(names)} features, {len(failed)} failed"
@@ -108,13 +111,26 @@ def _predict(a):
     import pandas as pd
 
     from .featurize import read_table
-    from .library import Library
 
-    model = Library.open(a.library).load(a.model)
     df = read_table(Path(a.data), a.input)
-    pred = model.predict(df[a.input].astype(str).tolist(), kind=a.kind)
-    card = model.card
-    out = pd.DataFrame({a.input: df[a.input], f"{card['property']} [{card['unit']}]": pred})
+    inputs = df[a.input].astype(str).tolist()
+    if a.library:  # a library model, in its property's unit
+        from .library import Library
+
+        model = Library.open(a.library).load(a.model)
+        pred = model.predict(inputs, kind=a.kind)
+        column = f"{model.card['property']} [{model.card['unit']}]"
+    else:  # a transfer pipeline saved by `shotgun transfer` (OUT/model)
+        from .transfer import TransferModel
+
+        if not (Path(a.model) / "model.json").is_file():
+            raise FileNotFoundError(f"{a.model}: not a saved transfer model (no model.json); "
+                                    "give --library for a library model id")
+        model = TransferModel(Path(a.model))
+        pred = model.predict(inputs)
+        unit = model.meta.get("unit")
+        column = model.meta["target"] + (f" [{unit}]" if unit else "")
+    out = pd.DataFrame({a.input: df[a.input], column: pred})
     if a.out:
         out.to_csv(a.out, index=False)
         print(f"{a.out}: {len(out)} predictions, {int(pd.isna(pred).sum())} inputs not featurizable")
@@ -127,13 +143,31 @@ def _transfer(a):
 
     s = run_transfer(Path(a.library), Path(a.data), a.input, a.target, a.kind, Path(a.out),
                      folds=a.folds, seed=a.seed, max_models=a.max_models,
-                     max_depth=a.max_depth)
+                     max_depth=a.max_depth, learners=a.learners.split(","),
+                     baselines=a.baselines.split(","), refine=a.refine, repeats=a.repeats,
+                     split=a.split, nested=a.nested, fine_tune=a.fine_tune, stack=a.stack,
+                     scheduler=a.scheduler, n_workers=a.n_workers, n=a.n, unit=a.unit)
     b, base = s["best"], s["baseline"]
     print(f"{s['n_samples']} samples ({s['n_dropped']} dropped), {s['n_candidates']} candidates, "
-          f"{s['folds']}-fold CV, {s['seconds']} s")
-    print(f"best transfer: {b['dataset']}/{b['property']} ({b['model_id']}, depth {b['depth']}, "
-          f"{b['learner']}): MAE {b['cv_mae']:.4g}, R2 {b['cv_r2']:.3f}")
+          f"{s['folds']}-fold CV ({s['split']}), {s['seconds']} s")
+    print(f"best transfer (same folds): {b['dataset']}/{b['property']} ({b['model_id']}, depth "
+          f"{b['depth']}, {b['learner']}): MAE {b['cv_mae']:.4g}, R2 {b['cv_r2']:.3f}")
     print(f"baseline {base['name']}: MAE {base['cv_mae']:.4g}, R2 {base['cv_r2']:.3f}")
+    print("methods on the same folds: " + ", ".join(
+        f"{m['method']} {m['cv_mae']:.4g}" for m in s["methods"]) + f"; winner {s['winner']}")
+    if s["nested"]:
+        n = s["nested"]
+        print(f"nested CV: transfer MAE {n['cv_mae']:.4g}, R2 {n['cv_r2']:.3f}; baseline MAE "
+              f"{n['baseline']['cv_mae']:.4g}, R2 {n['baseline']['cv_r2']:.3f}")
+    print(f"refitted best pipeline: {Path(a.out) / s['model']} (shotgun predict --model)")
+
+
+def _transfer_map(a):
+    from .transfer_map import write_transfer_map
+
+    df = write_transfer_map(Path(a.library), Path(a.results), Path(a.out), n=a.n, seed=a.seed,
+                            folds=a.folds)
+    print(f"{a.out}: {len(df)} (source, target) pairs")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -164,7 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--descriptor-param", action="append", default=[], metavar="KEY=VALUE",
                    help="descriptor parameter, repeatable (e.g. radius=2, counts=false)")
     s.add_argument("--out", required=True, help="output Parquet: input, ok, one column per feature")
-    s.add_argument("--n-workers", type=int, default=1, help="Dask worker processes")
+    s.add_argument("--n-workers", type=int, default=1,
+                   help="processes of the local Dask cluster started for large inputs")
+    s.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="Dask scheduler to send the work to instead (e.g. tcp://host:8786)")
     s.add_argument("--cache", default=None, help="feature cache folder (content addressed)")
     s.set_defaults(func=_featurize)
 
@@ -199,9 +236,12 @@ def build_parser() -> argparse.ArgumentParser:
     library_cli.add_parser(sub)
     datasets_cli.add_parser(sub)
 
-    s = sub.add_parser("predict", help="predict with a library model (output in its unit)")
-    s.add_argument("--library", required=True)
-    s.add_argument("--model", required=True, help="model id")
+    s = sub.add_parser("predict", help="predict with a library model (output in its unit) or "
+                                       "with a transfer pipeline saved by `shotgun transfer`")
+    s.add_argument("--library", help="library folder (with --model: a model id)")
+    s.add_argument("--model", required=True,
+                   help="library model id, or without --library a saved transfer model folder "
+                        "(the transfer output's model/)")
     s.add_argument("--data", required=True, help="CSV of SMILES or formulas")
     s.add_argument("--input", required=True, help="input column")
     s.add_argument("--kind", choices=MATERIAL_CLASSES,
@@ -209,6 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "for a composition model: through organic_composition)")
     s.add_argument("--out", help="output CSV (default: standard output)")
     s.set_defaults(func=_predict)
+
+    from .learners import BASELINE_LEARNERS, LEARNERS, TRANSFER_LEARNERS
+    from .screening import NESTED_MAX_ROWS
 
     s = sub.add_parser("transfer", help="screen library models for a small target dataset")
     s.add_argument("--library", required=True)
@@ -222,7 +265,43 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-models", type=int, default=None,
                    help="screen only the N candidates with the best source test R2")
     s.add_argument("--max-depth", type=int, default=2, help="hidden layers used as features: 1..N")
+    s.add_argument("--n", type=int, help="use a seeded subsample of N usable rows")
+    s.add_argument("--unit", help="the target's unit (plots and report)")
+    s.add_argument("--learners", default=",".join(TRANSFER_LEARNERS),
+                   help="learners on neural features (ridge screens all candidates; the others "
+                        f"refine the best): comma-separated from {', '.join(LEARNERS[:4])}; "
+                        "random_forest is slow on many pipelines")
+    s.add_argument("--refine", type=int, default=3,
+                   help="ridge-best pipelines per selection tried with the other learners")
+    s.add_argument("--baselines", default=",".join(BASELINE_LEARNERS),
+                   help="from-scratch learners on the raw descriptors")
+    s.add_argument("--repeats", type=int, default=1, help="repeated K-fold with new shuffles")
+    s.add_argument("--split", choices=("random", "extrapolate"), default="random",
+                   help="extrapolate: train on the lowest 80%% of target values, test on the "
+                        "top 20%%")
+    s.add_argument("--nested", action=argparse.BooleanOptionalAction, default=None,
+                   help="nested CV estimate and learning curve (default: on up to "
+                        f"{NESTED_MAX_ROWS} rows)")
+    s.add_argument("--fine-tune", type=int, default=3,
+                   help="fine-tune the N best source networks on the same folds (0: off)")
+    s.add_argument("--stack", type=int, default=5,
+                   help="stacked ensemble: mean of the top K transferred models (1: off)")
+    s.add_argument("--scheduler", help="Dask scheduler address for the screen "
+                                       "(default: a local cluster of --n-workers)")
+    s.add_argument("--n-workers", type=int, default=1,
+                   help="screening worker processes on this machine")
     s.set_defaults(func=_transfer)
+
+    s = sub.add_parser("transfer-map",
+                       help="gain of every source property for every other library property")
+    s.add_argument("--library", required=True)
+    s.add_argument("--results", required=True,
+                   help="workflow results folder (prepared tables under data/<dataset>/)")
+    s.add_argument("--out", required=True, help="folder for transfer_map.csv and transfer_map.png")
+    s.add_argument("--n", type=int, default=50, help="seeded subsample of each target property")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--folds", type=int, default=5)
+    s.set_defaults(func=_transfer_map)
     return p
 
 

@@ -138,27 +138,29 @@ def make_descriptor(descriptor, params: dict | None = None):
 
 def featurize_inputs(inputs: Sequence[str], descriptor, n_workers: int = 1,
                      cache_dir: Path | None = None, progress: bool = False,
-                     params: dict | None = None):
+                     params: dict | None = None, scheduler_address: str | None = None):
     """(X, ok, spec, feature names) for ``inputs``, in input order.
 
     ``descriptor`` is a name (built with ``params``), a spec or a Descriptor. Each distinct input
-    is featurized once; with ``cache_dir``, only those not already in the cache.
+    is featurized once; with ``cache_dir``, only those not already in the cache. Parallelism as
+    in ``shotgun.descriptors.featurize``: a Dask scheduler at ``scheduler_address``, else a local
+    cluster of ``n_workers`` processes for large inputs.
     """
     from .descriptors import featurize
 
     d = make_descriptor(descriptor, params)
     inputs = [str(s) for s in inputs]
     unique = list(dict.fromkeys(inputs))
+    run = dict(n_workers=n_workers, scheduler_address=scheduler_address, progress=progress)
     if cache_dir is None:
-        Xu, oku = featurize(d, unique, n_workers=n_workers, progress=progress)
+        Xu, oku = featurize(d, unique, **run)
     else:
         cache = FeatureCache(Path(cache_dir), d.spec())
         keys = [cache.key(s) for s in unique]
         Xu, oku, found = cache.lookup(keys, d.n_features)
         todo = np.flatnonzero(~found)
         if len(todo):
-            Xn, okn = featurize(d, [unique[i] for i in todo], n_workers=n_workers,
-                                progress=progress)
+            Xn, okn = featurize(d, [unique[i] for i in todo], **run)
             Xu[todo], oku[todo] = Xn, okn
             cache.store([keys[i] for i in todo], Xn, okn)
     if len(unique) == len(inputs):

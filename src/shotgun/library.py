@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import time
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -120,26 +121,71 @@ def write_library(dest: Path, models: Sequence[tuple[dict, Path]], version: str,
     return manifest
 
 
+def _tag() -> str:
+    """Names this process's scratch entries: ``<host>-<pid>``."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _abandoned(name: str, prefix: str) -> bool:
+    """Whether ``name`` (``<prefix><host>-<pid>``) is scratch of a process of this host that is
+    gone (a build killed before it could clean up)."""
+    host, _, pid = name[len(prefix):].rpartition("-")
+    if not name.startswith(prefix) or host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # alive, owned by another user
+        return False
+    return False
+
+
+def _retire(build: Path, versions: Path) -> None:
+    """Delete a build: renamed first (atomic), so that a deletion cut short leaves no
+    half-deleted build that a later build of the same content would take as complete."""
+    doomed = versions / f".deleting-{_tag()}-{build.name}"
+    try:
+        build.rename(doomed)
+    except OSError:
+        return
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def _clean_scratch(out: Path, versions: Path) -> None:
+    """Remove what killed builds left: half-written and half-deleted builds, unused links."""
+    for p in versions.iterdir():
+        if p.name.startswith(".deleting-") or _abandoned(p.name, ".building-"):
+            shutil.rmtree(p, ignore_errors=True)
+    for p in out.parent.glob(f".{out.name}.link-*"):
+        if _abandoned(p.name, f".{out.name}.link-"):
+            p.unlink(missing_ok=True)
+
+
 def build_library(shard_dirs: Sequence[Path], out: Path, version: str, keep: int = 2) -> dict:
     """Assemble shards into the library at ``out``, incrementally and atomically.
 
     Each build is a folder under ``<out>.versions/`` named by version and content; ``out`` is a
     symbolic link switched to the new folder in one atomic rename, so a crash at any point leaves
-    the previous library intact. Unchanged weights are hard-linked from the previous build; the
-    ``keep`` newest builds are kept.
+    the previous library intact (a later build removes what the crash left). Unchanged weights
+    are hard-linked from the previous build; the new build, the previous one and the newest
+    others up to ``keep`` builds in all are kept.
     """
     out = Path(out)
     versions = out.parent / f"{out.name}.versions"
     versions.mkdir(parents=True, exist_ok=True)
-    if out.is_dir() and not out.is_symlink():  # a plain folder: keep it as a past build
-        out.rename(versions / f"previous-{os.getpid()}")
+    _clean_scratch(out, versions)
+    if out.is_dir() and not out.is_symlink():  # a plain folder: keep it as a past build, linked
+        past = versions / f"previous-{os.getpid()}"
+        out.rename(past)
+        os.symlink(os.path.relpath(past, out.parent), out)
     previous = None
     if out.exists():
         try:
             previous = Library.open(out)
         except LibraryError:
             pass
-    tmp = versions / f".building-{os.getpid()}"
+    tmp = versions / f".building-{_tag()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         manifest = write_library(tmp, shard_models(shard_dirs), version, reuse=previous)
@@ -153,14 +199,20 @@ def build_library(shard_dirs: Sequence[Path], out: Path, version: str, keep: int
         manifest = json.loads((final / MANIFEST).read_text())
     else:
         tmp.rename(final)
-    link = out.parent / f".{out.name}.link-{os.getpid()}"
+    link = out.parent / f".{out.name}.link-{_tag()}"
     link.unlink(missing_ok=True)
     os.symlink(os.path.relpath(final, out.parent), link)
     os.replace(link, out)
-    builds = sorted((p for p in versions.iterdir() if p.is_dir() and not p.name.startswith(".")),
+    # Kept first: the new build, then the one it replaced (readers may still hold it, and a
+    # killed build can leave a newer one that was never linked), then the newest others.
+    current, replaced = final.resolve(), previous.root if previous else None
+    builds = sorted((p.resolve() for p in versions.iterdir()
+                     if p.is_dir() and not p.name.startswith(".")),
                     key=lambda p: p.stat().st_mtime, reverse=True)
-    for stale in [b for b in builds if b != final][max(keep - 1, 0):]:
-        shutil.rmtree(stale, ignore_errors=True)
+    ranked = ([current] + [b for b in builds if b == replaced and b != current]
+              + [b for b in builds if b not in (current, replaced)])
+    for stale in ranked[max(keep, 1):]:
+        _retire(stale, versions)
     return manifest
 
 

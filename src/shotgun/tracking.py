@@ -4,7 +4,8 @@ The embedded default is a SQLite store in the results folder; ``init_store`` cre
 it once before parallel shard jobs start, because concurrent schema creation races. Runs carry the
 model card and the safetensors weights as artifacts; ``mlflow.pytorch.log_model`` is not used (it
 pickles). A run is keyed by the model id (tag ``shotgun.model_id``): logging a model that already
-has a finished run returns that run instead of adding a duplicate.
+has a finished run returns that run instead of adding a duplicate, and a run of the same model
+left unfinished by a killed process is deleted, so each model has exactly one run.
 """
 
 from __future__ import annotations
@@ -71,11 +72,23 @@ class Tracker:
             max_results=1)
         return runs[0].info.run_id if runs else None
 
+    def _claim(self, model_id: str) -> str | None:
+        """The finished run of ``model_id``, if any, after deleting the runs of it that a killed
+        process left unfinished (RUNNING, FAILED, KILLED): only one process trains a model, and
+        its next run replaces them."""
+        runs = self.client.search_runs([self.experiment_id], f"tags.`{MODEL_TAG}` = '{model_id}'",
+                                       max_results=1000, order_by=["attributes.start_time ASC"])
+        for run in runs:
+            if run.info.status != "FINISHED":
+                self.client.delete_run(run.info.run_id)
+        finished = [r.info.run_id for r in runs if r.info.status == "FINISHED"]
+        return finished[0] if finished else None
+
     def log_run(self, card: dict, weights: Path) -> str:
         """Log one model (card, metrics, weights); returns its run id."""
         from mlflow.entities import Metric, Param
 
-        existing = self.find(card["model_id"])
+        existing = self._claim(card["model_id"])
         now = int(time.time() * 1000)
         if existing:
             return existing

@@ -163,6 +163,11 @@ def train_shard(cell: Cell, cfg: dict, indices: Sequence[int], out_dir: Path,
     kept; the others train together, ``trainer.ensemble_size`` at a time, as one batched
     ensemble (:mod:`shotgun.ensemble`). A card is written after its weights, so a card whose
     weights checksum verifies marks a finished model.
+
+    The chunks are cut from the whole plan, not from the unfinished models: a resumed shard
+    trains every model in the same company as an uninterrupted one (float32 results depend on
+    the stacked groups), so it gives bit-identical weights. A chunk interrupted between its
+    cards is trained again whole; its finished models keep their files.
     """
     import lightning  # noqa: F401  (imported before the per-model timing starts)
     import torch
@@ -196,13 +201,17 @@ def train_shard(cell: Cell, cfg: dict, indices: Sequence[int], out_dir: Path,
     seeds = {"batch_seed": stable_seed(*cell_key, "batches"),
              "noise_seed": stable_seed(*cell_key, "dropout"),
              "noise_shape": noise_shape(cell.X.shape[1], cfg["model"])}
-    for chunk in _chunks(todo, int(t.get("ensemble_size") or 1)):
+    for chunk in _chunks(plan, int(t.get("ensemble_size") or 1)):
+        if all(cards[mid] is not None for _, _, mid in chunk):
+            continue
         start = time.perf_counter()
         fitted = fit_ensemble([arch for _, arch, _ in chunk],
                               [stable_seed(cfg["seed"], mid) for _, _, mid in chunk], cfg,
                               *on_device, **seeds)
         seconds = (time.perf_counter() - start) / len(chunk)
         for (index, arch, mid), (state, fit_stats) in zip(chunk, fitted):
+            if cards[mid] is not None:  # finished before an interruption
+                continue
             net = build_network(arch)
             net.load_state_dict(state)
             net.eval()

@@ -18,7 +18,6 @@ DATASETS = {n: d for n, d in read_datasets(DATASETS_DIR).items() if n in config[
 _SHARDS = list(shards(config, config["sources"]))
 SHARDS = [s.done(RESULTS) for s in _SHARDS]  # completion markers: the training rule's outputs
 SHARD_DIRS = [s.folder(RESULTS) for s in _SHARDS]  # the model folders the library reads
-TARGETS = list(config.get("transfer", {}))
 TRAIN_OVERRIDES = [f"trainer={config['accelerator']}", f"seed={config['seed']}"] + list(
     config.get("train_overrides", [])
 )

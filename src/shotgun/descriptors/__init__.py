@@ -46,6 +46,9 @@ __all__ = ["DESCRIPTORS", "Descriptor", "featurize", "for_kind", "from_spec", "g
 # Below this many inputs, featurize() stays in-process (slow descriptors set a lower
 # ``parallel_min_inputs``); chunks hold at least a quarter of it.
 PARALLEL_MIN_INPUTS = 2000
+# Chunks hold at most this many inputs (unless the threshold's quarter is larger), so a
+# cluster whose batch jobs are still queued at submission still gets many tasks.
+MAX_CHUNK_INPUTS = 20_000
 
 
 class Descriptor:
@@ -178,6 +181,15 @@ def _progress(done: int, total: int, enabled: bool) -> None:
         print(f"featurize: {done}/{total} chunks", file=sys.stderr, flush=True)
 
 
+def _chunks(inputs: list[str], threshold: int, workers: int, size: int | None) -> list[list[str]]:
+    """Chunks of ``size`` inputs; by default about four per worker, of at least a quarter of
+    ``threshold`` and at most ``MAX_CHUNK_INPUTS`` inputs."""
+    if size is None:
+        size = max(threshold // 4, 1, math.ceil(len(inputs) / (4 * max(workers, 1))))
+        size = min(size, max(MAX_CHUNK_INPUTS, threshold // 4))
+    return [inputs[i : i + size] for i in range(0, len(inputs), size)]
+
+
 def featurize(
     descriptor: Descriptor,
     inputs: Sequence[str],
@@ -188,53 +200,41 @@ def featurize(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Featurize ``inputs``, in parallel over chunks with Dask when worthwhile.
 
-    With ``scheduler_address`` the chunks go to that dask.distributed scheduler;
-    otherwise, if ``n_workers > 1`` and there are at least
-    ``descriptor.parallel_min_inputs`` inputs, Dask's multiprocessing scheduler is used.
-    Only the descriptor spec and strings are sent to workers; numpy arrays come
-    back (fingerprints as uint8/uint16, widened here). With ``progress`` the
-    number of finished chunks is printed to stderr. The result equals
-    ``descriptor.featurize(inputs)``.
+    With ``scheduler_address`` the chunks, sized to its worker threads, go to that
+    dask.distributed scheduler; otherwise, if ``n_workers > 1`` and there are at
+    least ``descriptor.parallel_min_inputs`` inputs, to a LocalCluster of up to
+    ``n_workers`` processes (``shotgun.parallel.dask_client``); else it runs
+    in-process. Only the descriptor spec and strings are sent to workers; numpy
+    arrays come back (fingerprints as uint8/uint16, widened here). With
+    ``progress`` the number of finished chunks is printed to stderr. The result
+    equals ``descriptor.featurize(inputs)``.
     """
     inputs = [s if isinstance(s, str) else "" for s in inputs]
     n = len(inputs)
     threshold = descriptor.parallel_min_inputs
-    if scheduler_address is None and (n_workers <= 1 or n < threshold):
+    if n == 0 or (scheduler_address is None and (n_workers <= 1 or n < threshold)):
+        return descriptor.featurize(inputs)
+    chunks = _chunks(inputs, threshold, n_workers, chunk_size)
+    if scheduler_address is None and len(chunks) == 1:
         return descriptor.featurize(inputs)
 
-    if chunk_size is None:
-        chunk_size = max(threshold // 4, 1, math.ceil(n / (4 * max(n_workers, 1))))
-    chunks = [inputs[i : i + chunk_size] for i in range(0, n, chunk_size)]
+    from dask.distributed import as_completed
+
+    from ..parallel import dask_client
+
     spec = descriptor.spec()
+    with dask_client(scheduler_address, min(n_workers, len(chunks))) as client:
+        if scheduler_address is not None:
+            threads = sum(client.nthreads().values())  # 0 while batch jobs still queue
+            chunks = _chunks(inputs, threshold, max(n_workers, threads), chunk_size)
+        futures = client.map(_featurize_chunk, [spec] * len(chunks), chunks, pure=False)
+        index = {f.key: i for i, f in enumerate(futures)}
+        results: list = [None] * len(chunks)
+        finished = as_completed(futures, client.loop, with_results=True)
+        for done, (fut, res) in enumerate(finished, 1):
+            results[index[fut.key]] = res
+            _progress(done, len(chunks), progress)
 
-    if scheduler_address is not None:
-        from dask.distributed import Client
-
-        with Client(scheduler_address, set_as_default=False) as client:
-            futures = client.map(_featurize_chunk, [spec] * len(chunks), chunks, pure=False)
-            results = []
-            for fut in futures:  # in order: the count lags at most the slowest chunk
-                results.append(fut.result())
-                _progress(len(results), len(chunks), progress)
-    else:
-        import dask
-        from dask.callbacks import Callback
-
-        class Counter(Callback):
-            def __init__(self):
-                super().__init__()
-                self.done = 0
-
-            def _posttask(self, key, result, dsk, state, worker_id):
-                self.done += 1
-                _progress(self.done, len(chunks), progress)
-
-        tasks = [dask.delayed(_featurize_chunk)(spec, c) for c in chunks]
-        with Counter():
-            results = dask.compute(*tasks, scheduler="processes", num_workers=n_workers)
-
-    if not results:
-        return descriptor.featurize(inputs)
     ok = np.concatenate([r[1] for r in results], axis=0)
     if all(r[0].dtype == np.float32 for r in results):
         return np.concatenate([r[0] for r in results], axis=0), ok
