@@ -1,7 +1,8 @@
 """Training throughput of the factory on the standard cell, against a naive reference.
 
 Standard cell: 5,000 samples x 290 features (the size of a composition table), architectures
-with 3 hidden layers drawn from config/train/model, 50 epochs (no early stop), batch 128.
+with 3 hidden layers drawn from config/train/model, 50 epochs (no early stop unless
+``--patience`` is given), batch 128.
 
 - factory: one fresh process runs ``shotgun.training.train_shard`` on K models (batched
   ensembles, cards and safetensors written), as a shard job does;
@@ -10,10 +11,13 @@ with 3 hidden layers drawn from config/train/model, 50 epochs (no early stop), b
 - peak: this machine's fp32 matrix-product rate through torch (its MKL/oneDNN BLAS, all cores).
 
 ``gflops`` counts the useful work of the real (unpadded) networks: forward 2 multiply-adds per
-weight and sample, backward 4 (2 for the first layer, whose input needs no gradient), over the
-training time measured inside the factory process. Last line: JSON.
+weight and sample, backward 4 (2 for the first layer, whose input needs no gradient), for the
+epochs each model trained, over the training time measured inside the factory process. The
+machine is often shared: the JSON also has the 1-minute load average before and after, and
+the factory's CPU seconds. Last line: JSON.
 
     python benchmarks/train_throughput.py [--models 64] [--naive-models 2] [--threads 2]
+                                          [--patience 50]
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -29,8 +34,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 N, F, EPOCHS, BATCH = 5000, 290, 50, 128
-OVERRIDES = [f"trainer.max_epochs={EPOCHS}", f"trainer.patience={EPOCHS}",
-             f"trainer.batch_size={BATCH}", "model.n_layers=[3,3]"]
+OVERRIDES = [f"trainer.max_epochs={EPOCHS}", f"trainer.batch_size={BATCH}",
+             "model.n_layers=[3,3]"]
 
 
 def _cell():
@@ -46,37 +51,38 @@ def _cell():
                 np.array([f"x{i}" for i in range(N)]), X, y, 0)
 
 
-def _cfg(extra=()):
+def _cfg(patience: int):
     from shotgun.training import compose_train_config
 
-    return compose_train_config(ROOT / "config" / "train", OVERRIDES + list(extra))
+    return compose_train_config(ROOT / "config" / "train",
+                                OVERRIDES + [f"trainer.patience={patience}"])
 
 
-def _train_flops(arch, n_train: int) -> float:
+def _train_flops(arch, n_train: int, epochs: int) -> float:
     widths = [arch["n_in"], *arch["hidden"], 1]
     macs = [i * o for i, o in zip(widths[:-1], widths[1:])]
     per_sample = 2 * sum(macs) + 4 * sum(macs[1:]) + 2 * macs[0]
-    return per_sample * n_train * EPOCHS
+    return per_sample * n_train * epochs
 
 
-def factory(models: int, threads: int, out: str) -> dict:
+def factory(models: int, threads: int, out: str, patience: int) -> dict:
     """(child process) train one shard of ``models`` models; returns timings and FLOPs."""
     import torch
 
     from shotgun.training import split_indices, stable_seed, train_shard
 
     torch.set_num_threads(threads)
-    cell, cfg = _cell(), _cfg()
-    start = time.perf_counter()
+    cell, cfg = _cell(), _cfg(patience)
+    start, cpu = time.perf_counter(), time.process_time()
     cards = train_shard(cell, cfg, range(models), Path(out), threads=threads)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     tr, _, _ = split_indices(N, cfg["trainer"], stable_seed(cfg["seed"], "bench", "y", "split"))
-    flops = sum(_train_flops(c["architecture"], len(tr)) for c in cards)
-    return {"train_seconds": seconds, "flops": flops, "epochs": [c["metrics"]["epochs"]
-                                                                  for c in cards]}
+    epochs = [c["metrics"]["epochs"] for c in cards]
+    flops = sum(_train_flops(c["architecture"], len(tr), e) for c, e in zip(cards, epochs))
+    return {"train_seconds": seconds, "train_cpu_seconds": cpu, "flops": flops, "epochs": epochs}
 
 
-def naive(index: int, threads: int) -> dict:
+def naive(index: int, threads: int, patience: int) -> dict:
     """(child process) train one model alone with its own Lightning Trainer."""
     import torch
 
@@ -84,7 +90,7 @@ def naive(index: int, threads: int) -> dict:
     from shotgun.training import plan_shard, split_indices, stable_seed
 
     torch.set_num_threads(threads)
-    cell, cfg = _cell(), _cfg()
+    cell, cfg = _cell(), _cfg(patience)
     (_, arch, mid), = plan_shard(cell, cfg, [index])
     tr, val, _ = split_indices(N, cfg["trainer"], stable_seed(cfg["seed"], "bench", "y", "split"))
     X = torch.as_tensor((cell.X - cell.X[tr].mean(0)) / cell.X[tr].std(0), dtype=torch.float32)
@@ -109,16 +115,21 @@ def peak_gflops(threads: int, size: int = 2048, repeats: int = 5) -> float:
     return 2 * size ** 3 / best / 1e9
 
 
-def _child(args: list[str]) -> tuple[dict, float]:
-    """Run this script in a fresh process; returns its JSON result and its wall time."""
+def _child(args: list[str]) -> tuple[dict, float, float]:
+    """Run this script in a fresh process; returns its JSON result, wall time and CPU time."""
     env = dict(os.environ, PYTHONWARNINGS="ignore")
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _children_cpu()
     proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True,
                           env=env, cwd=ROOT)
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, _children_cpu() - cpu
     if proc.returncode:
         raise RuntimeError(proc.stderr[-3000:])
-    return json.loads(proc.stdout.strip().splitlines()[-1]), wall
+    return json.loads(proc.stdout.strip().splitlines()[-1]), wall, cpu
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:
@@ -126,38 +137,49 @@ def main() -> None:
     p.add_argument("--models", type=int, default=64, help="models of the factory shard")
     p.add_argument("--naive-models", type=int, default=2, help="models of the naive reference")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--patience", type=int, default=EPOCHS,
+                   help="early-stopping patience (default: the epochs, i.e. no early stop)")
     p.add_argument("--child", choices=("factory", "naive"), help=argparse.SUPPRESS)
     p.add_argument("--index", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
     a = p.parse_args()
+    common = ["--threads", str(a.threads), "--patience", str(a.patience)]
     if a.child == "factory":
-        print(json.dumps(factory(a.models, a.threads, a.out)))
+        print(json.dumps(factory(a.models, a.threads, a.out, a.patience)))
         return
     if a.child == "naive":
-        print(json.dumps(naive(a.index, a.threads)))
+        print(json.dumps(naive(a.index, a.threads, a.patience)))
         return
 
+    load_start = os.getloadavg()[0]
     peak = peak_gflops(a.threads)
     with tempfile.TemporaryDirectory() as tmp:
-        fac, fac_wall = _child(["--child", "factory", "--models", str(a.models),
-                                "--threads", str(a.threads), "--out", tmp])
+        fac, fac_wall, fac_cpu = _child(["--child", "factory", "--models", str(a.models),
+                                         "--out", tmp, *common])
     naive_walls, naive_train = [], []
     for i in range(a.naive_models):
-        res, wall = _child(["--child", "naive", "--index", str(i), "--threads", str(a.threads)])
+        res, wall, _ = _child(["--child", "naive", "--index", str(i), *common])
         naive_walls.append(wall)
         naive_train.append(res["train_seconds"])
+    peak = max(peak, peak_gflops(a.threads))  # the machine's rate: best of before and after
     gflops = fac["flops"] / fac["train_seconds"] / 1e9
     naive_per_model = sum(naive_walls) / len(naive_walls)
     result = {
         "cell": {"samples": N, "features": F, "hidden_layers": 3, "epochs": EPOCHS,
-                 "batch": BATCH},
+                 "batch": BATCH, "patience": a.patience},
         "threads": a.threads,
         "models": a.models,
+        "load_1min_start": round(load_start, 2),
+        "load_1min_end": round(os.getloadavg()[0], 2),
         "factory_wall_s": round(fac_wall, 2),
+        "factory_cpu_s": round(fac_cpu, 2),
         "factory_train_s": round(fac["train_seconds"], 2),
+        "factory_train_cpu_s": round(fac["train_cpu_seconds"], 2),
+        "mean_epochs": round(sum(fac["epochs"]) / len(fac["epochs"]), 1),
         "seconds_per_model": round(fac_wall / a.models, 3),
         "models_per_hour": round(3600 * a.models / fac_wall, 1),
         "gflops": round(gflops, 2),
+        "gflops_per_cpu_s": round(fac["flops"] / fac["train_cpu_seconds"] / 1e9, 2),
         "peak_gflops": round(peak, 2),
         "peak_fraction": round(gflops / peak, 3),
         "naive_models": a.naive_models,

@@ -173,16 +173,39 @@ def test_extrapolation_split_trains_low_and_tests_high(smoke, target, tmp_path):
 
 
 def test_batched_ridge_equals_ridgecv():
+    from sklearn.linear_model import RidgeCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from shotgun.learners import ALPHAS
+
     rng = np.random.default_rng(1)
     y = rng.normal(size=60)
     Fs = [rng.normal(size=(60, h)) + np.outer(y, rng.normal(size=h)) * s
-          for h, s in ((5, 1.0), (40, 0.3), (200, 0.1), (300, 0.0))]
+          for h, s in ((5, 1.0), (40, 0.3), (200, 0.1), (300, 0.0))]  # covariance and Gram paths
     Fs[1][:, 3] = 2.5  # a constant feature
     train, test = np.arange(45), np.arange(45, 60)
     got = ridge_batch(Fs, y, train, test)
     for F, p in zip(Fs, got):
-        ref = make_learner("ridge", 0).fit(F[train], y[train]).predict(F[test])
-        np.testing.assert_allclose(p, ref, rtol=1e-8, atol=1e-10)
+        ref = make_pipeline(StandardScaler(), RidgeCV(alphas=ALPHAS)).fit(F[train], y[train])
+        np.testing.assert_allclose(p, ref.predict(F[test]), rtol=1e-8, atol=1e-10)
+        np.testing.assert_allclose(p, make_learner("ridge", 0).fit(F[train], y[train]).predict(
+            F[test]), rtol=1e-8, atol=1e-10)
+
+
+def test_rounding_noise_features_are_not_blown_up():
+    """A feature equal on every training row up to rounding must not scale test rows by 1e13."""
+    rng = np.random.default_rng(2)
+    y = rng.normal(size=40)
+    F = np.column_stack([y + rng.normal(size=40) * 0.1, np.full(40, 0.7)])
+    F[:30, 1] += rng.normal(size=30) * 1e-14
+    F[30:, 1] = 1.7  # differs on the test rows
+    train, test = np.arange(30), np.arange(30, 40)
+    without = make_learner("ridge", 0).fit(F[train, :1], y[train]).predict(F[test, :1])
+    np.testing.assert_allclose(ridge_batch([F], y, train, test)[0], without, atol=1e-6)
+    for name in ("ridge", "bayesian_ridge"):
+        pred = make_learner(name, 0).fit(F[train], y[train]).predict(F[test])
+        assert np.abs(pred).max() < 10
 
 
 def test_splits_and_plan():
@@ -239,3 +262,12 @@ def test_predict_cli_in_original_units(smoke, tmp_path):
     assert lib.card(mid)["unit"] in col
     np.testing.assert_allclose(pred[col][:-1], ref["predictions"], rtol=1e-5)
     assert np.isnan(pred[col].iloc[-1])
+
+
+def test_screen_on_dask_workers_equals_in_process(smoke, target, tmp_path):
+    opts = ["--learners", "ridge", "--baselines", "ridge", "--no-nested", "--fine-tune", "0"]
+    for name, extra in (("local", []), ("dask", ["--n-workers", "2"])):
+        proc = transfer(smoke, target, tmp_path / name, *opts, *extra)
+        assert proc.returncode == 0, proc.stderr
+    a, b = (pd.read_csv(tmp_path / n / "ranking.csv") for n in ("local", "dask"))
+    pd.testing.assert_frame_equal(a, b)

@@ -6,10 +6,17 @@ does not depend on which other models it is trained with. Models are grouped by 
 norm and activation family; within a group, hidden widths are padded to the group's largest.
 Padded units stay exact zeros without masking: their weights, biases and BatchNorm scale and
 shift start at zero, every activation maps 0 to 0, so they never receive a gradient and Adam
-(element-wise) never moves them. Weights of a group are stacked: the first layer as (n_in, K, width), so that the
-shared input batch meets all K models in one matrix product, later layers as (K, in, out) for
-batched products. Each model has its own early stopping and keeps its own best weights; the
-best weights are unstacked into the ``state_dict`` of :func:`shotgun.models.build_network`.
+(element-wise) never moves them.
+
+Weights of a group are stacked: the first layer as (n_in, K, width), so that the shared input
+batch meets all K models in one matrix product giving (batch, K, width); later layers as
+(K, in, out) for batched products giving (K, batch, width). Dropout, BatchNorm and the
+activation of a layer are one autograd node with a hand-written backward (:func:`_block_function`).
+
+Each model has its own early stopping and keeps its own best weights; the best weights are
+unstacked into the ``state_dict`` of :func:`shotgun.models.build_network`. A model that stops is
+removed from its group (with its optimizer state) at the end of that epoch and the group's
+padding narrows to the remaining models, so stopped models cost no more compute.
 
 :func:`fit_single` trains one plain ``build_network`` module with the same protocol: it is the
 reference that a model trained inside an ensemble equals (up to float summation order).
@@ -125,24 +132,112 @@ def _trainer(cfg: Mapping, callbacks):
     )
 
 
+def _activate_(y, family: str, segments, mdim: int):
+    """Activation in place of ``y``; ``segments``: (start, stop, slope) runs of models along
+    dimension ``mdim`` (models of a group are ordered by slope)."""
+    import torch.nn.functional as F
+
+    if family == "elu":
+        return F.elu_(y)
+    if family == "tanh":
+        return y.tanh_()
+    for start, stop, slope in segments:
+        part = y if len(segments) == 1 else y.narrow(mdim, start, stop - start)
+        part.relu_() if slope == 0.0 else F.leaky_relu_(part, slope)
+    return y
+
+
+def _block_function():
+    """Dropout mask, BatchNorm with batch statistics and activation of one stacked layer as one
+    autograd node with a hand-written backward: fewer passes and temporaries than the chain of
+    library ops."""
+    import torch
+
+    aten = torch.ops.aten
+
+    def activation_grad(dh, h, family, segments, mdim):
+        """dL/dy from dL/dh and the activation's output h (h > 0 exactly where y > 0)."""
+        if family == "elu":
+            return aten.elu_backward(dh, 1.0, 1, 1.0, True, h)
+        if family == "tanh":
+            return aten.tanh_backward(dh, h)
+        dy = torch.empty_like(h)
+        for start, stop, slope in segments:
+            parts = [t if len(segments) == 1 else t.narrow(mdim, start, stop - start)
+                     for t in (dh, h, dy)]
+            if slope == 0.0:
+                aten.threshold_backward.grad_input(parts[0], parts[1], 0.0, grad_input=parts[2])
+            else:
+                aten.leaky_relu_backward.grad_input(parts[0], parts[1], slope, True,
+                                                    grad_input=parts[2])
+        return dy
+
+    class Block(torch.autograd.Function):
+        # z: (..., width) pre-activations with the batch on dimension ``bdim`` (models on the
+        # other of the first two); mask: dropout keep mask divided by the keep rate,
+        # broadcastable to z, or None; gamma, beta: BatchNorm scale and shift with a size-1
+        # batch dimension, or None; rm, rv: running statistics (shaped like gamma), updated in
+        # place; segments: see _activate_.
+        @staticmethod
+        def forward(ctx, z, mask, gamma, beta, rm, rv, bdim, family, segments):
+            y = z * mask if mask is not None else z
+            if gamma is not None:
+                n = z.shape[bdim]
+                mean = y.mean(bdim, keepdim=True)
+                xhat = y.sub_(mean) if mask is not None else y - mean
+                var = (xhat * xhat).mean(bdim, keepdim=True)
+                with torch.no_grad():
+                    rm.mul_(0.9).add_(mean, alpha=0.1)
+                    rv.mul_(0.9).add_(var, alpha=0.1 * n / (n - 1))
+                inv = var.add_(1e-5).rsqrt_()
+                y = torch.addcmul(beta, xhat.mul_(inv), gamma)
+            elif mask is None:
+                y = z.clone()
+            h = _activate_(y, family, segments, 1 - bdim)
+            ctx.bdim, ctx.family, ctx.segments = bdim, family, segments
+            ctx.save_for_backward(h, mask, *((xhat, inv, gamma) if gamma is not None else ()))
+            return h
+
+        @staticmethod
+        def backward(ctx, dh):
+            h, mask, *bn = ctx.saved_tensors
+            dy = activation_grad(dh, h, ctx.family, ctx.segments, 1 - ctx.bdim)
+            dgamma = dbeta = None
+            if bn:
+                xhat, inv, gamma = bn
+                n = h.shape[ctx.bdim]
+                dbeta = dy.sum(ctx.bdim, keepdim=True)
+                dgamma = (dy * xhat).sum(ctx.bdim, keepdim=True)
+                a = gamma * inv  # dz = a * (dy - dbeta / n - xhat * dgamma / n)
+                dy = dy.mul_(a).addcmul_(xhat, a * dgamma, value=-1 / n).sub_(a * dbeta / n)
+            if mask is not None:
+                dy = dy.mul_(mask)
+            return dy, None, dgamma, dbeta, None, None, None, None, None
+
+    return Block.apply
+
+
 def _stacked_module():
     """The stacked K-model module class (built lazily: importing this module skips torch)."""
     import torch
-    import torch.nn.functional as F
     from torch import nn
 
+    block = _block_function()
+
     class _Stacked(nn.Module):
-        def __init__(self, archs: Sequence[Mapping], seeds: Sequence[int]):
+        def __init__(self, archs: Sequence[Mapping], seeds: Sequence[int], ids: Sequence[int]):
             super().__init__()
-            self.archs = [dict(a) for a in archs]
-            depth = len(archs[0]["hidden"])
+            # ordered by activation slope: the activation runs on contiguous runs of models
+            order = sorted(range(len(archs)), key=lambda k: SLOPES.get(archs[k]["activation"], 0))
+            archs, seeds = [archs[k] for k in order], [seeds[k] for k in order]
+            self.archs, self.ids = [dict(a) for a in archs], [ids[k] for k in order]
             assert all(group_key(a) == group_key(archs[0]) for a in archs)
+            depth = len(archs[0]["hidden"])
             K, n_in = len(archs), archs[0]["n_in"]
-            self.K, self.depth, self.n_in = K, depth, n_in
+            self.depth, self.n_in = depth, n_in
             self.batch_norm = bool(archs[0]["batch_norm"])
             self.family = _family(archs[0]["activation"])
-            widths = [max(a["hidden"][l] for a in archs) for l in range(depth)]
-            self.widths = widths
+            widths = self._widths()
             ins = [n_in] + widths[:-1]
             z = torch.zeros
             self.w = nn.ParameterList(
@@ -157,17 +252,38 @@ def _stacked_module():
                     self.register_buffer(f"rv{l}", torch.ones(K, wd))
             self.wo = nn.Parameter(z(K, widths[-1]))
             self.bo = nn.Parameter(z(K))
-            ps = sorted({float(a["dropout"]) for a in archs})
-            self.p_shared = ps[0] if len(ps) == 1 else None
-            self.register_buffer("p", torch.tensor([float(a["dropout"]) for a in archs]))
-            slopes = [SLOPES.get(a["activation"], 0.0) for a in archs]
-            self.slope_shared = slopes[0] if len(set(slopes)) == 1 else None
-            self.register_buffer("slope", torch.tensor(slopes))
+            self.register_buffer("p", z(K))
+            self.register_buffer("p_index", z(K, dtype=torch.long), persistent=False)
+            self._per_model()
             self.steps = 0  # BatchNorm's num_batches_tracked, equal for all models
             with torch.no_grad():
                 for k, (a, s) in enumerate(zip(archs, seeds)):
                     torch.manual_seed(s)
                     self.load_model(k, build_network(a).state_dict())
+
+        @property
+        def K(self) -> int:
+            return len(self.archs)
+
+        def _widths(self) -> list[int]:
+            return [max(a["hidden"][l] for a in self.archs) for l in range(self.depth)]
+
+        def _per_model(self):
+            """Dropout rates (one float when the group shares it) and runs of equal slopes."""
+            ps = [float(a["dropout"]) for a in self.archs]
+            self.p.copy_(torch.tensor(ps))
+            self.p_shared = ps[0] if len(set(ps)) == 1 else None
+            self.segments = []
+            for k, a in enumerate(self.archs):
+                slope = SLOPES.get(a["activation"], 0.0)
+                if self.segments and self.segments[-1][2] == slope:
+                    self.segments[-1] = (self.segments[-1][0], k + 1, slope)
+                else:
+                    self.segments.append((k, k + 1, slope))
+            self.p_values = sorted(set(ps))  # per-model masks: one per rate, gathered by model
+            self.p_index = torch.tensor([self.p_values.index(p) for p in ps],
+                                        device=self.p.device)  # a buffer: follows .to()
+            self.widths = self._widths()
 
         # -- per-model views ---------------------------------------------------------------
         def _views(self, k: int, arch: Mapping):
@@ -199,54 +315,111 @@ def _stacked_module():
                     state[f"blocks.{l}.norm.num_batches_tracked"] = torch.tensor(self.steps)
             return state
 
+        # -- compaction --------------------------------------------------------------------
+        def _layout(self):
+            """(tensor, model dimension, unit dimension per layer index) of every stacked tensor."""
+            out = [(self.w[0], 1, {2: 0})]
+            out += [(self.w[l], 0, {1: l - 1, 2: l}) for l in range(1, self.depth)]
+            for l in range(self.depth):
+                out.append((self.b[l], 0, {1: l}))
+                if self.batch_norm:
+                    out += [(self.gamma[l], 0, {1: l}), (self.beta[l], 0, {1: l}),
+                            (getattr(self, f"rm{l}"), 0, {1: l}),
+                            (getattr(self, f"rv{l}"), 0, {1: l})]
+            return out + [(self.wo, 0, {1: self.depth - 1}), (self.bo, 0, {}), (self.p, 0, {})]
+
+        def select(self, keep: Sequence[int], optimizer=None):
+            """Keep only the models at positions ``keep`` and narrow the padded widths to theirs;
+            the optimizer's state follows. Padding is zero, so the kept models are unchanged."""
+            idx = torch.as_tensor(list(keep), dtype=torch.long, device=self.bo.device)
+            self.archs = [self.archs[k] for k in keep]
+            self.ids = [self.ids[k] for k in keep]
+            widths = self._widths() if keep else [0] * self.depth
+
+            def cut(t, mdim, units):
+                t = t.index_select(mdim, idx)
+                for d, l in units.items():
+                    t = t.narrow(d, 0, widths[l])
+                return t.contiguous()
+
+            state = optimizer.state if optimizer is not None else {}
+            with torch.no_grad():
+                for t, mdim, units in self._layout():
+                    if isinstance(t, nn.Parameter):
+                        st = state.get(t, {})
+                        for key, v in st.items():
+                            if torch.is_tensor(v) and v.shape == t.shape:
+                                st[key] = cut(v, mdim, units)
+                        t.grad = None
+                    t.data = cut(t.data, mdim, units)
+            if keep:
+                self._per_model()
+
         # -- forward -----------------------------------------------------------------------
-        def forward(self, x, noise=None):
-            """Predictions (batch, K); ``noise`` (layers, batch, width) enables training mode."""
+        def forward(self, x, masks=None):
+            """Predictions (K, batch); ``masks`` (a :class:`_Masks`) enables training mode.
+
+            The first layer computes (batch, K, width), later layers (K, batch, width); the
+            first layer's output is read by the next product through a strided view."""
             B, K = x.shape[0], self.K
-            h = None
+            training = masks is not None
             for l in range(self.depth):
                 W = self.widths[l]
-                if l == 0:
-                    z = torch.addmm(self.b[0].reshape(1, -1), x, self.w[0].reshape(self.n_in, -1))
-                    z = z.view(B, K, W)
+                if l == 0:  # the shared input meets all K models in one product
+                    z = torch.addmm(self.b[0].view(1, -1), x, self.w[0].view(self.n_in, -1))
+                    z, bdim = z.view(B, K, W), 0
                 else:
-                    z = torch.baddbmm(self.b[l].unsqueeze(1), h.transpose(0, 1), self.w[l])
-                    z = z.transpose(0, 1)
-                if noise is not None:
-                    u = noise[l, :, None, :W]
-                    if self.p_shared is not None:  # one rate: a (batch, 1, width) mask
-                        z = z * ((u >= self.p_shared) * (1 / (1 - self.p_shared)))
-                    else:
-                        z = z * ((u >= self.p[:, None]) / (1 - self.p[:, None]))
+                    h_in = h if bdim == 1 else h.transpose(0, 1)
+                    z, bdim = torch.baddbmm(self.b[l].unsqueeze(1), h_in, self.w[l]), 1
+                mask = None
+                if training and self.p_shared is None:
+                    mask = masks.per_model(l, W, self.p_values, self.p_index)
+                    mask = mask if bdim else mask.transpose(0, 1)
+                elif training and self.p_shared:
+                    mask = masks(l, W, self.p_shared).unsqueeze(1 - bdim)
                 if self.batch_norm:
-                    z = F.batch_norm(
-                        z.reshape(B, K * W), getattr(self, f"rm{l}").view(-1),
-                        getattr(self, f"rv{l}").view(-1), self.gamma[l].reshape(-1),
-                        self.beta[l].reshape(-1), training=noise is not None, momentum=0.1,
-                        eps=1e-5).view(B, K, W)
-                if self.family != "leaky":
-                    h = {"elu": F.elu, "tanh": torch.tanh}[self.family](z)
-                elif self.slope_shared is not None:
-                    h = F.leaky_relu(z, self.slope_shared) if self.slope_shared else F.relu(z)
-                else:  # per-model slopes: PReLU with one fixed weight per unit
-                    h = F.prelu(z.reshape(B, K * W),
-                                self.slope.repeat_interleave(W)).view(B, K, W)
-            if noise is not None:
+                    gamma, beta = self.gamma[l].unsqueeze(bdim), self.beta[l].unsqueeze(bdim)
+                    rm = getattr(self, f"rm{l}").unsqueeze(bdim)
+                    rv = getattr(self, f"rv{l}").unsqueeze(bdim)
+                    if training:
+                        h = block(z, mask, gamma, beta, rm, rv, bdim, self.family, self.segments)
+                        continue
+                    scale = gamma * (rv + 1e-5).rsqrt()  # running statistics: an affine map
+                    z = torch.addcmul(beta - rm * scale, z, scale)
+                elif training:
+                    h = block(z, mask, None, None, None, None, bdim, self.family, self.segments)
+                    continue
+                h = _activate_(z, self.family, self.segments, 1 - bdim)  # no gradient here
+            if training:
                 self.steps += 1
-            return (h * self.wo).sum(-1) + self.bo
-
-        def flops_per_sample(self) -> tuple[float, float]:
-            """Multiply-adds x 2 of one forward pass: (of the real models, as computed padded)."""
-            real = sum(sum(i * o for i, o in zip([a["n_in"]] + a["hidden"], a["hidden"] + [1]))
-                       for a in self.archs)
-            ws = [self.n_in] + self.widths
-            padded = self.K * (sum(i * o for i, o in zip(ws[:-1], ws[1:])) + ws[-1])
-            return 2.0 * real, 2.0 * padded
+            h = h if bdim == 1 else h.transpose(0, 1)
+            return torch.baddbmm(self.bo.view(K, 1, 1), h, self.wo.unsqueeze(2)).view(K, B)
 
     return _Stacked
 
 
-def _ensemble_module(groups, cfg: Mapping, noise: DropoutNoise):
+class _Masks:
+    """Dropout keep masks of one step, from the shared uniforms ``u`` (layers, batch, width):
+    cached per (layer, rate) so that groups with equal rates build each mask once."""
+
+    def __init__(self, u):
+        self.u, self.cache = u, {}
+
+    def __call__(self, layer: int, width: int, p: float):
+        """(batch, width) mask of rate ``p``."""
+        m = self.cache.get((layer, p))
+        if m is None:
+            m = self.cache[(layer, p)] = (self.u[layer] >= p) * (1 / (1 - p))
+        return m[:, :width]
+
+    def per_model(self, layer: int, width: int, rates: Sequence[float], index):
+        """(K, batch, width) masks: model k gets the mask of rate ``rates[index[k]]``."""
+        import torch
+
+        return torch.stack([self(layer, width, p) for p in rates]).index_select(0, index)
+
+
+def _ensemble_module(groups, cfg: Mapping, noise: DropoutNoise, n_models: int):
     """The LightningModule holding every group of a chunk; losses of all models are summed,
     so each model gets exactly its own gradient."""
     import lightning as L
@@ -261,13 +434,16 @@ def _ensemble_module(groups, cfg: Mapping, noise: DropoutNoise):
             self.groups = torch.nn.ModuleList(groups)
             self.val_losses = None
 
+        def active_groups(self):
+            return [g for g in self.groups if g.K]
+
         def configure_optimizers(self):
             return _adam(self.parameters(), optim)
 
         def training_step(self, batch, _):
             x, y = batch
-            u = noise.draw(len(y), x.device)
-            loss = sum(((g(x, u) - y[:, None]) ** 2).mean(0).sum() for g in self.groups)
+            masks = _Masks(noise.draw(len(y), x.device))
+            loss = sum(((g(x, masks) - y) ** 2).mean(1).sum() for g in self.active_groups())
             opt = self.optimizers()
             opt.zero_grad(set_to_none=True)
             self.manual_backward(loss)
@@ -275,18 +451,30 @@ def _ensemble_module(groups, cfg: Mapping, noise: DropoutNoise):
 
         def validation_step(self, batch, _):
             x, y = batch
-            self.val_losses = torch.cat([((g(x) - y[:, None]) ** 2).mean(0) for g in self.groups])
+            losses = torch.full((n_models,), float("nan"), dtype=torch.float64)
+            for g in self.active_groups():
+                losses[g.ids] = ((g(x) - y) ** 2).mean(1).double().cpu()
+            self.val_losses = losses
+
+        def drop(self, stopped: set[int], optimizer):
+            """Remove stopped models from the batched computation."""
+            for g in self.active_groups():
+                keep = [k for k, i in enumerate(g.ids) if i not in stopped]
+                if len(keep) < g.K:
+                    g.select(keep, optimizer)
 
     return Ensemble()
 
 
 def _keep_best_callback(models, patience: int):
-    """Per-model early stopping: snapshot of each model's best weights; stop when all stopped."""
+    """Per-model early stopping: snapshot of each model's best weights; stop when all stopped.
+
+    ``models(i)`` gives (group, position) of model i, or ``models`` is a list of them. Models
+    that stop are dropped from the computation when the module has ``drop``."""
     from lightning.pytorch.callbacks import Callback
 
     class KeepBest(Callback):
-        def __init__(self):
-            n = len(models)
+        def __init__(self, n):
             self.best = np.full(n, np.inf)
             self.best_epoch = np.full(n, -1)
             self.epochs = np.zeros(n, dtype=int)
@@ -297,8 +485,10 @@ def _keep_best_callback(models, patience: int):
         def on_validation_epoch_end(self, trainer, module):
             losses = module.val_losses.detach().double().cpu().numpy()
             epoch = trainer.current_epoch
+            where = models() if callable(models) else models
+            stopped = set()
             for i in np.flatnonzero(self.active):
-                group, k = models[i]
+                group, k = where[i]
                 self.epochs[i] = epoch + 1
                 if losses[i] < self.best[i]:
                     self.best[i], self.best_epoch[i], self.wait[i] = losses[i], epoch, 0
@@ -307,10 +497,13 @@ def _keep_best_callback(models, patience: int):
                     self.wait[i] += 1
                     if self.wait[i] >= patience:
                         self.active[i] = False
+                        stopped.add(int(i))
             if not self.active.any():
                 trainer.should_stop = True
+            elif stopped and hasattr(module, "drop"):
+                module.drop(stopped, trainer.optimizers[0])
 
-    return KeepBest()
+    return KeepBest(len(models()) if callable(models) else len(models))
 
 
 def fit_ensemble(archs: Sequence[Mapping], seeds: Sequence[int], cfg: Mapping,
@@ -323,26 +516,21 @@ def fit_ensemble(archs: Sequence[Mapping], seeds: Sequence[int], cfg: Mapping,
     """
     _quiet_lightning()
     Stacked = _stacked_module()
-    groups, where = [], [None] * len(archs)
-    buckets = plan_groups(archs, int(cfg["trainer"].get("group_size") or len(archs)))
-    for members in buckets:
-        g = Stacked([archs[i] for i in members], [seeds[i] for i in members])
-        for k, i in enumerate(members):
-            where[i] = (g, k)
-        groups.append(g)
-    order = [i for members in buckets for i in members]  # validation loss order
     t = cfg["trainer"]
-    noise = DropoutNoise(noise_seed, *noise_shape)
-    keep = _keep_best_callback([where[i] for i in order], t["patience"])
+    groups = [Stacked([archs[i] for i in members], [seeds[i] for i in members], members)
+              for members in plan_groups(archs, int(t.get("group_size") or len(archs)))]
+    module = _ensemble_module(groups, cfg, DropoutNoise(noise_seed, *noise_shape), len(archs))
+
+    def where():
+        return {i: (g, k) for g in module.active_groups() for k, i in enumerate(g.ids)}
+
+    keep = _keep_best_callback(where, t["patience"])
     trainer = _trainer(cfg, [keep])
-    trainer.fit(_ensemble_module(groups, cfg, noise), Batches(X_tr, y_tr, t["batch_size"], batch_seed),
+    trainer.fit(module, Batches(X_tr, y_tr, t["batch_size"], batch_seed),
                 Batches(X_val, y_val, len(y_val), None))
-    results = [None] * len(archs)
-    for j, i in enumerate(order):
-        results[i] = (keep.states[j], {"best_val_mse": float(keep.best[j]),
-                                       "best_epoch": int(keep.best_epoch[j]),
-                                       "epochs": int(keep.epochs[j])})
-    return results
+    return [(keep.states[i], {"best_val_mse": float(keep.best[i]),
+                              "best_epoch": int(keep.best_epoch[i]),
+                              "epochs": int(keep.epochs[i])}) for i in range(len(archs))]
 
 
 def noise_shape(n_in: int, space: Mapping) -> tuple[int, int]:

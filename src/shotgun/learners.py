@@ -19,6 +19,26 @@ BASELINE_LEARNERS = ("ridge", "random_forest", "mlp")  # from scratch on raw des
 ALPHAS = np.logspace(-3, 4, 15)
 
 
+def _constant(mean: np.ndarray, var: np.ndarray) -> np.ndarray:
+    """Features whose spread on the training rows is rounding noise: scaled by 1, not blown up
+    (e.g. a composition statistic equal on every training row up to floating-point error)."""
+    return np.sqrt(var) <= 1e-9 * np.maximum(np.abs(mean), 1.0)
+
+
+def _standardizer():
+    from sklearn.preprocessing import StandardScaler
+
+    class Standardizer(StandardScaler):
+        """StandardScaler with rounding-noise features treated as constant."""
+
+        def fit(self, X, y=None, sample_weight=None):
+            super().fit(X, y, sample_weight)
+            self.scale_ = np.where(_constant(self.mean_, self.var_), 1.0, self.scale_)
+            return self
+
+    return Standardizer()
+
+
 def make_learner(name: str, seed: int):
     from sklearn.compose import TransformedTargetRegressor
     from sklearn.ensemble import RandomForestRegressor
@@ -30,18 +50,18 @@ def make_learner(name: str, seed: int):
     from sklearn.preprocessing import StandardScaler
 
     if name == "ridge":
-        return make_pipeline(StandardScaler(), RidgeCV(alphas=ALPHAS))
+        return make_pipeline(_standardizer(), RidgeCV(alphas=ALPHAS))
     if name == "bayesian_ridge":
-        return make_pipeline(StandardScaler(), BayesianRidge())
+        return make_pipeline(_standardizer(), BayesianRidge())
     if name == "gp":  # isotropic RBF on standardised features, noise fitted, y normalised
         kernel = ConstantKernel(1.0) * RBF(length_scale=10.0) + WhiteKernel(0.1)
-        return make_pipeline(StandardScaler(), GaussianProcessRegressor(
+        return make_pipeline(_standardizer(), GaussianProcessRegressor(
             kernel, normalize_y=True, random_state=seed))
     if name == "random_forest":
         return RandomForestRegressor(n_estimators=100, max_features=0.33, random_state=seed)
     if name == "mlp":  # from scratch: two hidden layers of 64, weight decay, standardised target
         return TransformedTargetRegressor(
-            make_pipeline(StandardScaler(), MLPRegressor(
+            make_pipeline(_standardizer(), MLPRegressor(
                 hidden_layer_sizes=(64, 64), alpha=1e-2, max_iter=200, random_state=seed)),
             transformer=StandardScaler())
     raise ValueError(f"unknown learner {name!r} (known: {', '.join(LEARNERS)})")
@@ -57,13 +77,9 @@ def fit_predict(name: str, seed: int, X_train, y_train, X_test) -> np.ndarray:
 
 
 def _standardise(F: np.ndarray, train: np.ndarray):
-    """Scaled as StandardScaler does on the training rows (near-constant features: scale 1),
-    then centred exactly on them."""
-    n = len(train)
+    """Scaled as the learners' standardizer does on the training rows, then centred exactly."""
     mean, var = F[train].mean(axis=0), F[train].var(axis=0)
-    eps = np.finfo(np.float64).eps
-    constant = var <= n * eps * var + (n * mean * eps) ** 2
-    Z = (F - mean) / np.where(constant, 1.0, np.sqrt(var))
+    Z = (F - mean) / np.where(_constant(mean, var), 1.0, np.sqrt(var))
     return Z - Z[train].mean(axis=0)
 
 

@@ -111,13 +111,26 @@ def _ridge_screen_chunk(library: str, model_ids: list, raw: dict, y, pairs, max_
     return _ridge_screen({m: lib.load(m) for m in model_ids}, raw, y, pairs, max_depth)
 
 
-def _screen_all(lib, models: dict, raw, y, pairs, max_depth, scheduler, n_workers) -> list[dict]:
+class _Models(dict):
+    """Library models, each loaded (and its files verified) on first use."""
+
+    def __init__(self, library):
+        super().__init__()
+        self.library = library
+
+    def __missing__(self, model_id: str):
+        self[model_id] = model = self.library.load(model_id)
+        return model
+
+
+def _screen_all(lib, ids, models: _Models, raw, y, pairs, max_depth, scheduler,
+                n_workers) -> list[dict]:
+    """The ridge screen in this process, or split over Dask workers that load their own models."""
     from .parallel import dask_client
 
     with dask_client(scheduler, n_workers) as client:
         if client is None:
-            return _ridge_screen(models, raw, y, pairs, max_depth)
-        ids = list(models)
+            return _ridge_screen({m: models[m] for m in ids}, raw, y, pairs, max_depth)
         n_chunks = max(1, min(len(ids), 4 * n_workers))
         chunks = [list(c) for c in np.array_split(np.array(ids, dtype=object), n_chunks) if len(c)]
         shared = client.scatter([raw, y, pairs], broadcast=True)
@@ -420,8 +433,9 @@ def _run_transfer(library, data, input_col, target_col, kind, out, folds, seed, 
     inputs, y = load_target(data, input_col, target_col, kind)
     lib = Library.open(library)
     cands = _candidates(lib, kind, max_models)
-    models = {mid: lib.load(mid) for mid in cands["model_id"]}  # each file verified once
-    specs = {_spec_key(m.card["descriptor"]): m.card["descriptor"] for m in models.values()}
+    ids = list(cands["model_id"])
+    models = _Models(lib)  # networks load where they are used (workers load their own)
+    specs = {_spec_key(c["descriptor"]): c["descriptor"] for c in map(lib.card, ids)}
     raw, names, keep = target_descriptors(specs, inputs, kind)
     keep &= np.isfinite(y)
     n_dropped = int((~keep).sum())
@@ -441,10 +455,10 @@ def _run_transfer(library, data, input_col, target_col, kind, out, folds, seed, 
         print(f"transfer: {stage} ({time.perf_counter() - start:.1f} s)", file=sys.stderr,
               flush=True)
 
-    log(f"{len(y)} rows, {len(models)} candidates, {len(plan.tasks)} selections on "
+    log(f"{len(y)} rows, {len(ids)} candidates, {len(plan.tasks)} selections on "
         f"{len(plan.pairs)} train/test pairs")
     screen = Screen(plan, y)
-    for e in _screen_all(lib, models, raw, y, plan.pairs, max_depth, scheduler, n_workers):
+    for e in _screen_all(lib, ids, models, raw, y, plan.pairs, max_depth, scheduler, n_workers):
         screen.add(e, dict(enumerate(e.pop("preds"))))
 
     def features(pipe):
@@ -506,10 +520,10 @@ def _run_transfer(library, data, input_col, target_col, kind, out, folds, seed, 
         sizes = sorted({plan.tasks[i].n for n, i in tasks.items() if n.startswith("curve/")})
         n_all = int(round(np.mean([len(plan.tasks[i].train) for i in outer_ids])))
         for n in sizes + [n_all]:
-            ids = outer_ids if n == n_all else [
+            point = outer_ids if n == n_all else [
                 i for name, i in tasks.items() if name.startswith(f"curve/{n}/")]
             for method, s in (("transfer", screen), ("baseline", base)):
-                rr, pp, _ = s.selected_predictions(ids, learners=CURVE_LEARNERS[method])
+                rr, pp, _ = s.selected_predictions(point, learners=CURVE_LEARNERS[method])
                 m = _metrics(y, rr, pp)
                 curve_rows.append({"n": n, "method": method, "mae": m["cv_mae"],
                                    "rmse": m["cv_rmse"], "r2": m["cv_r2"]})
@@ -534,7 +548,7 @@ def _run_transfer(library, data, input_col, target_col, kind, out, folds, seed, 
     summary = {
         "target": target, "n_samples": int(len(y)), "n_dropped": n_dropped, "subsample": n,
         "folds": folds,
-        "repeats": repeats, "split": split, "seed": seed, "n_candidates": int(len(models)),
+        "repeats": repeats, "split": split, "seed": seed, "n_candidates": len(ids),
         "learners": list(learners), "baseline_learners": list(baselines), "refine": refine,
         "seconds": None,
         "best": {"model_id": best["model_id"], "dataset": best["dataset"],

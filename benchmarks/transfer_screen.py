@@ -1,0 +1,195 @@
+"""Ridge screen of 1,000 source models on a 100-molecule target (5 folds, depth <= 2).
+
+Usage: python benchmarks/transfer_screen.py [--library results/library] [--models 1000]
+       [--scratch /tmp/shotgun_lib1000] [--n-workers 1,2] [--repeat 1]
+
+Speed target: screening 1,000 source models on a 100-sample target, 5 folds, depth <= 2, in at
+most 30 s on 2 cores.
+
+Candidates: the library's models applicable to molecules (all 62 of the default library: ECFP
+models and composition models through organic_composition) and, up to ``--models``, networks
+with the same cards and architectures (cycled) but freshly seeded random weights (torch seed =
+copy number; the source model's input scaler). All are written once, outside the timing, as a
+real library (``shotgun.library.write_library``) under ``--scratch``, so that loading includes
+checksum verification as in ``shotgun transfer``.
+
+Timed as ``run_transfer`` does it (one BLAS thread, the plain 5-fold plan of
+``build_plan(nested=False)``):
+  load       Library.open + the applicable candidates + Library.load of each (sha256 checked)
+  featurize  target descriptors for every candidate descriptor spec (ECFP, organic_composition)
+  features   pre-activations of the last 1 and 2 hidden layers of every candidate
+  ridge      ridge_batch on the 5 folds for every (candidate, depth)
+  total      load + featurize + features + ridge (n_workers 1)
+and, end to end, ``transfer._screen_all`` with n_workers 1 and 2 (2: a local Dask cluster whose
+workers load and verify their share of the models again, as in run_transfer), after the parent's
+load and featurize. Wall and CPU seconds (this process and finished child processes) and the
+1-minute load average are given for each; the JSON last line holds them all.
+"""
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGET = ROOT / "data" / "targets" / "esol_demo.csv"
+
+
+def cpu_seconds() -> float:
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+class Timer:
+    def __init__(self):
+        self.stages = {}
+
+    def __call__(self, name):
+        timer = self
+
+        class Stage:
+            def __enter__(self):
+                self.t, self.c = time.perf_counter(), cpu_seconds()
+
+            def __exit__(self, *exc):
+                timer.stages[name] = {"seconds": round(time.perf_counter() - self.t, 3),
+                                      "cpu_seconds": round(cpu_seconds() - self.c, 3),
+                                      "load_avg_1min": round(os.getloadavg()[0], 2)}
+        return Stage()
+
+
+def build_scratch_library(source: Path, dest: Path, n_models: int, kind: str) -> dict:
+    """``dest``: the applicable models of ``source`` plus random-weight copies, ``n_models`` in
+    all (reused when it already holds exactly those)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from shotgun.checksums import sha256
+    from shotgun.library import Library, write_library
+    from shotgun.models import build_network, stable_seed
+
+    lib = Library.open(source)
+    ids = list(lib.applicable(kind).sort_values("model_id")["model_id"])
+    key = {"source": lib.version, "files": lib.manifest["files"], "n": n_models, "ids": ids}
+    tag = stable_seed(key)
+    if (dest / "manifest.json").is_file():
+        if json.loads((dest / "manifest.json").read_text()).get("scratch_tag") == tag:
+            return {"built": False, "seconds": 0.0}
+        shutil.rmtree(dest)
+    elif dest.exists():
+        shutil.rmtree(dest)
+    start = time.perf_counter()
+    staging = dest.parent / f".{dest.name}.staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    models = []
+    for mid in ids:
+        card = lib.card(mid)
+        models.append((card, lib.root / card["weights"]))
+    for i in range(n_models - len(ids)):
+        card = lib.card(ids[i % len(ids)])
+        scaler = load_file(str(lib.root / card["weights"]))
+        torch.manual_seed(i)
+        net = build_network(card["architecture"])
+        tensors = {f"net.{k}": v.contiguous() for k, v in net.state_dict().items()}
+        tensors.update(x_mean=scaler["x_mean"], x_std=scaler["x_std"])
+        new_id = f"r{i:05d}{card['model_id'][:10]}"
+        path = staging / f"{new_id}.safetensors"
+        save_file(tensors, str(path))
+        models.append((dict(card, model_id=new_id, weights_sha256=sha256(path),
+                            mlflow_run_id="", random_init_seed=i,
+                            random_init_of=card["model_id"]), path))
+    write_library(dest, models, "bench-1000", scratch_tag=tag)
+    shutil.rmtree(staging)
+    return {"built": True, "seconds": round(time.perf_counter() - start, 1)}
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--library", default=str(ROOT / "results" / "library"))
+    p.add_argument("--models", type=int, default=1000)
+    p.add_argument("--scratch", default="/tmp/shotgun_lib1000")
+    p.add_argument("--n-workers", default="1,2")
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--max-depth", type=int, default=2)
+    p.add_argument("--repeat", type=int, default=1)
+    a = p.parse_args()
+    kind = "molecule"
+    scratch = Path(a.scratch)
+    build = build_scratch_library(Path(a.library), scratch, a.models, kind)
+
+    from threadpoolctl import threadpool_limits
+
+    from shotgun.learners import ridge_batch
+    from shotgun.library import Library
+    from shotgun.screening import build_plan
+    from shotgun.transfer import (_candidates, _ridge_screen, _screen_all, _spec_key,
+                                  load_target, target_descriptors)
+
+    runs = []
+    for _ in range(a.repeat):
+        t = Timer()
+        load_start = os.getloadavg()[0]
+        with threadpool_limits(1):
+            with t("total"):
+                with t("load"):
+                    inputs, y = load_target(TARGET, "smiles", "logSolubility", kind)
+                    lib = Library.open(scratch)
+                    cands = _candidates(lib, kind, None)
+                    models = {mid: lib.load(mid) for mid in cands["model_id"]}
+                with t("featurize"):
+                    specs = {_spec_key(m.card["descriptor"]): m.card["descriptor"]
+                             for m in models.values()}
+                    raw, _, keep = target_descriptors(specs, inputs, kind)
+                    keep &= np.isfinite(y)
+                    y, raw = y[keep], {k: X[keep] for k, X in raw.items()}
+                    plan = build_plan(y, a.folds, 0, nested=False)
+                with t("features"):
+                    feats = [models[mid].features_descriptors(
+                        raw[_spec_key(models[mid].card["descriptor"])], d).astype(np.float64)
+                        for mid in models for d in range(1, min(a.max_depth,
+                                                                models[mid].n_hidden) + 1)]
+                with t("ridge"):
+                    per_pair = [ridge_batch(feats, y, tr, te) for tr, te in plan.pairs]
+            # The same screen through run_transfer's own functions (after load and featurize).
+            entries = None
+            for w in (int(x) for x in a.n_workers.split(",")):
+                with t(f"screen_all_workers_{w}"):
+                    got = _screen_all(lib, models, raw, y, plan.pairs, a.max_depth, None, w)
+                entries = entries or got
+                ref = {(e["model_id"], e["depth"]): e["preds"] for e in got}
+                assert len(ref) == len(feats)
+            with t("ridge_screen_call"):
+                same = _ridge_screen(models, raw, y, plan.pairs, a.max_depth)
+        check = max(float(np.max(np.abs(np.asarray(e["preds"]) - np.asarray(
+            [per_pair[k][i] for k in range(len(plan.pairs))])))) for i, e in enumerate(same))
+        mae = pd.Series({(e["model_id"], e["depth"]): float(np.mean(np.abs(np.concatenate(
+            e["preds"]) - np.concatenate([y[te] for _, te in plan.pairs])))) for e in entries})
+        runs.append({"pairs": len(feats), "stages": t.stages, "load_avg_1min_start": round(load_start, 2),
+                     "max_abs_diff_vs_ridge_screen": check,
+                     "best_cv_mae": round(float(mae.min()), 4),
+                     "best_is_random_init": bool(str(mae.idxmin()[0]).startswith("r"))})
+        del models, feats, per_pair
+    best = min(runs, key=lambda r: r["stages"]["total"]["seconds"])
+    total = best["stages"]["total"]
+    print(json.dumps({
+        "benchmark": "transfer_screen", "target": str(TARGET.relative_to(ROOT)),
+        "n_samples": int(len(y)), "folds": a.folds, "max_depth": a.max_depth,
+        "models": int(len(cands)),
+        "n_library_models": int(len(lib.index)), "cpus": os.cpu_count(),
+        "scratch_library": {"path": str(scratch), **build},
+        "seconds": total["seconds"], "cpu_seconds": total["cpu_seconds"],
+        "per_model_ms": round(1000 * total["seconds"] / len(cands), 2),
+        "load_avg_1min": total["load_avg_1min"], "load_avg_now": [round(x, 2) for x in os.getloadavg()],
+        "target_s": 30, "meets_target": total["seconds"] <= 30,
+        **best, "all_totals": [r["stages"]["total"]["seconds"] for r in runs]}))
+
+
+if __name__ == "__main__":
+    main()
