@@ -48,10 +48,15 @@ def test_hidden_features_are_pre_activations_by_hand():
     with torch.no_grad():
         assert torch.allclose(net.hidden_features(x, 1), pre[-1], atol=1e-5)
         assert torch.allclose(net.hidden_features(x, 2), torch.cat(pre[-2:], 1), atol=1e-5)
+        one, three = net.hidden_features_at(x, [1, 3])  # several depths from one pass
+        assert torch.allclose(one, pre[-1], atol=1e-5)
+        assert torch.allclose(three, torch.cat(pre, 1), atol=1e-5)
         out = h @ net.output.weight.T + net.output.bias
         assert torch.allclose(net(x), out.squeeze(-1), atol=1e-5)
     with pytest.raises(ValueError, match="depth"):
         net.hidden_features(x, 4)
+    with pytest.raises(ValueError, match="depth"):
+        net.hidden_features_at(x, [1, 0])
 
 
 def test_default_space_draws_are_unchanged_and_lists_are_sampled():

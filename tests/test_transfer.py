@@ -65,7 +65,7 @@ def test_transfer_contract_and_baseline_on_the_same_folds(smoke, target, tmp_pat
     assert s["baseline"]["name"] == name
     assert s["baseline"]["cv_mae"] == pytest.approx(errors[name], rel=1e-9)
     F = lib.load(best["model_id"]).features_descriptors(X, int(best["depth"]))
-    assert best["cv_mae"] == pytest.approx(cv_mae("ridge", F.astype(np.float64)), rel=1e-7)
+    assert best["cv_mae"] == pytest.approx(cv_mae("ridge", F.astype(np.float64)), rel=1e-6)
 
 
 def test_nested_estimate_recomputed_by_brute_force(smoke, target, tmp_path):
@@ -106,7 +106,7 @@ def test_nested_estimate_recomputed_by_brute_force(smoke, target, tmp_path):
         errors.append(make_learner("ridge", 3).fit(F[tr], y[tr]).predict(F[te]) - y[te])
     err = np.concatenate(errors)
     assert nested["chosen"] == chosen
-    assert nested["cv_mae"] == pytest.approx(np.abs(err).mean(), rel=1e-7)
+    assert nested["cv_mae"] == pytest.approx(np.abs(err).mean(), rel=1e-6)
     # The same-fold best is optimistic relative to its own nested estimate, or equal.
     assert s["best"]["cv_mae"] <= nested["cv_mae"] + 1e-12
     curve = pd.read_csv(tmp_path / "learning_curve.csv")
@@ -169,7 +169,8 @@ def test_extrapolation_split_trains_low_and_tests_high(smoke, target, tmp_path):
     b = s["best"]
     F = Library.open(smoke / "library").load(b["model_id"]).features_descriptors(X, b["depth"])
     pred = make_learner("ridge", 3).fit(F[~top], y[~top]).predict(F[top])
-    assert b["cv_mae"] == pytest.approx(np.abs(pred - y[top]).mean(), rel=1e-7)
+    # batched ridge (eigendecompositions) vs scikit-learn on float32 features: ~1e-7 apart
+    assert b["cv_mae"] == pytest.approx(np.abs(pred - y[top]).mean(), rel=1e-6)
 
 
 def test_batched_ridge_equals_ridgecv():

@@ -306,6 +306,7 @@ class Predictor:
     """A library model ready to use: descriptor, scalers and network."""
 
     def __init__(self, card: dict, weights: Path):
+        import torch
         from safetensors.torch import load_file
 
         from .descriptors import from_spec
@@ -316,8 +317,10 @@ class Predictor:
         tensors = load_file(str(weights))
         self.x_mean = tensors.pop("x_mean").numpy()
         self.x_std = tensors.pop("x_std").numpy()
-        self.net = build_network(card["architecture"])
-        self.net.load_state_dict({k.removeprefix("net."): v for k, v in tensors.items()})
+        with torch.device("meta"):  # no random initialisation: the weights replace it
+            self.net = build_network(card["architecture"])
+        self.net.load_state_dict({k.removeprefix("net."): v for k, v in tensors.items()},
+                                 assign=True)
         self.net.eval()
         self.y_mean = card["target_scaler"]["mean"]
         self.y_std = card["target_scaler"]["std"]
@@ -342,10 +345,14 @@ class Predictor:
 
     def features_descriptors(self, X: np.ndarray, depth: int = 1) -> np.ndarray:
         """Neural descriptors (pre-activations of the last ``depth`` hidden layers)."""
+        return self.features_at(X, [depth])[0]
+
+    def features_at(self, X: np.ndarray, depths: Sequence[int]) -> list[np.ndarray]:
+        """``features_descriptors`` at each of ``depths``, from one forward pass."""
         import torch
 
         with torch.no_grad():
-            return self.net.hidden_features(self._scaled(X), depth).numpy()
+            return [F.numpy() for F in self.net.hidden_features_at(self._scaled(X), depths)]
 
     def _descriptors(self, inputs: Sequence[str], kind: str | None = None):
         """Descriptor matrix and ok mask; ``kind`` names the inputs' material class when it is

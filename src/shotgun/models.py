@@ -106,9 +106,14 @@ def build_network(arch: Mapping[str, Any]):
 
         def hidden_features(self, x, depth: int = 1):
             """Pre-activation outputs of the last ``depth`` hidden layers, concatenated."""
-            if not 1 <= depth <= len(self.blocks):
-                raise ValueError(f"depth must be in 1..{len(self.blocks)}, got {depth}")
+            return self.hidden_features_at(x, [depth])[0]
+
+        def hidden_features_at(self, x, depths):
+            """``hidden_features`` at each of ``depths``, from one forward pass."""
+            for depth in depths:
+                if not 1 <= depth <= len(self.blocks):
+                    raise ValueError(f"depth must be in 1..{len(self.blocks)}, got {depth}")
             outputs = list(self._pre_activations(x))
-            return torch.cat(outputs[-depth:], dim=-1)
+            return [torch.cat(outputs[-depth:], dim=-1) for depth in depths]
 
     return MLP()

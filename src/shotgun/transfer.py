@@ -84,18 +84,19 @@ def target_descriptors(specs: dict, inputs, kind: str):
     return raw, names, ok_all
 
 
-def _ridge_screen(models: dict, raw: dict, y: np.ndarray, pairs, max_depth: int) -> list[dict]:
-    """Ridge predictions on every pair for every (model, depth): batched over candidates."""
+def _ridge_screen(models, raw: dict, y: np.ndarray, pairs, max_depth: int) -> list[dict]:
+    """Ridge predictions on every pair for every (model, depth): batched over candidates.
+    ``models``: (model id, model) pairs, consumed one at a time (only features are kept)."""
     from threadpoolctl import threadpool_limits
 
     entries, feats = [], []
-    for mid, model in models.items():
+    for mid, model in models:
         X = raw[_spec_key(model.card["descriptor"])]
-        for depth in range(1, min(max_depth, model.n_hidden) + 1):
-            F = model.features_descriptors(X, depth).astype(np.float64)
+        depths = range(1, min(max_depth, model.n_hidden) + 1)
+        for depth, F in zip(depths, model.features_at(X, depths)):
             entries.append({"model_id": mid, "depth": depth, "learner": "ridge",
                             "n_features": F.shape[1]})
-            feats.append(F)
+            feats.append(F.astype(np.float64))
     with threadpool_limits(1):  # many small problems: one BLAS thread each
         per_pair = [ridge_batch(feats, y, tr, te) for tr, te in pairs]
     for i, e in enumerate(entries):
@@ -108,7 +109,7 @@ def _ridge_screen_chunk(library: str, model_ids: list, raw: dict, y, pairs, max_
     from .library import Library
 
     lib = Library.open(library)
-    return _ridge_screen({m: lib.load(m) for m in model_ids}, raw, y, pairs, max_depth)
+    return _ridge_screen(((m, lib.load(m)) for m in model_ids), raw, y, pairs, max_depth)
 
 
 class _Models(dict):
@@ -130,7 +131,8 @@ def _screen_all(lib, ids, models: _Models, raw, y, pairs, max_depth, scheduler,
 
     with dask_client(scheduler, n_workers) as client:
         if client is None:
-            return _ridge_screen({m: models[m] for m in ids}, raw, y, pairs, max_depth)
+            return _ridge_screen(((m, models.get(m) or lib.load(m)) for m in ids), raw, y, pairs,
+                                 max_depth)
         n_chunks = max(1, min(len(ids), 4 * n_workers))
         chunks = [list(c) for c in np.array_split(np.array(ids, dtype=object), n_chunks) if len(c)]
         shared = client.scatter([raw, y, pairs], broadcast=True)
@@ -262,14 +264,14 @@ def screen_quick(library, inputs, y, kind: str, model_ids=None, folds: int = 5, 
     on the same folds: (ranking, baselines) tables with cv_mae, cv_rmse, cv_r2."""
     y = np.asarray(y, dtype=np.float64)
     cands = _candidates(library, kind, None, model_ids)
-    models = {mid: library.load(mid) for mid in cands["model_id"]}
-    specs = {_spec_key(m.card["descriptor"]): m.card["descriptor"] for m in models.values()}
+    ids = list(cands["model_id"])
+    specs = {_spec_key(c["descriptor"]): c["descriptor"] for c in map(library.card, ids)}
     raw, names, ok = target_descriptors(specs, inputs, kind)
     ok &= np.isfinite(y)
     y, raw = y[ok], {k: X[ok] for k, X in raw.items()}
     plan = build_plan(y, folds, seed, nested=False)
     screen = Screen(plan, y)
-    for e in _ridge_screen(models, raw, y, plan.pairs, max_depth):
+    for e in _ridge_screen(((m, library.load(m)) for m in ids), raw, y, plan.pairs, max_depth):
         screen.add(e, dict(enumerate(e.pop("preds"))))
     base = _baselines(plan, y, raw, names, ("ridge", "random_forest"), seed)
     return _ranking(screen, cands), _baseline_table(base)

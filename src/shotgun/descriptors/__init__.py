@@ -167,13 +167,10 @@ def for_kind(spec: dict[str, Any], kind: str) -> Descriptor | None:
     return None
 
 
-def _featurize_chunk(spec: dict[str, Any], chunk: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Featurize one chunk in a worker; fingerprint counts travel back as uint8 or uint16."""
+def _featurize_chunk(spec: dict[str, Any], chunk: list[str]) -> tuple[np.ndarray, ...]:
+    """Featurize one chunk in a worker; fingerprints travel back sparse (their nonzeros)."""
     d = from_spec(spec)
-    if not hasattr(d, "featurize_counts"):
-        return d.featurize(chunk)
-    X, ok = d.featurize_counts(chunk)
-    return (X.astype(np.uint8) if X.size and X.max() <= 255 else X), ok
+    return d.featurize_sparse(chunk) if hasattr(d, "featurize_sparse") else d.featurize(chunk)
 
 
 def _progress(done: int, total: int, enabled: bool) -> None:
@@ -205,7 +202,7 @@ def featurize(
     least ``descriptor.parallel_min_inputs`` inputs, to a LocalCluster of up to
     ``n_workers`` processes (``shotgun.parallel.dask_client``); else it runs
     in-process. Only the descriptor spec and strings are sent to workers; numpy
-    arrays come back (fingerprints as uint8/uint16, widened here). With
+    arrays come back (fingerprints as their nonzeros, made dense here). With
     ``progress`` the number of finished chunks is printed to stderr. The result
     equals ``descriptor.featurize(inputs)``.
     """
@@ -235,13 +232,9 @@ def featurize(
             results[index[fut.key]] = res
             _progress(done, len(chunks), progress)
 
-    ok = np.concatenate([r[1] for r in results], axis=0)
-    if all(r[0].dtype == np.float32 for r in results):
-        return np.concatenate([r[0] for r in results], axis=0), ok
-    X = np.empty((n, results[0][0].shape[1]), dtype=np.float32)
-    start = 0
-    for Xc, _ in results:  # widen integer chunks in place
-        X[start : start + len(Xc)] = Xc
-        start += len(Xc)
-    X[~ok] = np.nan
-    return X, ok
+    if hasattr(descriptor, "featurize_sparse"):
+        from .fingerprints import densify
+
+        return densify(descriptor.n_features, *(np.concatenate(part) for part in zip(*results)))
+    return (np.concatenate([r[0] for r in results], axis=0),
+            np.concatenate([r[1] for r in results], axis=0))
