@@ -8,7 +8,10 @@ with 3 hidden layers drawn from config/train/model, 50 epochs (no early stop unl
   ensembles, cards and safetensors written), as a shard job does;
 - naive: one fresh process per model, each fitting one network with its own Lightning Trainer
   (``shotgun.ensemble.fit_single``);
-- peak: this machine's fp32 matrix-product rate through torch (its MKL/oneDNN BLAS, all cores).
+- peak: this machine's fp32 matrix-product rate through torch (its MKL/oneDNN BLAS, all cores);
+  the bf16 rate too (``peak_gflops_bf16``), the fair reference for ``--precision bf16`` (the
+  factory then trains with ``trainer.precision=bf16``; the naive reference stays float32, the
+  faster of the two for one small network).
 
 ``gflops`` counts the useful work of the real (unpadded) networks: forward 2 multiply-adds per
 weight and sample, backward 4 (2 for the first layer, whose input needs no gradient), for the
@@ -17,7 +20,7 @@ machine is often shared: the JSON also has the 1-minute load average before and 
 the factory's CPU seconds. Last line: JSON.
 
     python benchmarks/train_throughput.py [--models 64] [--naive-models 2] [--threads 2]
-                                          [--patience 50]
+                                          [--patience 50] [--precision bf16]
 """
 
 from __future__ import annotations
@@ -51,11 +54,11 @@ def _cell():
                 np.array([f"x{i}" for i in range(N)]), X, y, 0)
 
 
-def _cfg(patience: int):
+def _cfg(patience: int, precision: str = "32"):
     from shotgun.training import compose_train_config
 
-    return compose_train_config(ROOT / "config" / "train",
-                                OVERRIDES + [f"trainer.patience={patience}"])
+    return compose_train_config(ROOT / "config" / "train", OVERRIDES + [
+        f"trainer.patience={patience}", f"trainer.precision={precision}"])
 
 
 def _train_flops(arch, n_train: int, epochs: int) -> float:
@@ -65,14 +68,14 @@ def _train_flops(arch, n_train: int, epochs: int) -> float:
     return per_sample * n_train * epochs
 
 
-def factory(models: int, threads: int, out: str, patience: int) -> dict:
+def factory(models: int, threads: int, out: str, patience: int, precision: str) -> dict:
     """(child process) train one shard of ``models`` models; returns timings and FLOPs."""
     import torch
 
     from shotgun.training import split_indices, stable_seed, train_shard
 
     torch.set_num_threads(threads)
-    cell, cfg = _cell(), _cfg(patience)
+    cell, cfg = _cell(), _cfg(patience, precision)
     start, cpu = time.perf_counter(), time.process_time()
     cards = train_shard(cell, cfg, range(models), Path(out), threads=threads)
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
@@ -82,7 +85,7 @@ def factory(models: int, threads: int, out: str, patience: int) -> dict:
     return {"train_seconds": seconds, "train_cpu_seconds": cpu, "flops": flops, "epochs": epochs}
 
 
-def naive(index: int, threads: int, patience: int) -> dict:
+def naive(index: int, threads: int, patience: int, precision: str) -> dict:
     """(child process) train one model alone with its own Lightning Trainer."""
     import torch
 
@@ -90,7 +93,7 @@ def naive(index: int, threads: int, patience: int) -> dict:
     from shotgun.training import plan_shard, split_indices, stable_seed
 
     torch.set_num_threads(threads)
-    cell, cfg = _cell(), _cfg(patience)
+    cell, cfg = _cell(), _cfg(patience, precision)
     (_, arch, mid), = plan_shard(cell, cfg, [index])
     tr, val, _ = split_indices(N, cfg["trainer"], stable_seed(cfg["seed"], "bench", "y", "split"))
     X = torch.as_tensor((cell.X - cell.X[tr].mean(0)) / cell.X[tr].std(0), dtype=torch.float32)
@@ -101,11 +104,12 @@ def naive(index: int, threads: int, patience: int) -> dict:
     return {"train_seconds": time.perf_counter() - start}
 
 
-def peak_gflops(threads: int, size: int = 2048, repeats: int = 5) -> float:
+def peak_gflops(threads: int, size: int = 2048, repeats: int = 5, dtype: str = "float32"
+                ) -> float:
     import torch
 
     torch.set_num_threads(threads)
-    a, b = torch.randn(size, size), torch.randn(size, size)
+    a, b = (torch.randn(size, size, dtype=getattr(torch, dtype)) for _ in range(2))
     a @ b
     best = float("inf")
     for _ in range(repeats):
@@ -139,29 +143,33 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--patience", type=int, default=EPOCHS,
                    help="early-stopping patience (default: the epochs, i.e. no early stop)")
+    p.add_argument("--precision", choices=("32", "bf16"), default="32",
+                   help="trainer.precision of the factory (the naive reference stays float32: "
+                        "one small network trains faster in float32 than in bf16 here)")
     p.add_argument("--child", choices=("factory", "naive"), help=argparse.SUPPRESS)
     p.add_argument("--index", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
     a = p.parse_args()
     common = ["--threads", str(a.threads), "--patience", str(a.patience)]
     if a.child == "factory":
-        print(json.dumps(factory(a.models, a.threads, a.out, a.patience)))
+        print(json.dumps(factory(a.models, a.threads, a.out, a.patience, a.precision)))
         return
     if a.child == "naive":
-        print(json.dumps(naive(a.index, a.threads, a.patience)))
+        print(json.dumps(naive(a.index, a.threads, a.patience, a.precision)))
         return
 
     load_start = os.getloadavg()[0]
     peak = peak_gflops(a.threads)
     with tempfile.TemporaryDirectory() as tmp:
         fac, fac_wall, fac_cpu = _child(["--child", "factory", "--models", str(a.models),
-                                         "--out", tmp, *common])
+                                         "--out", tmp, "--precision", a.precision, *common])
     naive_walls, naive_train = [], []
     for i in range(a.naive_models):
         res, wall, _ = _child(["--child", "naive", "--index", str(i), *common])
         naive_walls.append(wall)
         naive_train.append(res["train_seconds"])
     peak = max(peak, peak_gflops(a.threads))  # the machine's rate: best of before and after
+    peak_bf16 = max(peak_gflops(a.threads, dtype="bfloat16") for _ in range(2))
     gflops = fac["flops"] / fac["train_seconds"] / 1e9
     naive_per_model = sum(naive_walls) / len(naive_walls)
     result = {
@@ -182,6 +190,9 @@ def main() -> None:
         "gflops_per_cpu_s": round(fac["flops"] / fac["train_cpu_seconds"] / 1e9, 2),
         "peak_gflops": round(peak, 2),
         "peak_fraction": round(gflops / peak, 3),
+        "precision": a.precision,
+        "peak_gflops_bf16": round(peak_bf16, 2),
+        "peak_fraction_bf16": round(gflops / peak_bf16, 3),
         "naive_models": a.naive_models,
         "naive_seconds_per_model": round(naive_per_model, 2),
         "naive_train_seconds_per_model": round(sum(naive_train) / len(naive_train), 2),

@@ -58,6 +58,36 @@ def test_model_trained_in_a_batch_equals_the_model_trained_alone():
         torch.set_default_dtype(torch.float32)
 
 
+def test_bf16_products_match_the_reference_and_differ_from_float32():
+    """trainer.precision=bf16: the ensemble and fit_single round the same operands to bfloat16,
+    so a 3-layer model agrees to ~1e-4 (accumulation order, amplified by training), while float32
+    training of the same model ends ~1e-1 away."""
+    X, y = _data()
+    arch = {"n_in": 12, "hidden": [11, 6, 4], "activation": "leaky_relu", "dropout": 0.2,
+            "batch_norm": True}
+    other = {"n_in": 12, "hidden": [9, 7, 5], "activation": "relu", "dropout": 0.1,
+             "batch_norm": True}
+    common = dict(batch_seed=5, noise_seed=6, noise_shape=(5, 12))
+    runs = {}
+    for precision in ("32", "bf16"):
+        cfg = _cfg(epochs=4)
+        cfg["trainer"]["precision"] = precision
+        together = fit_ensemble([other, arch], [11, 12], cfg, X[:180], y[:180], X[180:],
+                                y[180:], **common)
+        alone, _ = fit_single(arch, 12, cfg, X[:180], y[:180], X[180:], y[180:], **common)
+        runs[precision] = together[1][0], alone
+
+    def gap(a, b):
+        return max(float((a[k] - b[k]).abs().max()) for k in a if a[k].is_floating_point())
+
+    assert gap(*runs["bf16"]) < 1e-2
+    assert gap(runs["bf16"][0], runs["32"][0]) > 3e-2
+    cfg = _cfg(epochs=1)
+    cfg["trainer"]["precision"] = "fp8"
+    with pytest.raises(ValueError, match="precision"):
+        fit_ensemble([arch], [1], cfg, X[:180], y[:180], X[180:], y[180:], **common)
+
+
 def test_per_model_early_stopping_and_best_weights():
     X, y = _data()
     space = dict(SPACE, n_layers=[3, 3], dropout=0.1)
@@ -114,6 +144,12 @@ def test_interrupted_shard_retrains_only_its_missing_models(tmp_path):
     # The model ids do not depend on the shard or the ensemble size.
     other = dict(cfg, trainer=dict(cfg["trainer"], ensemble_size=64))
     assert [m for _, _, m in plan_shard(cell, other, [1])] == [victim]
+    # float32 (the default precision) keeps the ids of configs without the key; bf16 does not.
+    older = dict(cfg, trainer={k: v for k, v in cfg["trainer"].items() if k != "precision"})
+    bf16 = dict(cfg, trainer=dict(cfg["trainer"], precision="bf16"))
+    assert cfg["trainer"]["precision"] == 32
+    assert [m for _, _, m in plan_shard(cell, older, [1])] == [victim]
+    assert [m for _, _, m in plan_shard(cell, bf16, [1])] != [victim]
     # The weights load into a plain network that reproduces the card's test predictions.
     from safetensors.torch import load_file
 

@@ -21,6 +21,9 @@ padding narrows to the remaining models, so stopped models cost no more compute.
 On CPU, the groups of a step are shared among one thread per core, each running whole groups
 (forward, backward, the group's own Adam step) with one intra-op thread: about 15 % less CPU
 time than every operation split over the cores (measured in ``benchmarks/train_throughput.py``).
+With ``trainer.precision: bf16`` the hidden layers' matrix products take bfloat16 operands
+(float32 accumulation and output); weights, Adam, BatchNorm, activations and loss stay float32,
+and :func:`fit_single` rounds the same operands.
 
 :func:`fit_single` trains one plain ``build_network`` module with the same protocol: it is the
 reference that a model trained inside an ensemble equals (up to float summation order).
@@ -124,6 +127,23 @@ def _adam(params, optim: Mapping):
 
     return torch.optim.Adam(params, lr=optim["lr"], weight_decay=optim["weight_decay"],
                             fused=True)
+
+
+PRECISIONS = {"32": None, "bf16": "bfloat16"}
+
+
+def mm_dtype(cfg: Mapping):
+    """The torch dtype of the hidden layers' matrix products for ``trainer.precision``: None
+    for ``32`` (the tensors' own dtype throughout), bfloat16 for ``bf16`` (bfloat16 operands,
+    float32 accumulation and output; weights, Adam, BatchNorm, activations and loss stay
+    float32)."""
+    import torch
+
+    precision = str(cfg["trainer"].get("precision", 32))
+    if precision not in PRECISIONS:
+        raise ValueError(f"trainer.precision must be one of {sorted(PRECISIONS)}, "
+                         f"got {precision!r}")
+    return PRECISIONS[precision] and getattr(torch, PRECISIONS[precision])
 
 
 def _trainer(cfg: Mapping, callbacks):
@@ -230,8 +250,10 @@ def _stacked_module():
     block = _block_function()
 
     class _Stacked(nn.Module):
-        def __init__(self, archs: Sequence[Mapping], seeds: Sequence[int], ids: Sequence[int]):
+        def __init__(self, archs: Sequence[Mapping], seeds: Sequence[int], ids: Sequence[int],
+                     mm=None):
             super().__init__()
+            self.mm = mm  # dtype of the hidden layers' matrix products (see mm_dtype)
             # ordered by activation slope: the activation runs on contiguous runs of models
             order = sorted(range(len(archs)), key=lambda k: SLOPES.get(archs[k]["activation"], 0))
             archs, seeds = [archs[k] for k in order], [seeds[k] for k in order]
@@ -361,6 +383,12 @@ def _stacked_module():
                 self._per_model()
 
         # -- forward -----------------------------------------------------------------------
+        def _product(self, op, b, h, w):
+            """``op(b, h, w)`` (addmm, baddbmm), on ``self.mm`` operands if set; h's dtype out."""
+            if self.mm is None:
+                return op(b, h, w)
+            return op(b.to(self.mm), h.to(self.mm), w.to(self.mm)).to(h.dtype)
+
         def forward(self, x, masks=None):
             """Predictions (K, batch); ``masks`` (a :class:`_Masks`) enables training mode.
 
@@ -371,11 +399,13 @@ def _stacked_module():
             for l in range(self.depth):
                 W = self.widths[l]
                 if l == 0:  # the shared input meets all K models in one product
-                    z = torch.addmm(self.b[0].view(1, -1), x, self.w[0].view(self.n_in, -1))
+                    z = self._product(torch.addmm, self.b[0].view(1, -1), x,
+                                      self.w[0].view(self.n_in, -1))
                     z, bdim = z.view(B, K, W), 0
                 else:
                     h_in = h if bdim == 1 else h.transpose(0, 1)
-                    z, bdim = torch.baddbmm(self.b[l].unsqueeze(1), h_in, self.w[l]), 1
+                    z = self._product(torch.baddbmm, self.b[l].unsqueeze(1), h_in, self.w[l])
+                    bdim = 1
                 mask = None
                 if training and self.p_shared is None:
                     mask = masks.per_model(l, W, self.p_values, self.p_index)
@@ -569,7 +599,8 @@ def fit_ensemble(archs: Sequence[Mapping], seeds: Sequence[int], cfg: Mapping,
     _quiet_lightning()
     Stacked = _stacked_module()
     t = cfg["trainer"]
-    groups = [Stacked([archs[i] for i in members], [seeds[i] for i in members], members)
+    mm = mm_dtype(cfg)
+    groups = [Stacked([archs[i] for i in members], [seeds[i] for i in members], members, mm)
               for members in plan_groups(archs, int(t.get("group_size") or len(archs)))]
     threads = torch.get_num_threads()
     workers = threads if X_tr.device.type == "cpu" else 1
@@ -614,6 +645,18 @@ def fit_single(arch: Mapping, seed: int, cfg: Mapping, X_tr, y_tr, X_val, y_val,
     _quiet_lightning()
     torch.manual_seed(seed)
     net = build_network(arch)
+    mm = mm_dtype(cfg)
+    if mm is not None:  # hidden layers' products on mm operands, as in the ensemble
+        class MixedLinear(torch.nn.Linear):
+            def forward(self, x):
+                return torch.nn.functional.linear(x.to(mm), self.weight.to(mm),
+                                                  self.bias.to(mm)).to(x.dtype)
+
+        for block in net.blocks:
+            with torch.device("meta"):
+                mixed = MixedLinear(block["linear"].in_features, block["linear"].out_features)
+            mixed.load_state_dict(block["linear"].state_dict(), assign=True)
+            block["linear"] = mixed
     noise = DropoutNoise(noise_seed, *noise_shape)
     optim = cfg["optim"]
 

@@ -113,7 +113,8 @@ def model_id(cell: Cell, arch: dict, cfg: dict, index: int) -> str:
     """Deterministic identity of a model; the accelerator, the shard a model is in and the
     models it is trained with do not change it."""
     recipe = {k: v for k, v in cfg.items() if k != "trainer"}
-    recipe["trainer"] = {k: v for k, v in cfg["trainer"].items() if k not in EXECUTION_KEYS}
+    recipe["trainer"] = {k: v for k, v in cfg["trainer"].items() if k not in EXECUTION_KEYS
+                         and (k, str(v)) != ("precision", "32")}  # float32: ids as before
     key = [cell.dataset, cell.property, cell.descriptor, arch, recipe, index, cell.data_hash]
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
