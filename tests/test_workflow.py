@@ -107,5 +107,6 @@ def test_library_cli(smoke):
     assert card["model_id"] == mid and card["architecture"]["hidden"]
     text = run(["shotgun", "library", "show", str(lib), mid]).stdout
     assert card["architecture_name"] in text and f"{card['metrics']['test_mae']:.4g}" in text
+    assert card["train_config"]["trainer"]["precision"] == 32 and "precision 32" in text
     proc = run(["shotgun", "library", "show", str(lib), "nope"])
     assert proc.returncode == 2 and "no model" in proc.stderr
