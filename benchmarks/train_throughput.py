@@ -5,9 +5,11 @@ with 3 hidden layers drawn from config/train/model, 50 epochs (no early stop unl
 ``--patience`` is given), batch 128.
 
 - factory: one fresh process runs ``shotgun.training.train_shard`` on K models (batched
-  ensembles, cards and safetensors written), as a shard job does;
+  ensembles, cards and safetensors written), as a shard job does; with ``--jobs J``, J such
+  processes train K/J models each at the same time with threads/J threads, as concurrent
+  Snakemake shard jobs do;
 - naive: one fresh process per model, each fitting one network with its own Lightning Trainer
-  (``shotgun.ensemble.fit_single``);
+  (``shotgun.ensemble.fit_single``), one after another, or J at a time with ``--jobs J``;
 - peak: this machine's fp32 matrix-product rate through torch (its MKL/oneDNN BLAS, all cores);
   the bf16 rate too (``peak_gflops_bf16``), the fair reference for ``--precision bf16`` (the
   factory then trains with ``trainer.precision=bf16``; the naive reference stays float32, the
@@ -20,7 +22,7 @@ machine is often shared: the JSON also has the 1-minute load average before and 
 the factory's CPU seconds. Last line: JSON.
 
     python benchmarks/train_throughput.py [--models 64] [--naive-models 2] [--threads 2]
-                                          [--patience 50] [--precision bf16]
+                                          [--jobs 2] [--patience 50] [--precision bf16]
 """
 
 from __future__ import annotations
@@ -68,8 +70,10 @@ def _train_flops(arch, n_train: int, epochs: int) -> float:
     return per_sample * n_train * epochs
 
 
-def factory(models: int, threads: int, out: str, patience: int, precision: str) -> dict:
-    """(child process) train one shard of ``models`` models; returns timings and FLOPs."""
+def factory(first: int, models: int, threads: int, out: str, patience: int, precision: str
+            ) -> dict:
+    """(child process) train one shard: ``models`` models from index ``first``; returns timings
+    and FLOPs."""
     import torch
 
     from shotgun.training import split_indices, stable_seed, train_shard
@@ -77,7 +81,7 @@ def factory(models: int, threads: int, out: str, patience: int, precision: str) 
     torch.set_num_threads(threads)
     cell, cfg = _cell(), _cfg(patience, precision)
     start, cpu = time.perf_counter(), time.process_time()
-    cards = train_shard(cell, cfg, range(models), Path(out), threads=threads)
+    cards = train_shard(cell, cfg, range(first, first + models), Path(out), threads=threads)
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     tr, _, _ = split_indices(N, cfg["trainer"], stable_seed(cfg["seed"], "bench", "y", "split"))
     epochs = [c["metrics"]["epochs"] for c in cards]
@@ -119,16 +123,20 @@ def peak_gflops(threads: int, size: int = 2048, repeats: int = 5, dtype: str = "
     return 2 * size ** 3 / best / 1e9
 
 
-def _child(args: list[str]) -> tuple[dict, float, float]:
-    """Run this script in a fresh process; returns its JSON result, wall time and CPU time."""
+def _children(arg_lists: list[list[str]]) -> tuple[list[dict], float, float]:
+    """Run this script in fresh processes at the same time (as concurrent Snakemake jobs run);
+    returns their JSON results, the wall time until the last one ends and their CPU time."""
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     start, cpu = time.perf_counter(), _children_cpu()
-    proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True,
-                          env=env, cwd=ROOT)
+    procs = [subprocess.Popen([sys.executable, __file__, *args], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+             for args in arg_lists]
+    outputs = [proc.communicate() for proc in procs]
     wall, cpu = time.perf_counter() - start, _children_cpu() - cpu
-    if proc.returncode:
-        raise RuntimeError(proc.stderr[-3000:])
-    return json.loads(proc.stdout.strip().splitlines()[-1]), wall, cpu
+    for proc, (_, err) in zip(procs, outputs):
+        if proc.returncode:
+            raise RuntimeError(err[-3000:])
+    return [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs], wall, cpu
 
 
 def _children_cpu() -> float:
@@ -143,6 +151,10 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--patience", type=int, default=EPOCHS,
                    help="early-stopping patience (default: the epochs, i.e. no early stop)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="concurrent processes sharing --threads, as Snakemake runs shard jobs "
+                        "(threads: 1 each on the local profile); the naive reference runs as "
+                        "many at a time")
     p.add_argument("--precision", choices=("32", "bf16"), default="32",
                    help="trainer.precision of the factory (the naive reference stays float32: "
                         "one small network trains faster in float32 than in bf16 here)")
@@ -150,9 +162,8 @@ def main() -> None:
     p.add_argument("--index", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
     a = p.parse_args()
-    common = ["--threads", str(a.threads), "--patience", str(a.patience)]
     if a.child == "factory":
-        print(json.dumps(factory(a.models, a.threads, a.out, a.patience, a.precision)))
+        print(json.dumps(factory(a.index, a.models, a.threads, a.out, a.patience, a.precision)))
         return
     if a.child == "naive":
         print(json.dumps(naive(a.index, a.threads, a.patience, a.precision)))
@@ -160,22 +171,34 @@ def main() -> None:
 
     load_start = os.getloadavg()[0]
     peak = peak_gflops(a.threads)
+    if a.models % a.jobs or a.naive_models % a.jobs or a.threads % a.jobs:
+        p.error("--models, --naive-models and --threads must be multiples of --jobs")
+    common = ["--threads", str(a.threads // a.jobs), "--patience", str(a.patience)]
+    per_job = a.models // a.jobs
     with tempfile.TemporaryDirectory() as tmp:
-        fac, fac_wall, fac_cpu = _child(["--child", "factory", "--models", str(a.models),
-                                         "--out", tmp, "--precision", a.precision, *common])
-    naive_walls, naive_train = [], []
-    for i in range(a.naive_models):
-        res, wall, _ = _child(["--child", "naive", "--index", str(i), *common])
-        naive_walls.append(wall)
-        naive_train.append(res["train_seconds"])
+        shards, fac_wall, fac_cpu = _children(
+            [["--child", "factory", "--index", str(j * per_job), "--models", str(per_job),
+              "--out", f"{tmp}/{j}", "--precision", a.precision, *common]
+             for j in range(a.jobs)])
+    fac = {"flops": sum(r["flops"] for r in shards),
+           "epochs": sum((r["epochs"] for r in shards), []),
+           "train_seconds": max(r["train_seconds"] for r in shards),
+           "train_cpu_seconds": sum(r["train_cpu_seconds"] for r in shards)}
+    naive_wall, naive_train = 0.0, []
+    for i in range(0, a.naive_models, a.jobs):
+        res, wall, _ = _children([["--child", "naive", "--index", str(k), *common]
+                                  for k in range(i, i + a.jobs)])
+        naive_wall += wall
+        naive_train += [r["train_seconds"] for r in res]
     peak = max(peak, peak_gflops(a.threads))  # the machine's rate: best of before and after
     peak_bf16 = max(peak_gflops(a.threads, dtype="bfloat16") for _ in range(2))
     gflops = fac["flops"] / fac["train_seconds"] / 1e9
-    naive_per_model = sum(naive_walls) / len(naive_walls)
+    naive_per_model = naive_wall / a.naive_models  # wall time per model, jobs at a time
     result = {
         "cell": {"samples": N, "features": F, "hidden_layers": 3, "epochs": EPOCHS,
                  "batch": BATCH, "patience": a.patience},
         "threads": a.threads,
+        "jobs": a.jobs,
         "models": a.models,
         "load_1min_start": round(load_start, 2),
         "load_1min_end": round(os.getloadavg()[0], 2),
