@@ -524,7 +524,8 @@ def _ensemble_module(groups, cfg: Mapping, noise: DropoutNoise, n_models: int,
             def train(i):
                 opt = self.opts[i]
                 opt.zero_grad(set_to_none=True)
-                ((self.groups[i](x, masks) - y) ** 2).mean(1).sum().backward()  # fp32 Trainer
+                # a plain backward: the Trainer has no precision plugin to apply
+                ((self.groups[i](x, masks) - y) ** 2).mean(1).sum().backward()
                 opt.step()
 
             self._run(train)
