@@ -130,8 +130,8 @@ def main():
     from shotgun.learners import ridge_batch
     from shotgun.library import Library
     from shotgun.screening import build_plan
-    from shotgun.transfer import (_candidates, _Models, _screen_all, _spec_key, load_target,
-                                  target_descriptors)
+    from shotgun.transfer import (_candidate_specs, _candidates, _screen_all, _spec_key,
+                                  load_target, target_descriptors)
 
     runs = []
     for _ in range(a.repeat):
@@ -143,16 +143,15 @@ def main():
                 lib = Library.open(scratch)
                 cands = _candidates(lib, kind, None)
                 ids = list(cands["model_id"])
-                specs = {_spec_key(c["descriptor"]): c["descriptor"] for c in map(lib.card, ids)}
-                raw, _, keep = target_descriptors(specs, inputs, kind)
+                raw, _, keep = target_descriptors(_candidate_specs(lib, ids), inputs, kind)
                 keep &= np.isfinite(y)
                 y, raw = y[keep], {k: X[keep] for k, X in raw.items()}
                 plan = build_plan(y, a.folds, 0, nested=False)
             screens = {}
             for w in (int(x) for x in a.n_workers.split(",")):
                 with t(f"screen_{w}"):
-                    screens[w] = _screen_all(lib, ids, _Models(lib), raw, y, plan.pairs,
-                                             a.max_depth, None, w)
+                    screens[w] = _screen_all(lib, ids, raw, y, plan.pairs, a.max_depth, None,
+                                             w)
             # where the time goes, stage by stage
             with t("load"):
                 models = {mid: lib.load(mid) for mid in ids}

@@ -104,12 +104,21 @@ def _ridge_screen(models, raw: dict, y: np.ndarray, pairs, max_depth: int) -> li
     return entries
 
 
+def _loaded(library, model_ids):
+    """(model id, model) pairs, each model loaded (and its files verified) when reached."""
+    return ((m, library.load(m)) for m in model_ids)
+
+
+def _candidate_specs(library, model_ids) -> dict:
+    """The distinct descriptor specs of the candidates, from their cards."""
+    return {_spec_key(c["descriptor"]): c["descriptor"] for c in map(library.card, model_ids)}
+
+
 def _ridge_screen_chunk(library: str, model_ids: list, raw: dict, y, pairs, max_depth: int):
     """A worker's share of the ridge screen: loads (and verifies) its models itself."""
     from .library import Library
 
-    lib = Library.open(library)
-    return _ridge_screen(((m, lib.load(m)) for m in model_ids), raw, y, pairs, max_depth)
+    return _ridge_screen(_loaded(Library.open(library), model_ids), raw, y, pairs, max_depth)
 
 
 class _Models(dict):
@@ -124,15 +133,13 @@ class _Models(dict):
         return model
 
 
-def _screen_all(lib, ids, models: _Models, raw, y, pairs, max_depth, scheduler,
-                n_workers) -> list[dict]:
+def _screen_all(lib, ids, raw, y, pairs, max_depth, scheduler, n_workers) -> list[dict]:
     """The ridge screen in this process, or split over Dask workers that load their own models."""
     from .parallel import dask_client
 
     with dask_client(scheduler, n_workers) as client:
         if client is None:
-            return _ridge_screen(((m, models.get(m) or lib.load(m)) for m in ids), raw, y, pairs,
-                                 max_depth)
+            return _ridge_screen(_loaded(lib, ids), raw, y, pairs, max_depth)
         n_chunks = max(1, min(len(ids), 4 * n_workers))
         chunks = [list(c) for c in np.array_split(np.array(ids, dtype=object), n_chunks) if len(c)]
         shared = client.scatter([raw, y, pairs], broadcast=True)
@@ -265,13 +272,12 @@ def screen_quick(library, inputs, y, kind: str, model_ids=None, folds: int = 5, 
     y = np.asarray(y, dtype=np.float64)
     cands = _candidates(library, kind, None, model_ids)
     ids = list(cands["model_id"])
-    specs = {_spec_key(c["descriptor"]): c["descriptor"] for c in map(library.card, ids)}
-    raw, names, ok = target_descriptors(specs, inputs, kind)
+    raw, names, ok = target_descriptors(_candidate_specs(library, ids), inputs, kind)
     ok &= np.isfinite(y)
     y, raw = y[ok], {k: X[ok] for k, X in raw.items()}
     plan = build_plan(y, folds, seed, nested=False)
     screen = Screen(plan, y)
-    for e in _ridge_screen(((m, library.load(m)) for m in ids), raw, y, plan.pairs, max_depth):
+    for e in _ridge_screen(_loaded(library, ids), raw, y, plan.pairs, max_depth):
         screen.add(e, dict(enumerate(e.pop("preds"))))
     base = _baselines(plan, y, raw, names, ("ridge", "random_forest"), seed)
     return _ranking(screen, cands), _baseline_table(base)
@@ -436,9 +442,8 @@ def _run_transfer(library, data, input_col, target_col, kind, out, folds, seed, 
     lib = Library.open(library)
     cands = _candidates(lib, kind, max_models)
     ids = list(cands["model_id"])
-    models = _Models(lib)  # networks load where they are used (workers load their own)
-    specs = {_spec_key(c["descriptor"]): c["descriptor"] for c in map(lib.card, ids)}
-    raw, names, keep = target_descriptors(specs, inputs, kind)
+    models = _Models(lib)  # the few networks used after the screen, loaded once each
+    raw, names, keep = target_descriptors(_candidate_specs(lib, ids), inputs, kind)
     keep &= np.isfinite(y)
     n_dropped = int((~keep).sum())
     y, raw = y[keep], {k: X[keep] for k, X in raw.items()}
@@ -460,7 +465,7 @@ def _run_transfer(library, data, input_col, target_col, kind, out, folds, seed, 
     log(f"{len(y)} rows, {len(ids)} candidates, {len(plan.tasks)} selections on "
         f"{len(plan.pairs)} train/test pairs")
     screen = Screen(plan, y)
-    for e in _screen_all(lib, ids, models, raw, y, plan.pairs, max_depth, scheduler, n_workers):
+    for e in _screen_all(lib, ids, raw, y, plan.pairs, max_depth, scheduler, n_workers):
         screen.add(e, dict(enumerate(e.pop("preds"))))
 
     def features(pipe):
