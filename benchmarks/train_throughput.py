@@ -10,10 +10,14 @@ with 3 hidden layers drawn from config/train/model, 50 epochs (no early stop unl
   Snakemake shard jobs do;
 - naive: one fresh process per model, each fitting one network with its own Lightning Trainer
   (``shotgun.ensemble.fit_single``), one after another, or J at a time with ``--jobs J``;
-- peak: this machine's fp32 matrix-product rate through torch (its MKL/oneDNN BLAS, all cores);
-  the bf16 rate too (``peak_gflops_bf16``), the fair reference for ``--precision bf16`` (the
-  factory then trains with ``trainer.precision=bf16``; the naive reference stays float32, the
-  faster of the two for one small network).
+- peak: this machine's fp32 matrix-product rate through torch (2,048-square, all cores), the
+  best of torch's default BLAS (``matmul_precision`` highest: MKL) and oneDNN (``medium``)
+  where oneDNN computes in true float32 (checked: a product that picks single entries must
+  return them unrounded; on AMD Zen, MKL runs at half the AVX-512 rate); the bf16 rate too
+  (``peak_gflops_bf16``), the fair reference for ``--precision bf16`` (the factory then trains
+  with ``trainer.precision=bf16``; the naive reference stays float32, the faster of the two for
+  one small network). ``--matmul-precision`` sets ``trainer.matmul_precision`` of both the
+  factory and the naive reference.
 
 ``gflops`` counts the useful work of the real (unpadded) networks: forward 2 multiply-adds per
 weight and sample, backward 4 (2 for the first layer, whose input needs no gradient), for the
@@ -23,6 +27,7 @@ the factory's CPU seconds. Last line: JSON.
 
     python benchmarks/train_throughput.py [--models 64] [--naive-models 2] [--threads 2]
                                           [--jobs 2] [--patience 50] [--precision bf16]
+                                          [--matmul-precision medium]
 """
 
 from __future__ import annotations
@@ -56,11 +61,12 @@ def _cell():
                 np.array([f"x{i}" for i in range(N)]), X, y, 0)
 
 
-def _cfg(patience: int, precision: str = "32"):
+def _cfg(patience: int, precision: str, matmul_precision: str):
     from shotgun.training import compose_train_config
 
     return compose_train_config(ROOT / "config" / "train", OVERRIDES + [
-        f"trainer.patience={patience}", f"trainer.precision={precision}"])
+        f"trainer.patience={patience}", f"trainer.precision={precision}",
+        f"trainer.matmul_precision={matmul_precision}"])
 
 
 def _train_flops(arch, n_train: int, epochs: int) -> float:
@@ -70,8 +76,8 @@ def _train_flops(arch, n_train: int, epochs: int) -> float:
     return per_sample * n_train * epochs
 
 
-def factory(first: int, models: int, threads: int, out: str, patience: int, precision: str
-            ) -> dict:
+def factory(first: int, models: int, threads: int, out: str, patience: int, precision: str,
+            matmul_precision: str) -> dict:
     """(child process) train one shard: ``models`` models from index ``first``; returns timings
     and FLOPs."""
     import torch
@@ -79,7 +85,7 @@ def factory(first: int, models: int, threads: int, out: str, patience: int, prec
     from shotgun.training import split_indices, stable_seed, train_shard
 
     torch.set_num_threads(threads)
-    cell, cfg = _cell(), _cfg(patience, precision)
+    cell, cfg = _cell(), _cfg(patience, precision, matmul_precision)
     start, cpu = time.perf_counter(), time.process_time()
     cards = train_shard(cell, cfg, range(first, first + models), Path(out), threads=threads)
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
@@ -89,7 +95,7 @@ def factory(first: int, models: int, threads: int, out: str, patience: int, prec
     return {"train_seconds": seconds, "train_cpu_seconds": cpu, "flops": flops, "epochs": epochs}
 
 
-def naive(index: int, threads: int, patience: int, precision: str) -> dict:
+def naive(index: int, threads: int, patience: int, matmul_precision: str) -> dict:
     """(child process) train one model alone with its own Lightning Trainer."""
     import torch
 
@@ -97,7 +103,7 @@ def naive(index: int, threads: int, patience: int, precision: str) -> dict:
     from shotgun.training import plan_shard, split_indices, stable_seed
 
     torch.set_num_threads(threads)
-    cell, cfg = _cell(), _cfg(patience, precision)
+    cell, cfg = _cell(), _cfg(patience, "32", matmul_precision)
     (_, arch, mid), = plan_shard(cell, cfg, [index])
     tr, val, _ = split_indices(N, cfg["trainer"], stable_seed(cfg["seed"], "bench", "y", "split"))
     X = torch.as_tensor((cell.X - cell.X[tr].mean(0)) / cell.X[tr].std(0), dtype=torch.float32)
@@ -108,11 +114,12 @@ def naive(index: int, threads: int, patience: int, precision: str) -> dict:
     return {"train_seconds": time.perf_counter() - start}
 
 
-def peak_gflops(threads: int, size: int = 2048, repeats: int = 5, dtype: str = "float32"
-                ) -> float:
+def peak_gflops(threads: int, size: int = 2048, repeats: int = 5, dtype: str = "float32",
+                matmul_precision: str = "highest") -> float:
     import torch
 
     torch.set_num_threads(threads)
+    torch.set_float32_matmul_precision(matmul_precision)
     a, b = (torch.randn(size, size, dtype=getattr(torch, dtype)) for _ in range(2))
     a @ b
     best = float("inf")
@@ -120,7 +127,28 @@ def peak_gflops(threads: int, size: int = 2048, repeats: int = 5, dtype: str = "
         start = time.perf_counter()
         a @ b
         best = min(best, time.perf_counter() - start)
+    torch.set_float32_matmul_precision("highest")
     return 2 * size ** 3 / best / 1e9
+
+
+def exact_float32(matmul_precision: str, size: int = 256) -> bool:
+    """Whether float32 products at ``matmul_precision`` keep all 24 bits of their operands: a
+    product with a one-hot matrix returns its entries unrounded only then (bfloat16 or TF32
+    inside, even split into two or three parts, would lose the last bits used here)."""
+    import torch
+
+    torch.set_float32_matmul_precision(matmul_precision)
+    k = torch.randint(1, 16, (size, size), generator=torch.Generator().manual_seed(0))
+    a = 1 + 2.0 ** -9 + k * 2.0 ** -21  # exact in float32, needs all 24 bits
+    exact = bool(torch.equal(a @ torch.eye(size), a))
+    torch.set_float32_matmul_precision("highest")
+    return exact
+
+
+def fp32_peaks(threads: int) -> dict[str, float]:
+    """{matmul precision: fp32 2,048-square rate} for the paths that compute true float32."""
+    return {mode: peak_gflops(threads, matmul_precision=mode) for mode in ("highest", "medium")
+            if mode == "highest" or exact_float32(mode)}
 
 
 def _children(arg_lists: list[list[str]]) -> tuple[list[dict], float, float]:
@@ -158,22 +186,27 @@ def main() -> None:
     p.add_argument("--precision", choices=("32", "bf16"), default="32",
                    help="trainer.precision of the factory (the naive reference stays float32: "
                         "one small network trains faster in float32 than in bf16 here)")
+    p.add_argument("--matmul-precision", choices=("highest", "high", "medium"),
+                   default="highest", help="trainer.matmul_precision of the factory and the "
+                                           "naive reference")
     p.add_argument("--child", choices=("factory", "naive"), help=argparse.SUPPRESS)
     p.add_argument("--index", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.child == "factory":
-        print(json.dumps(factory(a.index, a.models, a.threads, a.out, a.patience, a.precision)))
+        print(json.dumps(factory(a.index, a.models, a.threads, a.out, a.patience, a.precision,
+                                 a.matmul_precision)))
         return
     if a.child == "naive":
-        print(json.dumps(naive(a.index, a.threads, a.patience, a.precision)))
+        print(json.dumps(naive(a.index, a.threads, a.patience, a.matmul_precision)))
         return
 
     load_start = os.getloadavg()[0]
-    peak = peak_gflops(a.threads)
+    peaks = fp32_peaks(a.threads)
     if a.models % a.jobs or a.naive_models % a.jobs or a.threads % a.jobs:
         p.error("--models, --naive-models and --threads must be multiples of --jobs")
-    common = ["--threads", str(a.threads // a.jobs), "--patience", str(a.patience)]
+    common = ["--threads", str(a.threads // a.jobs), "--patience", str(a.patience),
+              "--matmul-precision", a.matmul_precision]
     per_job = a.models // a.jobs
     with tempfile.TemporaryDirectory() as tmp:
         shards, fac_wall, fac_cpu = _children(
@@ -190,7 +223,9 @@ def main() -> None:
                                   for k in range(i, i + a.jobs)])
         naive_wall += wall
         naive_train += [r["train_seconds"] for r in res]
-    peak = max(peak, peak_gflops(a.threads))  # the machine's rate: best of before and after
+    for mode, rate in fp32_peaks(a.threads).items():  # best of before and after
+        peaks[mode] = max(peaks[mode], rate)
+    peak = max(peaks.values())  # the machine's fp32 rate: its fastest true-float32 path
     peak_bf16 = max(peak_gflops(a.threads, dtype="bfloat16") for _ in range(2))
     gflops = fac["flops"] / fac["train_seconds"] / 1e9
     naive_per_model = naive_wall / a.naive_models  # wall time per model, jobs at a time
@@ -212,8 +247,10 @@ def main() -> None:
         "gflops": round(gflops, 2),
         "gflops_per_cpu_s": round(fac["flops"] / fac["train_cpu_seconds"] / 1e9, 2),
         "peak_gflops": round(peak, 2),
+        "peak_gflops_by_matmul_precision": {k: round(v, 2) for k, v in peaks.items()},
         "peak_fraction": round(gflops / peak, 3),
         "precision": a.precision,
+        "matmul_precision": a.matmul_precision,
         "peak_gflops_bf16": round(peak_bf16, 2),
         "peak_fraction_bf16": round(gflops / peak_bf16, 3),
         "naive_models": a.naive_models,

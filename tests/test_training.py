@@ -88,6 +88,38 @@ def test_bf16_products_match_the_reference_and_differ_from_float32():
         fit_ensemble([arch], [1], cfg, X[:180], y[:180], X[180:], y[180:], **common)
 
 
+def test_matmul_precision_holds_during_training_only():
+    """trainer.matmul_precision sets torch's float32 matmul precision while a model trains and
+    restores it after (also after an error); a model trained in a batch with ``medium`` equals
+    the model trained alone with it; other values are refused before training."""
+    from shotgun.ensemble import matmul_precision
+
+    X, y = _data()
+    arch = {"n_in": 12, "hidden": [11, 6, 4], "activation": "leaky_relu", "dropout": 0.2,
+            "batch_norm": True}
+    other = {"n_in": 12, "hidden": [9, 7, 5], "activation": "relu", "dropout": 0.1,
+             "batch_norm": True}
+    common = dict(batch_seed=5, noise_seed=6, noise_shape=(5, 12))
+    cfg = _cfg(epochs=4)
+    cfg["trainer"]["matmul_precision"] = "medium"
+    before = torch.get_float32_matmul_precision()
+    with pytest.raises(RuntimeError, match="inside"):
+        with matmul_precision(cfg):
+            assert torch.get_float32_matmul_precision() == "medium" != before
+            raise RuntimeError("inside")
+    assert torch.get_float32_matmul_precision() == before
+    together = fit_ensemble([other, arch], [11, 12], cfg, X[:180], y[:180], X[180:], y[180:],
+                            **common)
+    alone, stats = fit_single(arch, 12, cfg, X[:180], y[:180], X[180:], y[180:], **common)
+    assert torch.get_float32_matmul_precision() == before
+    assert stats == together[1][1]
+    for key, value in alone.items():  # loose enough for bfloat16 inside (CPUs with AMX)
+        torch.testing.assert_close(together[1][0][key], value, rtol=1e-2, atol=1e-2, msg=key)
+    cfg["trainer"]["matmul_precision"] = "low"
+    with pytest.raises(ValueError, match="trainer.matmul_precision"):
+        fit_ensemble([arch], [1], cfg, X[:180], y[:180], X[180:], y[180:], **common)
+
+
 def test_per_model_early_stopping_and_best_weights():
     X, y = _data()
     space = dict(SPACE, n_layers=[3, 3], dropout=0.1)
@@ -150,6 +182,8 @@ def test_interrupted_shard_retrains_only_its_missing_models(tmp_path):
     assert cfg["trainer"]["precision"] == 32
     assert [m for _, _, m in plan_shard(cell, older, [1])] == [victim]
     assert [m for _, _, m in plan_shard(cell, bf16, [1])] != [victim]
+    fast = dict(cfg, trainer=dict(cfg["trainer"], matmul_precision="medium"))
+    assert [m for _, _, m in plan_shard(cell, fast, [1])] == [victim]
     # The weights load into a plain network that reproduces the card's test predictions.
     from safetensors.torch import load_file
 

@@ -22,8 +22,9 @@ On CPU, the groups of a step are shared among one thread per core, each running 
 (forward, backward, the group's own Adam step) with one intra-op thread: about 15 % less CPU
 time than every operation split over the cores (measured in ``benchmarks/train_throughput.py``).
 With ``trainer.precision: bf16`` the hidden layers' matrix products take bfloat16 operands
-(float32 accumulation and output); weights, Adam, BatchNorm, activations and loss stay float32,
-and :func:`fit_single` rounds the same operands.
+and give bfloat16 results (accumulated in float32); weights, Adam, BatchNorm, activations and
+loss stay float32, and :func:`fit_single` rounds the same operands. ``trainer.matmul_precision``
+chooses how torch computes float32 products (:func:`matmul_precision`).
 
 :func:`fit_single` trains one plain ``build_network`` module with the same protocol: it is the
 reference that a model trained inside an ensemble equals (up to float summation order).
@@ -34,6 +35,7 @@ from __future__ import annotations
 import logging
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -134,9 +136,9 @@ PRECISIONS = {"32": None, "bf16": "bfloat16"}
 
 def mm_dtype(cfg: Mapping):
     """The torch dtype of the hidden layers' matrix products for ``trainer.precision``: None
-    for ``32`` (the tensors' own dtype throughout), bfloat16 for ``bf16`` (bfloat16 operands,
-    float32 accumulation and output; weights, Adam, BatchNorm, activations and loss stay
-    float32)."""
+    for ``32`` (the tensors' own dtype throughout), bfloat16 for ``bf16`` (bfloat16 operands
+    and results, accumulated in float32 inside the product; weights, Adam, BatchNorm,
+    activations and loss stay float32)."""
     import torch
 
     precision = str(cfg["trainer"].get("precision", 32))
@@ -144,6 +146,29 @@ def mm_dtype(cfg: Mapping):
         raise ValueError(f"trainer.precision must be one of {sorted(PRECISIONS)}, "
                          f"got {precision!r}")
     return PRECISIONS[precision] and getattr(torch, PRECISIONS[precision])
+
+
+MATMUL_PRECISIONS = ("highest", "high", "medium")
+
+
+@contextmanager
+def matmul_precision(cfg: Mapping):
+    """torch's float32 matmul precision set to ``trainer.matmul_precision`` (default
+    ``highest``) for the duration, then restored. ``medium`` lets oneDNN take float32 products
+    on CPUs with AVX-512: float32 kernels where the CPU has no AMX (about twice MKL's rate on
+    AMD Zen), bfloat16 inside where it has; on CUDA, ``high`` and ``medium`` allow TF32."""
+    import torch
+
+    value = str(cfg["trainer"].get("matmul_precision", "highest"))
+    if value not in MATMUL_PRECISIONS:
+        raise ValueError(f"trainer.matmul_precision must be one of {list(MATMUL_PRECISIONS)}, "
+                         f"got {value!r}")
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(value)
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(before)
 
 
 def _trainer(cfg: Mapping, callbacks):
@@ -155,6 +180,16 @@ def _trainer(cfg: Mapping, callbacks):
         logger=False, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, num_sanity_val_steps=0, deterministic="warn",
     )
+
+
+def _fit(cfg: Mapping, module, callbacks, X_tr, y_tr, X_val, y_val, batch_seed: int) -> None:
+    """Train ``module`` with one Lightning Trainer: shuffled batches of the training split, the
+    whole validation split after each epoch."""
+    t = cfg["trainer"]
+    trainer = _trainer(cfg, callbacks)
+    with matmul_precision(cfg):
+        trainer.fit(module, Batches(X_tr, y_tr, t["batch_size"], batch_seed),
+                    Batches(X_val, y_val, len(y_val), None))
 
 
 def _activate_(y, family: str, segments, mdim: int):
@@ -612,14 +647,12 @@ def fit_ensemble(archs: Sequence[Mapping], seeds: Sequence[int], cfg: Mapping,
         return {i: (g, k) for g in module.active_groups() for k, i in enumerate(g.ids)}
 
     keep = _keep_best_callback(where, t["patience"])
-    trainer = _trainer(cfg, [keep])
     if workers > 1:
         module.pool = ThreadPoolExecutor(workers - 1, initializer=torch.set_num_threads,
                                          initargs=(1,))
         torch.set_num_threads(1)
     try:
-        trainer.fit(module, Batches(X_tr, y_tr, t["batch_size"], batch_seed),
-                    Batches(X_val, y_val, len(y_val), None))
+        _fit(cfg, module, [keep], X_tr, y_tr, X_val, y_val, batch_seed)
     finally:
         if module.pool is not None:
             module.pool.shutdown()
@@ -701,10 +734,7 @@ def fit_single(arch: Mapping, seed: int, cfg: Mapping, X_tr, y_tr, X_val, y_val,
         def model_state(_):
             return {k: v.detach().to("cpu").clone() for k, v in net.state_dict().items()}
 
-    t = cfg["trainer"]
-    keep = _keep_best_callback([(_View, 0)], t["patience"])
-    trainer = _trainer(cfg, [keep])
-    trainer.fit(Single(), Batches(X_tr, y_tr, t["batch_size"], batch_seed),
-                Batches(X_val, y_val, len(y_val), None))
+    keep = _keep_best_callback([(_View, 0)], cfg["trainer"]["patience"])
+    _fit(cfg, Single(), [keep], X_tr, y_tr, X_val, y_val, batch_seed)
     return keep.states[0], {"best_val_mse": float(keep.best[0]),
                             "best_epoch": int(keep.best_epoch[0]), "epochs": int(keep.epochs[0])}

@@ -51,7 +51,8 @@ def render_card(card: dict) -> str:
         f"  test         MAE {m['test_mae']:.4g}, RMSE {m['test_rmse']:.4g}, R2 {m['test_r2']:.3f}",
         f"  training     {t['optim']['name']} lr {t['optim']['lr']}, batch {t['trainer']['batch_size']}"
         f", {m['epochs']} epochs (best {m['best_epoch']}), seed {t['seed']}, index {card['index']}"
-        f", precision {t['trainer'].get('precision', 32)}",
+        f", precision {t['trainer'].get('precision', 32)}"
+        f" (float32 matmul {t['trainer'].get('matmul_precision', 'highest')})",
         f"  target scale mean {card['target_scaler']['mean']:.6g}, std {card['target_scaler']['std']:.6g}",
         f"  provenance   shotgun {card['shotgun_version']}, MLflow run "
         f"{card.get('mlflow_run_id') or '-'}, weights sha256 {card['weights_sha256'][:16]}",

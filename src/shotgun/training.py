@@ -106,12 +106,12 @@ def _standardizer(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 # Trainer keys that change where or how models are computed, not what they are.
-EXECUTION_KEYS = ("accelerator", "ensemble_size", "group_size")
+EXECUTION_KEYS = ("accelerator", "ensemble_size", "group_size", "matmul_precision")
 
 
 def model_id(cell: Cell, arch: dict, cfg: dict, index: int) -> str:
-    """Deterministic identity of a model; the accelerator, the shard a model is in and the
-    models it is trained with do not change it."""
+    """Deterministic identity of a model; the accelerator, the float32 matmul precision, the
+    shard a model is in and the models it is trained with do not change it."""
     recipe = {k: v for k, v in cfg.items() if k != "trainer"}
     recipe["trainer"] = {k: v for k, v in cfg["trainer"].items() if k not in EXECUTION_KEYS
                          and (k, str(v)) != ("precision", "32")}  # float32: ids as before
