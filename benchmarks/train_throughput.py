@@ -13,11 +13,14 @@ with 3 hidden layers drawn from config/train/model, 50 epochs (no early stop unl
 - peak: this machine's fp32 matrix-product rate through torch (2,048-square, all cores), the
   best of torch's default BLAS (``matmul_precision`` highest: MKL) and oneDNN (``medium``)
   where oneDNN computes in true float32 (checked: a product that picks single entries must
-  return them unrounded; on AMD Zen, MKL runs at half the AVX-512 rate); the bf16 rate too
+  return them unrounded; on AMD Zen 5, MKL runs at half oneDNN's float32 rate); the bf16 rate too
   (``peak_gflops_bf16``), the fair reference for ``--precision bf16`` (the factory then trains
   with ``trainer.precision=bf16``; the naive reference stays float32, the faster of the two for
   one small network). ``--matmul-precision`` sets ``trainer.matmul_precision`` of both the
-  factory and the naive reference.
+  factory and the naive reference;
+- ``--accelerator gpu``: both train with ``trainer=gpu`` (config/train/trainer/gpu.yaml) on
+  the first CUDA device, and the peaks are those of an 8,192-square product there (TF32 is
+  not float32: the check leaves it out of ``peak_gflops``).
 
 ``gflops`` counts the useful work of the real (unpadded) networks: forward 2 multiply-adds per
 weight and sample, backward 4 (2 for the first layer, whose input needs no gradient), for the
@@ -27,7 +30,7 @@ the factory's CPU seconds. Last line: JSON.
 
     python benchmarks/train_throughput.py [--models 64] [--naive-models 2] [--threads 2]
                                           [--jobs 2] [--patience 50] [--precision bf16]
-                                          [--matmul-precision medium]
+                                          [--matmul-precision medium] [--accelerator gpu]
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import resource
 import subprocess
 import sys
@@ -61,10 +65,10 @@ def _cell():
                 np.array([f"x{i}" for i in range(N)]), X, y, 0)
 
 
-def _cfg(patience: int, precision: str, matmul_precision: str):
+def _cfg(patience: int, precision: str, matmul_precision: str, accelerator: str):
     from shotgun.training import compose_train_config
 
-    return compose_train_config(ROOT / "config" / "train", OVERRIDES + [
+    return compose_train_config(ROOT / "config" / "train", [f"trainer={accelerator}"] + OVERRIDES + [
         f"trainer.patience={patience}", f"trainer.precision={precision}",
         f"trainer.matmul_precision={matmul_precision}"])
 
@@ -77,7 +81,7 @@ def _train_flops(arch, n_train: int, epochs: int) -> float:
 
 
 def factory(first: int, models: int, threads: int, out: str, patience: int, precision: str,
-            matmul_precision: str) -> dict:
+            matmul_precision: str, accelerator: str) -> dict:
     """(child process) train one shard: ``models`` models from index ``first``; returns timings
     and FLOPs."""
     import torch
@@ -85,9 +89,10 @@ def factory(first: int, models: int, threads: int, out: str, patience: int, prec
     from shotgun.training import split_indices, stable_seed, train_shard
 
     torch.set_num_threads(threads)
-    cell, cfg = _cell(), _cfg(patience, precision, matmul_precision)
+    cell, cfg = _cell(), _cfg(patience, precision, matmul_precision, accelerator)
     start, cpu = time.perf_counter(), time.process_time()
     cards = train_shard(cell, cfg, range(first, first + models), Path(out), threads=threads)
+    _sync(accelerator)
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     tr, _, _ = split_indices(N, cfg["trainer"], stable_seed(cfg["seed"], "bench", "y", "split"))
     epochs = [c["metrics"]["epochs"] for c in cards]
@@ -95,7 +100,8 @@ def factory(first: int, models: int, threads: int, out: str, patience: int, prec
     return {"train_seconds": seconds, "train_cpu_seconds": cpu, "flops": flops, "epochs": epochs}
 
 
-def naive(index: int, threads: int, patience: int, matmul_precision: str) -> dict:
+def naive(index: int, threads: int, patience: int, matmul_precision: str, accelerator: str
+          ) -> dict:
     """(child process) train one model alone with its own Lightning Trainer."""
     import torch
 
@@ -103,35 +109,63 @@ def naive(index: int, threads: int, patience: int, matmul_precision: str) -> dic
     from shotgun.training import plan_shard, split_indices, stable_seed
 
     torch.set_num_threads(threads)
-    cell, cfg = _cell(), _cfg(patience, "32", matmul_precision)
+    cell, cfg = _cell(), _cfg(patience, "32", matmul_precision, accelerator)
     (_, arch, mid), = plan_shard(cell, cfg, [index])
     tr, val, _ = split_indices(N, cfg["trainer"], stable_seed(cfg["seed"], "bench", "y", "split"))
     X = torch.as_tensor((cell.X - cell.X[tr].mean(0)) / cell.X[tr].std(0), dtype=torch.float32)
     y = torch.as_tensor(cell.y, dtype=torch.float32)
+    X, y = X.to(_device(accelerator)), y.to(_device(accelerator))
     start = time.perf_counter()
     fit_single(arch, stable_seed(cfg["seed"], mid), cfg, X[tr], y[tr], X[val], y[val],
                batch_seed=1, noise_seed=2, noise_shape=noise_shape(F, cfg["model"]))
+    _sync(accelerator)
     return {"train_seconds": time.perf_counter() - start}
 
 
-def peak_gflops(threads: int, size: int = 2048, repeats: int = 5, dtype: str = "float32",
-                matmul_precision: str = "highest") -> float:
+def _device(accelerator: str) -> str:
+    return "cuda" if accelerator == "gpu" else "cpu"
+
+
+def _device_name(accelerator: str) -> str:
+    if accelerator == "gpu":
+        return __import__("torch").cuda.get_device_name()
+    cpuinfo = Path("/proc/cpuinfo")
+    info = dict(line.split(":", 1) for line in
+                (cpuinfo.read_text().splitlines() if cpuinfo.exists() else []) if ":" in line)
+    info = {k.strip(): v.strip() for k, v in info.items()}
+    if "model name" not in info:
+        return platform.machine()
+    return f"{info['model name']} (family {info.get('cpu family', '?')})"
+
+
+def _sync(accelerator: str) -> None:
+    if accelerator == "gpu":
+        __import__("torch").cuda.synchronize()
+
+
+def peak_gflops(threads: int, accelerator: str, dtype: str = "float32",
+                matmul_precision: str = "highest", repeats: int = 5) -> float:
+    """Best rate of a square product: 2,048 on CPU, 8,192 on a GPU."""
     import torch
 
     torch.set_num_threads(threads)
     torch.set_float32_matmul_precision(matmul_precision)
-    a, b = (torch.randn(size, size, dtype=getattr(torch, dtype)) for _ in range(2))
+    size = 8192 if accelerator == "gpu" else 2048
+    a, b = (torch.randn(size, size, dtype=getattr(torch, dtype), device=_device(accelerator))
+            for _ in range(2))
     a @ b
     best = float("inf")
     for _ in range(repeats):
+        _sync(accelerator)
         start = time.perf_counter()
         a @ b
+        _sync(accelerator)
         best = min(best, time.perf_counter() - start)
     torch.set_float32_matmul_precision("highest")
     return 2 * size ** 3 / best / 1e9
 
 
-def exact_float32(matmul_precision: str, size: int = 256) -> bool:
+def exact_float32(matmul_precision: str, accelerator: str, size: int = 256) -> bool:
     """Whether float32 products at ``matmul_precision`` keep all 24 bits of their operands: a
     product with a one-hot matrix returns its entries unrounded only then (bfloat16 or TF32
     inside, even split into two or three parts, would lose the last bits used here)."""
@@ -140,15 +174,18 @@ def exact_float32(matmul_precision: str, size: int = 256) -> bool:
     torch.set_float32_matmul_precision(matmul_precision)
     k = torch.randint(1, 16, (size, size), generator=torch.Generator().manual_seed(0))
     a = 1 + 2.0 ** -9 + k * 2.0 ** -21  # exact in float32, needs all 24 bits
-    exact = bool(torch.equal(a @ torch.eye(size), a))
+    a = a.to(_device(accelerator))
+    exact = bool(torch.equal(a @ torch.eye(size, device=a.device), a))
     torch.set_float32_matmul_precision("highest")
     return exact
 
 
-def fp32_peaks(threads: int) -> dict[str, float]:
-    """{matmul precision: fp32 2,048-square rate} for the paths that compute true float32."""
-    return {mode: peak_gflops(threads, matmul_precision=mode) for mode in ("highest", "medium")
-            if mode == "highest" or exact_float32(mode)}
+def fp32_peaks(threads: int, accelerator: str) -> dict[str, float]:
+    """{matmul precision: fp32 rate} for the paths that compute true float32 (on CUDA,
+    ``medium`` allows TF32 and is left out by the check)."""
+    return {mode: peak_gflops(threads, accelerator, matmul_precision=mode)
+            for mode in ("highest", "medium")
+            if mode == "highest" or exact_float32(mode, accelerator)}
 
 
 def _children(arg_lists: list[list[str]]) -> tuple[list[dict], float, float]:
@@ -189,24 +226,28 @@ def main() -> None:
     p.add_argument("--matmul-precision", choices=("highest", "high", "medium"),
                    default="highest", help="trainer.matmul_precision of the factory and the "
                                            "naive reference")
+    p.add_argument("--accelerator", choices=("cpu", "gpu"), default="cpu",
+                   help="trainer=ACCELERATOR (config/train/trainer) for the factory and the naive "
+                        "reference; the peaks are measured on that device")
     p.add_argument("--child", choices=("factory", "naive"), help=argparse.SUPPRESS)
     p.add_argument("--index", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.child == "factory":
         print(json.dumps(factory(a.index, a.models, a.threads, a.out, a.patience, a.precision,
-                                 a.matmul_precision)))
+                                 a.matmul_precision, a.accelerator)))
         return
     if a.child == "naive":
-        print(json.dumps(naive(a.index, a.threads, a.patience, a.matmul_precision)))
+        print(json.dumps(naive(a.index, a.threads, a.patience, a.matmul_precision,
+                               a.accelerator)))
         return
 
     load_start = os.getloadavg()[0]
-    peaks = fp32_peaks(a.threads)
+    peaks = fp32_peaks(a.threads, a.accelerator)
     if a.models % a.jobs or a.naive_models % a.jobs or a.threads % a.jobs:
         p.error("--models, --naive-models and --threads must be multiples of --jobs")
     common = ["--threads", str(a.threads // a.jobs), "--patience", str(a.patience),
-              "--matmul-precision", a.matmul_precision]
+              "--matmul-precision", a.matmul_precision, "--accelerator", a.accelerator]
     per_job = a.models // a.jobs
     with tempfile.TemporaryDirectory() as tmp:
         shards, fac_wall, fac_cpu = _children(
@@ -223,15 +264,17 @@ def main() -> None:
                                   for k in range(i, i + a.jobs)])
         naive_wall += wall
         naive_train += [r["train_seconds"] for r in res]
-    for mode, rate in fp32_peaks(a.threads).items():  # best of before and after
+    for mode, rate in fp32_peaks(a.threads, a.accelerator).items():  # best of before and after
         peaks[mode] = max(peaks[mode], rate)
     peak = max(peaks.values())  # the machine's fp32 rate: its fastest true-float32 path
-    peak_bf16 = max(peak_gflops(a.threads, dtype="bfloat16") for _ in range(2))
+    peak_bf16 = max(peak_gflops(a.threads, a.accelerator, dtype="bfloat16") for _ in range(2))
     gflops = fac["flops"] / fac["train_seconds"] / 1e9
     naive_per_model = naive_wall / a.naive_models  # wall time per model, jobs at a time
     result = {
         "cell": {"samples": N, "features": F, "hidden_layers": 3, "epochs": EPOCHS,
                  "batch": BATCH, "patience": a.patience},
+        "accelerator": a.accelerator,
+        "device": _device_name(a.accelerator),
         "threads": a.threads,
         "jobs": a.jobs,
         "models": a.models,

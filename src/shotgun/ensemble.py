@@ -155,8 +155,9 @@ MATMUL_PRECISIONS = ("highest", "high", "medium")
 def matmul_precision(cfg: Mapping):
     """torch's float32 matmul precision set to ``trainer.matmul_precision`` (default
     ``highest``) for the duration, then restored. ``medium`` lets oneDNN take float32 products
-    on CPUs with AVX-512: float32 kernels where the CPU has no AMX (about twice MKL's rate on
-    AMD Zen), bfloat16 inside where it has; on CUDA, ``high`` and ``medium`` allow TF32."""
+    on CPUs with AVX-512: bfloat16 inside where it has fast kernels for it (AMX), float32
+    kernels elsewhere (exact on AMD Zen 5, at about twice MKL's rate); on CUDA, ``high`` and
+    ``medium`` allow TF32."""
     import torch
 
     value = str(cfg["trainer"].get("matmul_precision", "highest"))
