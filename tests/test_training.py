@@ -58,24 +58,31 @@ def test_model_trained_in_a_batch_equals_the_model_trained_alone():
         torch.set_default_dtype(torch.float32)
 
 
+ARCH = {"n_in": 12, "hidden": [11, 6, 4], "activation": "leaky_relu", "dropout": 0.2,
+        "batch_norm": True}
+OTHER = {"n_in": 12, "hidden": [9, 7, 5], "activation": "relu", "dropout": 0.1,
+         "batch_norm": True}
+
+
+def _in_a_batch_and_alone(cfg):
+    """(best state, fit stats) of ARCH trained next to OTHER, and of ARCH trained alone."""
+    X, y = _data()
+    split = (X[:180], y[:180], X[180:], y[180:])
+    common = dict(batch_seed=5, noise_seed=6, noise_shape=(5, 12))
+    together = fit_ensemble([OTHER, ARCH], [11, 12], cfg, *split, **common)
+    return together[1], fit_single(ARCH, 12, cfg, *split, **common)
+
+
 def test_bf16_products_match_the_reference_and_differ_from_float32():
     """trainer.precision=bf16: the ensemble and fit_single round the same operands to bfloat16,
     so a 3-layer model agrees to ~1e-4 (accumulation order, amplified by training), while float32
     training of the same model ends ~1e-1 away."""
-    X, y = _data()
-    arch = {"n_in": 12, "hidden": [11, 6, 4], "activation": "leaky_relu", "dropout": 0.2,
-            "batch_norm": True}
-    other = {"n_in": 12, "hidden": [9, 7, 5], "activation": "relu", "dropout": 0.1,
-             "batch_norm": True}
-    common = dict(batch_seed=5, noise_seed=6, noise_shape=(5, 12))
     runs = {}
     for precision in ("32", "bf16"):
         cfg = _cfg(epochs=4)
         cfg["trainer"]["precision"] = precision
-        together = fit_ensemble([other, arch], [11, 12], cfg, X[:180], y[:180], X[180:],
-                                y[180:], **common)
-        alone, _ = fit_single(arch, 12, cfg, X[:180], y[:180], X[180:], y[180:], **common)
-        runs[precision] = together[1][0], alone
+        (together, _), (alone, _) = _in_a_batch_and_alone(cfg)
+        runs[precision] = together, alone
 
     def gap(a, b):
         return max(float((a[k] - b[k]).abs().max()) for k in a if a[k].is_floating_point())
@@ -85,7 +92,7 @@ def test_bf16_products_match_the_reference_and_differ_from_float32():
     cfg = _cfg(epochs=1)
     cfg["trainer"]["precision"] = "fp8"
     with pytest.raises(ValueError, match="precision"):
-        fit_ensemble([arch], [1], cfg, X[:180], y[:180], X[180:], y[180:], **common)
+        _in_a_batch_and_alone(cfg)
 
 
 def test_matmul_precision_holds_during_training_only():
@@ -94,12 +101,6 @@ def test_matmul_precision_holds_during_training_only():
     the model trained alone with it; other values are refused before training."""
     from shotgun.ensemble import matmul_precision
 
-    X, y = _data()
-    arch = {"n_in": 12, "hidden": [11, 6, 4], "activation": "leaky_relu", "dropout": 0.2,
-            "batch_norm": True}
-    other = {"n_in": 12, "hidden": [9, 7, 5], "activation": "relu", "dropout": 0.1,
-             "batch_norm": True}
-    common = dict(batch_seed=5, noise_seed=6, noise_shape=(5, 12))
     cfg = _cfg(epochs=4)
     cfg["trainer"]["matmul_precision"] = "medium"
     before = torch.get_float32_matmul_precision()
@@ -108,16 +109,14 @@ def test_matmul_precision_holds_during_training_only():
             assert torch.get_float32_matmul_precision() == "medium" != before
             raise RuntimeError("inside")
     assert torch.get_float32_matmul_precision() == before
-    together = fit_ensemble([other, arch], [11, 12], cfg, X[:180], y[:180], X[180:], y[180:],
-                            **common)
-    alone, stats = fit_single(arch, 12, cfg, X[:180], y[:180], X[180:], y[180:], **common)
+    (together, stats_together), (alone, stats) = _in_a_batch_and_alone(cfg)
     assert torch.get_float32_matmul_precision() == before
-    assert stats == together[1][1]
+    assert stats == stats_together
     for key, value in alone.items():  # loose enough for bfloat16 inside (CPUs with AMX)
-        torch.testing.assert_close(together[1][0][key], value, rtol=1e-2, atol=1e-2, msg=key)
+        torch.testing.assert_close(together[key], value, rtol=1e-2, atol=1e-2, msg=key)
     cfg["trainer"]["matmul_precision"] = "low"
     with pytest.raises(ValueError, match="trainer.matmul_precision"):
-        fit_ensemble([arch], [1], cfg, X[:180], y[:180], X[180:], y[180:], **common)
+        _in_a_batch_and_alone(cfg)
 
 
 def test_per_model_early_stopping_and_best_weights():
