@@ -143,25 +143,31 @@ def _sync(accelerator: str) -> None:
         __import__("torch").cuda.synchronize()
 
 
+def _precision(mode: str):
+    """The product's own context: torch's float32 matmul precision ``mode``, then restored."""
+    from shotgun.ensemble import matmul_precision
+
+    return matmul_precision({"trainer": {"matmul_precision": mode}})
+
+
 def peak_gflops(threads: int, accelerator: str, dtype: str = "float32",
                 matmul_precision: str = "highest", repeats: int = 5) -> float:
     """Best rate of a square product: 2,048 on CPU, 8,192 on a GPU."""
     import torch
 
     torch.set_num_threads(threads)
-    torch.set_float32_matmul_precision(matmul_precision)
     size = 8192 if accelerator == "gpu" else 2048
     a, b = (torch.randn(size, size, dtype=getattr(torch, dtype), device=_device(accelerator))
             for _ in range(2))
-    a @ b
     best = float("inf")
-    for _ in range(repeats):
-        _sync(accelerator)
-        start = time.perf_counter()
+    with _precision(matmul_precision):
         a @ b
-        _sync(accelerator)
-        best = min(best, time.perf_counter() - start)
-    torch.set_float32_matmul_precision("highest")
+        for _ in range(repeats):
+            _sync(accelerator)
+            start = time.perf_counter()
+            a @ b
+            _sync(accelerator)
+            best = min(best, time.perf_counter() - start)
     return 2 * size ** 3 / best / 1e9
 
 
@@ -171,13 +177,10 @@ def exact_float32(matmul_precision: str, accelerator: str, size: int = 256) -> b
     inside, even split into two or three parts, would lose the last bits used here)."""
     import torch
 
-    torch.set_float32_matmul_precision(matmul_precision)
     k = torch.randint(1, 16, (size, size), generator=torch.Generator().manual_seed(0))
-    a = 1 + 2.0 ** -9 + k * 2.0 ** -21  # exact in float32, needs all 24 bits
-    a = a.to(_device(accelerator))
-    exact = bool(torch.equal(a @ torch.eye(size, device=a.device), a))
-    torch.set_float32_matmul_precision("highest")
-    return exact
+    a = (1 + 2.0 ** -9 + k * 2.0 ** -21).to(_device(accelerator))  # float32, all 24 bits used
+    with _precision(matmul_precision):
+        return bool(torch.equal(a @ torch.eye(size, device=a.device), a))
 
 
 def fp32_peaks(threads: int, accelerator: str) -> dict[str, float]:

@@ -130,7 +130,7 @@ def main():
     from shotgun.learners import ridge_batch
     from shotgun.library import Library
     from shotgun.screening import build_plan
-    from shotgun.transfer import (_candidate_specs, _candidates, _screen_all, _spec_key,
+    from shotgun.transfer import (_candidate_specs, _candidates, _neural_features, _screen_all,
                                   load_target, target_descriptors)
 
     runs = []
@@ -156,11 +156,8 @@ def main():
             with t("load"):
                 models = {mid: lib.load(mid) for mid in ids}
             with t("features"):
-                feats = []
-                for m in models.values():
-                    X = raw[_spec_key(m.card["descriptor"])]
-                    depths = range(1, min(a.max_depth, m.n_hidden) + 1)
-                    feats += [F.astype(np.float64) for F in m.features_at(X, depths)]
+                feats = [F for m in models.values()
+                         for _, F in _neural_features(m, raw, a.max_depth)]
             with t("ridge"):
                 per_pair = [ridge_batch(feats, y, tr, te) for tr, te in plan.pairs]
         fastest = min(screens, key=lambda w: t.stages[f"screen_{w}"]["seconds"])

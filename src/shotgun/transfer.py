@@ -84,6 +84,14 @@ def target_descriptors(specs: dict, inputs, kind: str):
     return raw, names, ok_all
 
 
+def _neural_features(model, raw: dict, max_depth: int) -> list[tuple[int, np.ndarray]]:
+    """(depth, float64 features) of ``model`` on the target's descriptors ``raw`` (by spec key)
+    for depths 1 .. min(max_depth, its hidden layers), from one forward pass."""
+    depths = range(1, min(max_depth, model.n_hidden) + 1)
+    X = raw[_spec_key(model.card["descriptor"])]
+    return [(d, F.astype(np.float64)) for d, F in zip(depths, model.features_at(X, depths))]
+
+
 def _ridge_screen(models, raw: dict, y: np.ndarray, pairs, max_depth: int) -> list[dict]:
     """Ridge predictions on every pair for every (model, depth): batched over candidates.
     ``models``: (model id, model) pairs, consumed one at a time (only features are kept)."""
@@ -91,12 +99,10 @@ def _ridge_screen(models, raw: dict, y: np.ndarray, pairs, max_depth: int) -> li
 
     entries, feats = [], []
     for mid, model in models:
-        X = raw[_spec_key(model.card["descriptor"])]
-        depths = range(1, min(max_depth, model.n_hidden) + 1)
-        for depth, F in zip(depths, model.features_at(X, depths)):
+        for depth, F in _neural_features(model, raw, max_depth):
             entries.append({"model_id": mid, "depth": depth, "learner": "ridge",
                             "n_features": F.shape[1]})
-            feats.append(F.astype(np.float64))
+            feats.append(F)
     with threadpool_limits(1):  # many small problems: one BLAS thread each
         per_pair = [ridge_batch(feats, y, tr, te) for tr, te in pairs]
     for i, e in enumerate(entries):
