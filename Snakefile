@@ -4,6 +4,8 @@
 
 from snakemake.utils import min_version, validate
 
+from shotgun.training.grid import CONFIG_SCHEMA
+
 min_version("9.0")
 
 
@@ -13,7 +15,7 @@ if "sources" not in config:
     configfile: "config/config.yaml"
 
 
-validate(config, "workflow/schemas/config.schema.yaml")
+validate(config, CONFIG_SCHEMA)  # the schema `shotgun grid` checks too
 
 
 report: "workflow/report/workflow.rst"

@@ -9,7 +9,7 @@ with 3 hidden layers drawn from config/train/model, 50 epochs (no early stop unl
   processes train K/J models each at the same time with threads/J threads, as concurrent
   Snakemake shard jobs do;
 - naive: one fresh process per model, each fitting one network with its own Lightning Trainer
-  (``shotgun.ensemble.fit_single``), one after another, or J at a time with ``--jobs J``;
+  (``shotgun.nn.fit_single``), one after another, or J at a time with ``--jobs J``;
 - peak: this machine's fp32 matrix-product rate through torch (2,048-square, all cores), the
   best of torch's default BLAS (``matmul_precision`` highest: MKL) and oneDNN (``medium``)
   where oneDNN computes in true float32 (checked: a product that picks single entries must
@@ -86,7 +86,8 @@ def factory(first: int, models: int, threads: int, out: str, patience: int, prec
     and FLOPs."""
     import torch
 
-    from shotgun.training import split_indices, stable_seed, train_shard
+    from shotgun.nn import stable_seed
+    from shotgun.training import split_indices, train_shard
 
     torch.set_num_threads(threads)
     cell, cfg = _cell(), _cfg(patience, precision, matmul_precision, accelerator)
@@ -95,8 +96,8 @@ def factory(first: int, models: int, threads: int, out: str, patience: int, prec
     _sync(accelerator)
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     tr, _, _ = split_indices(N, cfg["trainer"], stable_seed(cfg["seed"], "bench", "y", "split"))
-    epochs = [c["metrics"]["epochs"] for c in cards]
-    flops = sum(_train_flops(c["architecture"], len(tr), e) for c, e in zip(cards, epochs))
+    epochs = [c.metrics.epochs for c in cards]
+    flops = sum(_train_flops(c.architecture, len(tr), e) for c, e in zip(cards, epochs))
     return {"train_seconds": seconds, "train_cpu_seconds": cpu, "flops": flops, "epochs": epochs}
 
 
@@ -105,8 +106,8 @@ def naive(index: int, threads: int, patience: int, matmul_precision: str, accele
     """(child process) train one model alone with its own Lightning Trainer."""
     import torch
 
-    from shotgun.ensemble import fit_single, noise_shape
-    from shotgun.training import plan_shard, split_indices, stable_seed
+    from shotgun.nn import fit_single, noise_shape, stable_seed
+    from shotgun.training import plan_shard, split_indices
 
     torch.set_num_threads(threads)
     cell, cfg = _cell(), _cfg(patience, "32", matmul_precision, accelerator)
@@ -145,7 +146,7 @@ def _sync(accelerator: str) -> None:
 
 def _precision(mode: str):
     """The product's own context: torch's float32 matmul precision ``mode``, then restored."""
-    from shotgun.ensemble import matmul_precision
+    from shotgun.nn import matmul_precision
 
     return matmul_precision({"trainer": {"matmul_precision": mode}})
 

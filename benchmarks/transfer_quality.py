@@ -5,9 +5,9 @@ Usage: python benchmarks/transfer_quality.py [--library results/library] [--out 
 
 For every declared target (config/targets/*.yaml) and every size (a seeded subsample of N usable
 rows, as ``shotgun transfer --n N``; ``all``: every usable row, only for targets of at most
-``--max-all-rows`` rows) this runs ``run_transfer`` with the target's folds and seed, nested CV
-on, and the default options except ``fine_tune=0`` (fine-tuning is not part of the nested
-estimate and dominates the run time). Reported per run: the nested MAE of transfer and of the
+``--max-all-rows`` rows) this runs ``run_transfer`` on the target's declaration with nested CV
+on and ``fine_tune=0`` (fine-tuning is not part of the nested estimate and dominates the run
+time), its other options as declared. Reported per run: the nested MAE of transfer and of the
 baseline (each choosing its pipeline inside every outer training fold), their ratio, and the
 same-fold (optimistic) best of each. The stated aim is ratio <= 0.75 at n <= 50.
 
@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from shotgun.transfer import run_transfer
+from shotgun.transfer import TransferOptions, run_transfer
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = ("esol_demo", "esol", "lipophilicity", "matbench_expt_gap", "matbench_jdft2d",
@@ -58,33 +58,33 @@ def main():
     rows = []
     for size in a.sizes.split(","):
         for name in a.targets.split(","):
-            cfg = yaml.safe_load((ROOT / "config" / "targets" / f"{name}.yaml").read_text())
+            declared = ROOT / "config" / "targets" / f"{name}.yaml"
+            cfg = yaml.safe_load(declared.read_text())
             n_rows = usable_rows(cfg)
             n = None if size == "all" else int(size)
             if n is None and n_rows > a.max_all_rows:
                 print(f"skip {name} all rows: {n_rows} > {a.max_all_rows}", file=sys.stderr)
                 continue
             load0, cpu0, t0 = os.getloadavg()[0], cpu_seconds(), time.perf_counter()
-            s = run_transfer(Path(a.library), ROOT / cfg["data"], cfg["input"], cfg["target"],
-                             cfg["kind"], out / f"{name}_{size}", folds=cfg.get("folds", 5),
-                             seed=cfg.get("seed", 0), nested=True, fine_tune=0, n=n,
-                             unit=cfg.get("unit"))
+            options = TransferOptions.from_yaml(declared, {"nested": True, "fine_tune": 0, "n": n})
+            options = options.replace(data=str(ROOT / options.data))
+            s = run_transfer(Path(a.library), options, out / f"{name}_{size}")
             wall, cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
-            nest = s["nested"]
-            row = {"target": name, "n": size if n is None else n, "n_samples": s["n_samples"],
-                   "n_candidates": s["n_candidates"], "unit": cfg.get("unit"),
-                   "nested_transfer_mae": nest["cv_mae"],
-                   "nested_baseline_mae": nest["baseline"]["cv_mae"],
-                   "ratio": nest["cv_mae"] / nest["baseline"]["cv_mae"],
-                   "nested_stack_mae": (nest.get("stack") or {}).get("cv_mae"),
-                   "nested_transfer_r2": nest["cv_r2"], "nested_baseline_r2": nest["baseline"]["cv_r2"],
-                   "same_fold_transfer_mae": s["best"]["cv_mae"],
-                   "same_fold_transfer": f"{s['best']['dataset']}/{s['best']['property']} "
-                                         f"d={s['best']['depth']} {s['best']['learner']}",
-                   "same_fold_baseline_mae": s["baseline"]["cv_mae"],
-                   "same_fold_baseline": s["baseline"]["name"],
-                   "nested_chosen": nest["chosen_pipelines"],
-                   "nested_baseline_chosen": nest["baseline"]["chosen"],
+            nest, best = s.nested, s.best
+            row = {"target": name, "n": size if n is None else n, "n_samples": s.n_samples,
+                   "n_candidates": s.n_candidates, "unit": cfg.get("unit"),
+                   "nested_transfer_mae": nest.cv_mae,
+                   "nested_baseline_mae": nest.baseline.cv_mae,
+                   "ratio": nest.cv_mae / nest.baseline.cv_mae,
+                   "nested_stack_mae": nest.stack.cv_mae if nest.stack else None,
+                   "nested_transfer_r2": nest.cv_r2, "nested_baseline_r2": nest.baseline.cv_r2,
+                   "same_fold_transfer_mae": best.cv_mae,
+                   "same_fold_transfer": f"{best.dataset}/{best.property} "
+                                         f"d={best.depth} {best.learner}",
+                   "same_fold_baseline_mae": s.baseline.cv_mae,
+                   "same_fold_baseline": s.baseline.name,
+                   "nested_chosen": nest.chosen_pipelines,
+                   "nested_baseline_chosen": nest.baseline.chosen,
                    "seconds": round(wall, 1), "cpu_seconds": round(cpu, 1),
                    "load_avg_1min_start": round(load0, 2),
                    "load_avg_1min_end": round(os.getloadavg()[0], 2)}

@@ -17,7 +17,7 @@ Timed as ``run_transfer`` does it (one BLAS thread, the plain 5-fold plan of
 ``build_plan(nested=False)``):
   prepare    Library.open, the applicable candidates (cards only), the target's descriptors
              for every candidate descriptor spec (ECFP, organic_composition), the plan
-  screen_N   ``transfer._screen_all`` with N workers: every candidate loaded (sha256 checked),
+  screen_N   ``shotgun.transfer.screen.screen_all`` with N workers: every candidate loaded (sha256 checked),
              its pre-activations at depths 1 and 2 (one forward pass), ridge on the 5 folds
              batched over candidates; N = 1 in this process, N > 1 a local Dask cluster (its
              start-up included) whose workers load their own share
@@ -73,7 +73,7 @@ def build_scratch_library(source: Path, dest: Path, n_models: int, kind: str) ->
 
     from shotgun.checksums import sha256
     from shotgun.library import Library, write_library
-    from shotgun.models import build_network, stable_seed
+    from shotgun.nn import build_network, stable_seed
 
     lib = Library.open(source)
     ids = list(lib.applicable(kind).sort_values("model_id")["model_id"])
@@ -89,24 +89,25 @@ def build_scratch_library(source: Path, dest: Path, n_models: int, kind: str) ->
     staging = dest.parent / f".{dest.name}.staging"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    models = []
+    models, random_init = [], {}
     for mid in ids:
         card = lib.card(mid)
-        models.append((card, lib.root / card["weights"]))
+        models.append((card, lib.root / card.weights))
     for i in range(n_models - len(ids)):
         card = lib.card(ids[i % len(ids)])
-        scaler = load_file(str(lib.root / card["weights"]))
+        scaler = load_file(str(lib.root / card.weights))
         torch.manual_seed(i)
-        net = build_network(card["architecture"])
+        net = build_network(card.architecture)
         tensors = {f"net.{k}": v.contiguous() for k, v in net.state_dict().items()}
         tensors.update(x_mean=scaler["x_mean"], x_std=scaler["x_std"])
-        new_id = f"r{i:05d}{card['model_id'][:10]}"
+        new_id = f"r{i:05d}{card.model_id[:10]}"
         path = staging / f"{new_id}.safetensors"
         save_file(tensors, str(path))
-        models.append((dict(card, model_id=new_id, weights_sha256=sha256(path),
-                            mlflow_run_id="", random_init_seed=i,
-                            random_init_of=card["model_id"]), path))
-    write_library(dest, models, "bench-1000", scratch_tag=tag)
+        models.append((card.replace(model_id=new_id, weights_sha256=sha256(path),
+                                    mlflow_run_id=None), path))
+        random_init[new_id] = {"of": card.model_id, "torch_seed": i}
+    # The random-weight copies are named in the manifest (ids starting with "r").
+    write_library(dest, models, "bench-1000", scratch_tag=tag, random_init=random_init)
     shutil.rmtree(staging)
     return {"built": True, "seconds": round(time.perf_counter() - start, 1)}
 
@@ -127,11 +128,12 @@ def main():
 
     from threadpoolctl import threadpool_limits
 
-    from shotgun.learners import ridge_batch
     from shotgun.library import Library
-    from shotgun.screening import build_plan
-    from shotgun.transfer import (_candidate_specs, _candidates, _neural_features, _screen_all,
-                                  load_target, target_descriptors)
+    from shotgun.transfer.candidates import candidate_specs, candidates, neural_features
+    from shotgun.transfer.learners import ridge_batch
+    from shotgun.transfer.plans import build_plan
+    from shotgun.transfer.screen import screen_all
+    from shotgun.transfer.target import load_target, target_descriptors
 
     runs = []
     for _ in range(a.repeat):
@@ -141,23 +143,22 @@ def main():
             with t("prepare"):
                 inputs, y = load_target(TARGET, "smiles", "logSolubility", kind)
                 lib = Library.open(scratch)
-                cands = _candidates(lib, kind, None)
+                cands = candidates(lib, kind, None)
                 ids = list(cands["model_id"])
-                raw, _, keep = target_descriptors(_candidate_specs(lib, ids), inputs, kind)
+                raw, _, keep = target_descriptors(candidate_specs(lib, ids), inputs, kind)
                 keep &= np.isfinite(y)
                 y, raw = y[keep], {k: X[keep] for k, X in raw.items()}
                 plan = build_plan(y, a.folds, 0, nested=False)
             screens = {}
             for w in (int(x) for x in a.n_workers.split(",")):
                 with t(f"screen_{w}"):
-                    screens[w] = _screen_all(lib, ids, raw, y, plan.pairs, a.max_depth, None,
-                                             w)
+                    screens[w] = screen_all(lib, ids, raw, y, plan.pairs, a.max_depth, None, w)
             # where the time goes, stage by stage
             with t("load"):
                 models = {mid: lib.load(mid) for mid in ids}
             with t("features"):
                 feats = [F for m in models.values()
-                         for _, F in _neural_features(m, raw, a.max_depth)]
+                         for _, F in neural_features(m, raw, a.max_depth)]
             with t("ridge"):
                 per_pair = [ridge_batch(feats, y, tr, te) for tr, te in plan.pairs]
         fastest = min(screens, key=lambda w: t.stages[f"screen_{w}"]["seconds"])

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT, run
-from shotgun.featurize import featurize_inputs, read_features
+from shotgun.descriptors import featurize_inputs, read_features
 from shotgun.parallel import dask_client
 
 # (descriptor, kind, bundled file, column, inputs that cannot be featurized)

@@ -8,7 +8,7 @@ import pytest
 from conftest import run
 from shotgun import INPUT_KINDS, MATERIAL_CLASSES
 from shotgun.descriptors import get_descriptor
-from shotgun.featurize import FeatureCache, featurize_inputs, read_features
+from shotgun.descriptors import FeatureCache, featurize_inputs, read_features
 
 SMILES = ["CCO", "*CC*", "bad((", "c1ccccc1", "CCO", "", "CC(=O)O"]
 
@@ -81,7 +81,7 @@ def test_featurize_command_writes_rows_in_order(tmp_path):
 def test_featurize_command_structures_and_errors(tmp_path):
     from pymatgen.core import Lattice, Structure
 
-    from shotgun.descriptors.structure import structure_to_input
+    from shotgun.data import structure_to_input
 
     assert "structure" in INPUT_KINDS and "structure" not in MATERIAL_CLASSES
     s = Structure(Lattice.cubic(4.12), ["Cs", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])

@@ -8,7 +8,7 @@ from sklearn.model_selection import KFold
 
 from conftest import ROOT
 from shotgun.descriptors import get_descriptor
-from shotgun.finetune import fine_tune, fine_tune_cv
+from shotgun.transfer.finetune import fine_tune, fine_tune_cv
 from shotgun.library import Predictor
 from shotgun.training import Cell, compose_train_config, train_shard
 
@@ -32,8 +32,8 @@ def pretrained(tmp_path_factory):
                                 "trainer.ensemble_size=1", "model.n_layers=[3,3]"])
     out = tmp_path_factory.mktemp("pretrained")
     card = train_shard(cell, cfg, [0], out, log=lambda *a: None)[0]
-    model = Predictor(card, out / card["weights"])
-    assert model.n_hidden == 3 and card["architecture"]["batch_norm"]
+    model = Predictor(card, out / card.weights)
+    assert model.n_hidden == 3 and card.architecture["batch_norm"]
     return model, X[N_SOURCE:], y[N_SOURCE:]
 
 

@@ -22,9 +22,8 @@ def make_shard(lib: Library, ids, folder):
     folder.mkdir(parents=True)
     for mid in ids:
         card = lib.card(mid)
-        shutil.copyfile(lib.root / card["weights"], folder / f"{mid}.safetensors")
-        card["weights"] = f"{mid}.safetensors"
-        (folder / f"{mid}.json").write_text(json.dumps(card))
+        shutil.copyfile(lib.root / card.weights, folder / f"{mid}.safetensors")
+        (folder / f"{mid}.json").write_text(card.replace(weights=f"{mid}.safetensors").to_json())
     return folder
 
 
@@ -75,9 +74,8 @@ def test_pack_and_unpack_a_subset(smoke, tmp_path):
                                   expected)
     assert got.verify() == [] and got.version == src.version
     mid = expected["model_id"][0]
-    ref = src.card(mid)["reference"]
-    np.testing.assert_allclose(got.load(mid).predict(ref["inputs"]), ref["predictions"],
-                               rtol=1e-6)
+    ref = src.card(mid).reference
+    np.testing.assert_allclose(got.load(mid).predict(ref.inputs), ref.predictions, rtol=1e-6)
 
 
 def _archive(path, members):
@@ -93,16 +91,21 @@ def _archive(path, members):
     return path
 
 
-@pytest.mark.parametrize("member, message", [
-    (("../escape.json", b"{}", "file"), "unsafe path"),
-    (("/tmp/escape.json", b"{}", "file"), "unsafe path"),
-    (("cards/link.json", b"", "symlink"), "link or special"),
+@pytest.mark.parametrize("name, kind, message", [
+    ("../escape.json", "file", "unsafe path"),
+    ("{tmp}/escape.json", "file", "unsafe path"),
+    ("cards/link.json", "symlink", "link or special"),
 ])
-def test_unpack_refuses_unsafe_members(tmp_path, member, message):
-    archive = _archive(tmp_path / "evil.tar.gz", [("manifest.json", b"{}", "file"), member])
+def test_unpack_refuses_unsafe_members(tmp_path, name, kind, message):
+    """Nothing lands outside the destination: `../` from the unpacking folder (a sibling of
+    dest, in tmp_path) would write tmp_path/escape.json, the absolute member that same file."""
+    name = name.format(tmp=tmp_path)
+    archive = _archive(tmp_path / "evil.tar.gz",
+                       [("manifest.json", b"{}", "file"), (name, b"{}", kind)])
     with pytest.raises(LibraryError, match=message):
         unpack(archive, tmp_path / "dest")
-    assert not (tmp_path / "dest").exists() and not (tmp_path.parent / "escape.json").exists()
+    assert not (tmp_path / "dest").exists() and not (tmp_path / "escape.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["evil.tar.gz"]  # no scratch left
 
 
 def test_unpack_refuses_tampered_archives(smoke, tmp_path):
@@ -147,7 +150,7 @@ def test_nothing_a_user_loads_is_a_pickle(smoke):
 def _log_runs(uri, version, cards, worker):
     tracker = Tracker(uri, version)
     for card, weights in cards:
-        tracker.log_run(dict(card, model_id=f"{card['model_id']}-{worker}"), weights)
+        tracker.log_run(card.replace(model_id=f"{card.model_id}-{worker}"), weights)
 
 
 def test_eight_writers_share_the_embedded_store(smoke, tmp_path):

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from shotgun.models import architecture_name, build_network, sample_architecture, stable_seed
+from shotgun.nn import architecture_name, build_network, sample_architecture, stable_seed
 
 SPACE = {"n_layers": [3, 5], "width_fraction": [0.2, 0.8], "min_width": 8,
          "activations": ["relu", "leaky_relu"], "dropout": 0.1, "batch_norm": True}
@@ -73,7 +73,7 @@ def test_default_space_draws_are_unchanged_and_lists_are_sampled():
 
 
 def test_max_width_bounds_every_draw():
-    from shotgun.models import max_width
+    from shotgun.nn import max_width
 
     space = dict(SPACE, base_width_cap=512)
     for n_in in (6, 290, 2048):

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from conftest import BIN, ROOT, run
-from shotgun.library import Library, build_library
+from shotgun.library import Library, ModelCard, build_library
 from shotgun.tracking import MODEL_TAG, Tracker, experiment_name, init_store, resolve_uri
 from shotgun.training import finished_card
 
@@ -72,7 +72,7 @@ def _runs(results, version):
 def cell(tmp_path_factory):
     """A 300-row cell (bulk moduli, composition descriptor): prepared table and features."""
     from shotgun.data import load_dataset, prepare
-    from shotgun.featurize import featurize_inputs, write_features
+    from shotgun.descriptors import featurize_inputs, write_features
 
     root = tmp_path_factory.mktemp("cell")
     prepare(load_dataset(DATASET), root / "data", ROOT, max_rows=300, seed=0)
@@ -204,7 +204,7 @@ def test_one_finished_run_per_model_after_a_kill(trained):
         dest.mkdir(parents=True)
         logged = json.loads(Path(client.download_artifacts(rid, "card.json", str(dest)))
                             .read_text())
-        assert logged["weights_sha256"] == lib.card(mid)["weights_sha256"], mid
+        assert logged["weights_sha256"] == lib.card(mid).weights_sha256, mid
     # The uninterrupted runs have exactly their six finished runs too.
     for name in ("a", "b"):
         assert sorted(s for _, s, _, _ in _runs(results, name)) == ["FINISHED"] * N_MODELS
@@ -221,12 +221,12 @@ def test_a_run_left_unfinished_is_replaced_not_duplicated(trained):
     init_store(uri, "orphan", results / "mlartifacts")
     shard = trained["a"] / "shard"
     mid = json.loads((trained["a"] / "shard.done").read_text())[0]
-    card = json.loads((shard / f"{mid}.json").read_text())
+    card = ModelCard.read(shard / f"{mid}.json")
     tracker = Tracker(uri, "orphan")
     orphan = MlflowClient(tracking_uri=uri).create_run(
         tracker.experiment_id, tags={MODEL_TAG: mid}).info.run_id
-    rid = tracker.log_run(dict(card), shard / f"{mid}.safetensors")
-    assert tracker.log_run(dict(card), shard / f"{mid}.safetensors") == rid
+    rid = tracker.log_run(card, shard / f"{mid}.safetensors")
+    assert tracker.log_run(card, shard / f"{mid}.safetensors") == rid
     runs = {r[0]: r for r in _runs(results, "orphan")}
     assert set(runs) == {orphan, rid}
     assert runs[rid][1:] == ("FINISHED", "active", mid) and runs[orphan][2] == "deleted"

@@ -1,4 +1,4 @@
-"""The transfer report (shotgun.report) on an out folder written here, not by `shotgun transfer`;
+"""The transfer report (shotgun.transfer.report) on an out folder written here, not by `shotgun transfer`;
 `snakemake --report` on the smoke results."""
 
 import base64
@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from conftest import run
-from shotgun.report import fmt, write_report
+from shotgun.transfer.report import fmt, write_report
 
 PNG = bytes.fromhex(  # a valid 1x1 PNG
     "89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c489"

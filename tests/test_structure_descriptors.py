@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from shotgun.descriptors import featurize, get_descriptor
-from shotgun.descriptors.structure import ANG_TO_BOHR, structure_to_input
+from shotgun.data import structure_to_input
+from shotgun.descriptors.structure import ANG_TO_BOHR
 
 STRUCTURES = Path(__file__).parents[1] / "data" / "structures" / "megnet_bulk_moduli_100.json"
 # valence one-hot indices: s1..s2 -> 0..1, p1..p6 -> 2..7, d1..d10 -> 8..17, f1..f14 -> 18..31

@@ -5,11 +5,12 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from conftest import ROOT, run
-from shotgun.learners import make_learner, ridge_batch
+from shotgun.transfer.learners import make_learner, ridge_batch
 from shotgun.library import Library
-from shotgun.screening import build_plan, make_splits
+from shotgun.transfer.plans import build_plan, make_splits
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +179,7 @@ def test_batched_ridge_equals_ridgecv():
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from shotgun.learners import ALPHAS
+    from shotgun.transfer.learners import ALPHAS
 
     rng = np.random.default_rng(1)
     y = rng.normal(size=60)
@@ -227,9 +228,12 @@ def test_splits_and_plan():
 
 
 @pytest.mark.parametrize("change, message", [
-    (["--kind", "ceramic"], "unknown --kind"),
+    (["--kind", "ceramic"], "argument --kind: invalid choice: 'ceramic'"),
     (["--target", "nope"], "no column 'nope'"),
+    (["--target", "nope.yaml"], "--target nope.yaml: no such target declaration"),
     (["--folds", "50"], "fewer than --folds 50"),
+    (["--folds", "1"], "folds: 1 is less than the minimum of 2"),
+    (["--learners", "ridge,magic"], "learners: unknown ['magic']"),
 ])
 def test_transfer_input_errors(smoke, target, tmp_path, change, message):
     args = {"--kind": "inorganic", "--target": "target", "--folds": "4"}
@@ -238,6 +242,31 @@ def test_transfer_input_errors(smoke, target, tmp_path, change, message):
                 "--input", "formula", "--out", str(tmp_path)] + [x for kv in args.items() for x in kv])
     assert proc.returncode == 2
     assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_target_declaration_with_flags_runs_as_the_flags_alone(smoke, target, tmp_path):
+    """`--target NAME.yaml` reads the declaration; flags override it; the run is the same as the
+    one given by flags only (one options object behind both)."""
+    declaration = tmp_path / "gvrh.yaml"
+    declaration.write_text(yaml.safe_dump({
+        "description": "shear moduli", "data": str(target), "input": "formula",
+        "target": "target", "kind": "inorganic", "unit": "log10(GPa)", "folds": 5, "seed": 3}))
+    flags = ["--learners", "ridge", "--baselines", "ridge", "--no-nested", "--fine-tune", "0"]
+    proc = run(["shotgun", "transfer", "--library", str(smoke / "library"), "--target",
+                str(declaration), "--out", str(tmp_path / "declared"), "--folds", "4", *flags])
+    assert proc.returncode == 0, proc.stderr
+    proc = transfer(smoke, target, tmp_path / "flags", "--unit", "log10(GPa)", *flags)
+    assert proc.returncode == 0, proc.stderr
+    a, b = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("declared", "flags"))
+    assert a.pop("seconds") > 0 and b.pop("seconds") > 0
+    assert a == b and a["folds"] == 4 and a["target"]["unit"] == "log10(GPa)"
+    assert (tmp_path / "declared" / "ranking.csv").read_text() == \
+        (tmp_path / "flags" / "ranking.csv").read_text()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(declaration.read_text().replace("folds: 5", "folds: five"))
+    proc = run(["shotgun", "transfer", "--library", str(smoke / "library"), "--target", str(bad),
+                "--out", str(tmp_path / "bad")])
+    assert proc.returncode == 2 and f"{bad}: folds: expected an integer" in proc.stderr
 
 
 def test_transfer_refuses_a_constant_target(smoke, tmp_path):
@@ -251,17 +280,17 @@ def test_transfer_refuses_a_constant_target(smoke, tmp_path):
 def test_predict_cli_in_original_units(smoke, tmp_path):
     lib = Library.open(smoke / "library")
     mid = lib.query(kind="inorganic", top=1)["model_id"].iloc[0]
-    ref = lib.card(mid)["reference"]
+    ref = lib.card(mid).reference
     data = tmp_path / "in.csv"
-    pd.DataFrame({"formula": ref["inputs"] + ["Qq"]}).to_csv(data, index=False)
+    pd.DataFrame({"formula": ref.inputs + ["Qq"]}).to_csv(data, index=False)
     out = tmp_path / "pred.csv"
     proc = run(["shotgun", "predict", "--library", str(smoke / "library"), "--model", mid,
                 "--data", str(data), "--input", "formula", "--out", str(out)])
     assert proc.returncode == 0, proc.stderr
     pred = pd.read_csv(out)
     col = pred.columns[1]
-    assert lib.card(mid)["unit"] in col
-    np.testing.assert_allclose(pred[col][:-1], ref["predictions"], rtol=1e-5)
+    assert lib.card(mid).unit in col
+    np.testing.assert_allclose(pred[col][:-1], ref.predictions, rtol=1e-5)
     assert np.isnan(pred[col].iloc[-1])
 
 

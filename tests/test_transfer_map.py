@@ -83,7 +83,7 @@ def test_gain_recomputed_for_one_pair(smoke, tmap):
             assert np.isfinite(F).all()
             transfer.append(oof_mae(F, ridge))
     baselines = []
-    specs = {json.dumps(lib.card(m)["descriptor"], sort_keys=True) for m in cands["model_id"]}
+    specs = {json.dumps(lib.card(m).descriptor, sort_keys=True) for m in cands["model_id"]}
     for spec in map(json.loads, specs):
         X, ok = for_kind(spec, "molecule").featurize(inputs)
         assert ok.all()

@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from conftest import ROOT, run
-from shotgun.library import Library, sha256
+from shotgun.checksums import sha256
+from shotgun.library import Library
 from shotgun.tracking import count_runs, resolve_uri
 
 SMOKE = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
@@ -36,20 +37,21 @@ def test_loaded_model_reproduces_recorded_test_predictions(smoke):
     lib = Library.open(smoke / "library")
     for mid in lib.index["model_id"]:
         model = lib.load(mid)
-        ref = model.card["reference"]
-        np.testing.assert_allclose(model.predict(ref["inputs"]), ref["predictions"], rtol=1e-5,
+        ref = model.card.reference
+        np.testing.assert_allclose(model.predict(ref.inputs), ref.predictions, rtol=1e-5,
                                    atol=1e-6)
 
 
 def test_card_metrics_are_in_original_units(smoke):
     """Recompute one model's test MAE from the prepared data and the recorded split."""
-    from shotgun.training import split_indices, stable_seed
+    from shotgun.nn import stable_seed
+    from shotgun.training import split_indices
 
     lib = Library.open(smoke / "library")
     row = lib.query(kind="inorganic").iloc[0]
     model = lib.load(row["model_id"])
     table = pd.read_parquet(smoke / "data" / row["dataset"] / f"{row['property']}.parquet")
-    cfg = model.card["train_config"]
+    cfg = model.card.train_config
     _, _, test = split_indices(len(table), cfg["trainer"],
                                stable_seed(cfg["seed"], row["dataset"], row["property"], "split"))
     y = table["target"].to_numpy()[test]

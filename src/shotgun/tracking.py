@@ -10,9 +10,16 @@ left unfinished by a killed process is deleted, so each model has exactly one ru
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .errors import ShotgunError
+
+if TYPE_CHECKING:
+    from .library.card import ModelCard
 
 MODEL_TAG = "shotgun.model_id"
 
@@ -62,7 +69,7 @@ class Tracker:
         self.client = MlflowClient(tracking_uri=uri)
         exp = self.client.get_experiment_by_name(experiment_name(library_version))
         if exp is None:
-            raise RuntimeError(f"{uri}: no experiment for library {library_version}; "
+            raise ShotgunError(f"{uri}: no experiment for library {library_version}; "
                                "run `shotgun init-tracking` first")
         self.experiment_id = exp.experiment_id
 
@@ -84,35 +91,37 @@ class Tracker:
         finished = [r.info.run_id for r in runs if r.info.status == "FINISHED"]
         return finished[0] if finished else None
 
-    def log_run(self, card: dict, weights: Path) -> str:
-        """Log one model (card, metrics, weights); returns its run id."""
+    def log_run(self, card: ModelCard, weights: Path) -> str:
+        """Log one model (card, metrics, weights); returns its run id. The run's ``card.json``
+        carries that run id."""
         from mlflow.entities import Metric, Param
 
-        existing = self._claim(card["model_id"])
+        existing = self._claim(card.model_id)
         now = int(time.time() * 1000)
         if existing:
             return existing
-        tags = {MODEL_TAG: card["model_id"], "material_class": card["material_class"],
-                "dataset": card["dataset"], "property": card["property"],
-                "descriptor": card["descriptor"]["name"],
-                "architecture": card["architecture_name"], "mlflow.runName": card["model_id"]}
+        tags = {MODEL_TAG: card.model_id, "material_class": card.material_class,
+                "dataset": card.dataset, "property": card.property,
+                "descriptor": card.descriptor["name"],
+                "architecture": card.architecture_name, "mlflow.runName": card.model_id}
         run = self.client.create_run(self.experiment_id, tags=tags)
         rid = run.info.run_id
-        card["mlflow_run_id"] = rid
-        params = {"dataset": card["dataset"], "property": card["property"],
-                  "descriptor": card["descriptor"]["name"],
-                  "architecture": card["architecture_name"],
-                  "seed": card["train_config"]["seed"], "index": card["index"],
-                  "lr": card["train_config"]["optim"]["lr"],
-                  "batch_size": card["train_config"]["trainer"]["batch_size"],
-                  "n_train": card["n_train"], "data_hash": card["data_hash"][:16]}
-        metrics = {k: v for k, v in card["metrics"].items() if isinstance(v, (int, float))}
+        cfg = card.train_config
+        params = {"dataset": card.dataset, "property": card.property,
+                  "descriptor": card.descriptor["name"],
+                  "architecture": card.architecture_name,
+                  "seed": cfg["seed"], "index": card.index,
+                  "lr": cfg["optim"]["lr"],
+                  "batch_size": cfg["trainer"]["batch_size"],
+                  "n_train": card.n_train, "data_hash": card.data_hash[:16]}
+        metrics = {k: v for k, v in dataclasses.asdict(card.metrics).items()
+                   if isinstance(v, (int, float))}
         self.client.log_batch(
             rid,
             metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
             params=[Param(k, str(v)) for k, v in params.items()],
         )
-        self.client.log_dict(rid, card, "card.json")
+        self.client.log_dict(rid, card.replace(mlflow_run_id=rid).to_dict(), "card.json")
         self.client.log_artifact(rid, str(weights))
         self.client.set_terminated(rid, "FINISHED")
         return rid

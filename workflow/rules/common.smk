@@ -1,9 +1,9 @@
-# Grid expansion (shotgun.grid, shared with `shotgun grid`): which shards of which
+# Grid expansion (shotgun.training.grid, shared with `shotgun grid`): which shards of which
 # (dataset, property, descriptor) cells the config asks for.
 import os
 import sys
 
-from shotgun.grid import declarations_dir, read_datasets, resolve_sources, shards
+from shotgun.training.grid import declarations_dir, read_datasets, resolve_sources, shards
 
 # Jobs call `shotgun` from the environment running Snakemake, even when it is not activated.
 os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]
@@ -14,7 +14,7 @@ VERSION = str(config["library_version"])
 DATASETS_DIR = declarations_dir(config)
 # Explicit per-dataset entries (`all` and `applicable` expanded) for every rule below.
 config["sources"] = resolve_sources(config, DATASETS_DIR)
-DATASETS = {n: d for n, d in read_datasets(DATASETS_DIR).items() if n in config["sources"]}
+DATASETS = read_datasets(DATASETS_DIR, list(config["sources"]))  # validated declarations
 _SHARDS = list(shards(config, config["sources"]))
 SHARDS = [s.done(RESULTS) for s in _SHARDS]  # completion markers: the training rule's outputs
 SHARD_DIRS = [s.folder(RESULTS) for s in _SHARDS]  # the model folders the library reads

@@ -4,7 +4,7 @@
 rule prepare:
     input:
         declaration=f"{DATASETS_DIR}/{{dataset}}.yaml",
-        data=lambda w: DATASETS[w.dataset]["file"],
+        data=lambda w: DATASETS[w.dataset].file,
     output:
         directory(f"{RESULTS}/data/{{dataset}}"),
     params:

@@ -11,7 +11,7 @@ rule featurize:
     output:
         f"{RESULTS}/features/{{dataset}}/{{descriptor}}.parquet",
     params:
-        kind=lambda w: DATASETS[w.dataset]["material_class"],
+        kind=lambda w: DATASETS[w.dataset].material_class,
         version=lambda w: get_descriptor(w.descriptor).version,
         cache=f"{RESULTS}/cache/features",
         # A function of threads: Snakemake then leaves it out of the rerun triggers, as where

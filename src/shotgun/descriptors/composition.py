@@ -39,21 +39,18 @@ explicit zero or a negative amount.
 
 from __future__ import annotations
 
-import re
 from functools import lru_cache
 from itertools import chain
 from pathlib import Path
 
 import numpy as np
 
-from . import Descriptor, _canonical
+from ..data.inputs import parse_formula as element_amounts
+from .base import Descriptor, canonical_json, register
 
 _TABLE_PATH = Path(__file__).with_name("data") / "elements.csv"
 STATS = ("mean", "sum", "var", "max", "min", "gmean", "hmean")
 CLASSIC_STATS = ("mean", "sum", "var", "max", "min")
-_NUMBER = re.compile(r"\d*\.?\d+(?:[eE][-+]?\d+)?")
-_SIMPLE_FORMULA = re.compile(r"(?:[A-Z][a-z]?(?:\d+(?:\.\d+)?|\.\d+)?)+")
-_SIMPLE_TOKEN = re.compile(r"([A-Z][a-z]?)(\d+(?:\.\d+)?|\.\d+)?")
 _ROWS_PER_BLOCK = 8192
 
 
@@ -77,47 +74,16 @@ def _symbol_index() -> dict[str, int]:
     return {s: i for i, s in enumerate(load_element_table()[0])}
 
 
-def _parse_simple(formula: str) -> dict[str, float] | None:
-    """Fast path for flat formulas such as "Fe2O3" made only of table elements.
-
-    Gives the same amounts as pymatgen; returns None to defer to pymatgen.
-    """
-    if not _SIMPLE_FORMULA.fullmatch(formula):
-        return None
-    index = _symbol_index()
-    amounts: dict[str, float] = {}
-    for symbol, number in _SIMPLE_TOKEN.findall(formula):
-        if symbol not in index:
-            return None
-        amounts[symbol] = amounts.get(symbol, 0.0) + (float(number) if number else 1.0)
-    return amounts
-
-
 def parse_formula(formula: str) -> tuple[tuple[int, ...], tuple[float, ...]] | None:
-    """Element-table row indices and amounts of ``formula``; None if invalid."""
-    if not isinstance(formula, str) or not formula.strip():
-        return None
-    # pymatgen silently drops zero amounts; reject them explicitly.
-    if any(float(m) == 0.0 for m in _NUMBER.findall(formula)):
-        return None
-    amounts = _parse_simple(formula)
+    """Element-table row indices and amounts of ``formula``; None if invalid or if an element is
+    outside the table (H..Pu)."""
+    amounts = element_amounts(formula)
     if amounts is None:
-        from pymatgen.core import Composition
-
-        try:
-            amounts = Composition(formula).get_el_amt_dict()
-        except Exception:  # pymatgen raises several exception types on bad input
-            return None
-    index = _symbol_index()
-    idx, amt = [], []
-    for symbol, a in amounts.items():
-        if symbol not in index or not np.isfinite(a) or a <= 0:
-            return None
-        idx.append(index[symbol])
-        amt.append(float(a))
-    if not idx:
         return None
-    return tuple(idx), tuple(amt)
+    index = _symbol_index()
+    if any(symbol not in index for symbol in amounts):
+        return None
+    return tuple(index[symbol] for symbol in amounts), tuple(float(a) for a in amounts.values())
 
 
 @lru_cache(maxsize=1)
@@ -146,7 +112,7 @@ class ElementStatistics(Descriptor):
         return "1" if set(self.params["stats"]) <= set(CLASSIC_STATS) else "2"
 
     def feature_space(self) -> str:
-        return f"composition:{self.composition_version}:{_canonical(self.params)}"
+        return f"composition:{self.composition_version}:{canonical_json(self.params)}"
 
     def feature_names(self) -> list[str]:
         return list(self._names)
@@ -222,6 +188,7 @@ class ElementStatistics(Descriptor):
         return np.concatenate(out, axis=1)
 
 
+@register
 class CompositionDescriptor(ElementStatistics):
     name = "composition"
     kinds = ("inorganic",)

@@ -37,21 +37,10 @@ A SMILES that RDKit cannot parse, or an empty string, gives ``ok=False``.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
-from . import Descriptor
-
-
-def parse_smiles(smiles: Any):
-    """RDKit Mol of ``smiles``, or None if empty or invalid (RDKit logging silenced)."""
-    from rdkit import Chem, RDLogger
-
-    RDLogger.DisableLog("rdApp.*")
-    if not isinstance(smiles, str) or not smiles.strip():
-        return None
-    return Chem.MolFromSmiles(smiles)
+from ..data.inputs import parse_smiles
+from .base import Descriptor, register
 
 
 def _check_int(name: str, value: Any, minimum: int) -> int:
@@ -134,6 +123,7 @@ class GeneratorFingerprint(Fingerprint):
         return g.GetCountFingerprintAsNumPy if self.params["counts"] else g.GetFingerprintAsNumPy
 
 
+@register
 class ECFPDescriptor(GeneratorFingerprint):
     name = "ecfp"
     version = "1"
@@ -152,6 +142,7 @@ class ECFPDescriptor(GeneratorFingerprint):
                                     atomInvariantsGenerator=self._atom_invariants())
 
 
+@register
 class FCFPDescriptor(ECFPDescriptor):
     name = "fcfp"
     version = "1"
@@ -163,6 +154,7 @@ class FCFPDescriptor(ECFPDescriptor):
         return G.GetMorganFeatureAtomInvGen()
 
 
+@register
 class AtomPairDescriptor(GeneratorFingerprint):
     name = "atom_pair"
     version = "1"
@@ -178,6 +170,7 @@ class AtomPairDescriptor(GeneratorFingerprint):
                                       fpSize=self.params["n_bits"])
 
 
+@register
 class TorsionDescriptor(GeneratorFingerprint):
     name = "torsion"
     version = "1"
@@ -193,6 +186,7 @@ class TorsionDescriptor(GeneratorFingerprint):
                                                 fpSize=self.params["n_bits"])
 
 
+@register
 class RDKitFPDescriptor(GeneratorFingerprint):
     name = "rdkit_fp"
     version = "1"
@@ -208,6 +202,7 @@ class RDKitFPDescriptor(GeneratorFingerprint):
                                      fpSize=self.params["n_bits"])
 
 
+@register
 class MACCSDescriptor(Fingerprint):
     name = "maccs"
     version = "1"

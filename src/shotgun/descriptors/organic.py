@@ -21,21 +21,19 @@ element outside H..Pu gives ``ok=False``.
 
 from __future__ import annotations
 
+from ..data.inputs import parse_smiles
+from .base import register
 from .composition import ElementStatistics, load_element_table
 
 
+@register
 class OrganicCompositionDescriptor(ElementStatistics):
     name = "organic_composition"
     version = "1"
     kinds = ("molecule", "polymer")
 
     def parse(self, smiles: str):
-        from rdkit import Chem, RDLogger
-
-        RDLogger.DisableLog("rdApp.*")
-        if not smiles.strip():
-            return None
-        mol = Chem.MolFromSmiles(smiles)
+        mol = parse_smiles(smiles)
         if mol is None:
             return None
         n_elements = len(load_element_table()[0])  # rows H..Pu, ordered by Z

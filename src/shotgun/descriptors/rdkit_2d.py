@@ -29,8 +29,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from . import Descriptor
-from .fingerprints import parse_smiles
+from ..data.inputs import parse_smiles
+from .base import Descriptor, register
 
 _F32_MAX = float(np.finfo(np.float32).max)
 
@@ -60,6 +60,7 @@ def cap_attachment_points(mol):
     return capped
 
 
+@register
 class RDKit2DDescriptor(Descriptor):
     name = "rdkit_2d"
     version = "1"

@@ -1,7 +1,7 @@
 """Descriptors of crystal structures: radial distribution function and orbital field matrix.
 
 Input kind ``structure``: each input is a JSON string of a pymatgen Structure
-dict, ``json.dumps(structure.as_dict())`` (``structure_to_input`` writes one).
+dict, ``json.dumps(structure.as_dict())`` (``shotgun.data.inputs.structure_to_input`` writes one).
 Strings keep the Dask path uniform (strings in, arrays out) and a structure
 column fits in a CSV or Parquet cell. Inputs that do not parse, empty
 structures and disordered (partially occupied) structures give ``ok=False``.
@@ -37,29 +37,20 @@ from functools import lru_cache
 
 import numpy as np
 
-from . import Descriptor
+from ..data.inputs import parse_structure as read_structure
+from .base import Descriptor, register
 
 ANG_TO_BOHR = 1.8897261246257702  # 1 Å in bohr (CODATA 2018)
 ORBITALS = ("s", 2), ("p", 6), ("d", 10), ("f", 14)
 ORBITAL_LABELS = tuple(f"{l}{k}" for l, n in ORBITALS for k in range(1, n + 1))
 
 
-def structure_to_input(structure) -> str:
-    """The input string of a pymatgen Structure."""
-    return json.dumps(structure.as_dict())
-
-
 def parse_structure(s):
     """A pymatgen Structure from its JSON dict string, or None if invalid or disordered."""
     from pymatgen.core import Structure
 
-    if not isinstance(s, str) or not s.strip():
-        return None
-    try:
-        structure = Structure.from_dict(json.loads(s))
-    except Exception:  # JSON and pymatgen raise various errors on bad input
-        return None
-    if len(structure) == 0 or not structure.is_ordered or structure.volume <= 0:
+    structure = read_structure(s)
+    if structure is None or len(structure) == 0 or not structure.is_ordered or structure.volume <= 0:
         return None
     # sites wrapped into the cell: pymatgen's all-site Voronoi search misses neighbours otherwise
     frac = structure.frac_coords - np.floor(structure.frac_coords)
@@ -91,6 +82,7 @@ class StructureDescriptor(Descriptor):
         return X, ok
 
 
+@register
 class RDFDescriptor(StructureDescriptor):
     name = "rdf"
     version = "1"
@@ -131,6 +123,7 @@ def valence_one_hot() -> np.ndarray:
     return table
 
 
+@register
 class OFMDescriptor(StructureDescriptor):
     name = "ofm"
     version = "1"

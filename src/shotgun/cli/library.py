@@ -1,0 +1,229 @@
+"""Verbs of the library: ``library {build,list,query,show,verify,diff,pack,unpack,from-mlflow}``
+and ``predict`` (a library model or a saved transfer pipeline)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .command import Command, Group, add_kind, add_library_version, add_tracking
+
+INDEX_VIEW = ["model_id", "material_class", "dataset", "property", "unit", "descriptor",
+              "architecture", "n_train", "test_mae", "test_r2"]
+
+
+def add_query(s) -> None:
+    add_kind(s, "material class of the source data")
+    s.add_argument("--property")
+    s.add_argument("--descriptor")
+    s.add_argument("--dataset")
+    s.add_argument("--min-r2", type=float, help="minimum test R2")
+    s.add_argument("--top", type=int, help="best N by test R2")
+
+
+def query_args(a) -> dict:
+    q = {"kind": a.kind, "property": a.property, "descriptor": a.descriptor,
+         "dataset": a.dataset, "min_r2": a.min_r2, "top": a.top}
+    return {k: v for k, v in q.items() if v is not None}
+
+
+class Build(Command):
+    name = "build"
+    help = "assemble trained shards into a library"
+
+    def add_arguments(self, s):
+        s.add_argument("shards", nargs="+", help="shard folders")
+        s.add_argument("--out", required=True, help="library path (a link to the current build)")
+        add_library_version(s)
+
+    def run(self, a):
+        from ..library import build_library
+
+        manifest = build_library([Path(p) for p in a.shards], Path(a.out), a.library_version)
+        print(f"{a.out}: library {a.library_version} with {manifest['n_models']} models")
+
+
+class Query(Command):
+    help = "query the index: models by class, property, descriptor, R2"
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def add_arguments(self, s):
+        s.add_argument("library")
+        add_query(s)
+        s.add_argument("--format", choices=("table", "json"), default="table")
+
+    def run(self, a):
+        from ..library import Library
+
+        q = Library.open(a.library).query(**query_args(a))
+        if a.format == "json":
+            print(q.to_json(orient="records", indent=1))
+        else:
+            print(q[INDEX_VIEW].to_string(index=False) if len(q) else "no models match")
+
+
+class Show(Command):
+    name = "show"
+    help = "render a model card"
+
+    def add_arguments(self, s):
+        s.add_argument("library")
+        s.add_argument("model_id")
+        s.add_argument("--format", choices=("text", "json"), default="text")
+
+    def run(self, a):
+        from ..library import Library
+
+        card = Library.open(a.library).card(a.model_id)
+        print(card.to_json() if a.format == "json" else card.render())
+
+
+class Verify(Command):
+    name = "verify"
+    help = "check every file against the manifest"
+
+    def add_arguments(self, s):
+        s.add_argument("library")
+
+    def run(self, a):
+        from ..library import Library
+
+        lib = Library.open(a.library)
+        problems = lib.verify()
+        for p in problems:
+            print(p)
+        print(f"{a.library}: {len(lib.manifest['files'])} files, "
+              + ("all checksums verify" if not problems else f"{len(problems)} problems"))
+        return 1 if problems else 0
+
+
+class Diff(Command):
+    name = "diff"
+    help = "models added, removed and changed between two libraries"
+
+    def add_arguments(self, s):
+        s.add_argument("a")
+        s.add_argument("b")
+        s.add_argument("--format", choices=("text", "json"), default="text")
+
+    def run(self, a):
+        from ..library import Library, diff_libraries
+
+        d = diff_libraries(Library.open(a.a), Library.open(a.b))
+        if a.format == "json":
+            print(json.dumps(d, indent=1))
+            return
+        print(f"{a.a} ({d['a']['version']}, {d['a']['n_models']} models) -> "
+              f"{a.b} ({d['b']['version']}, {d['b']['n_models']} models)")
+        for key in ("added", "removed", "changed"):
+            print(f"{key}: {len(d[key])}" + "".join(f"\n  {m}" for m in d[key]))
+        print(f"unchanged: {d['unchanged']}")
+
+
+class Pack(Command):
+    name = "pack"
+    help = "write a library, or the subset a query selects, to .tar.gz"
+
+    def add_arguments(self, s):
+        s.add_argument("library")
+        s.add_argument("archive")
+        add_query(s)
+
+    def run(self, a):
+        from ..library import Library, pack
+
+        n = pack(Library.open(a.library), Path(a.archive), **query_args(a))
+        print(f"{a.archive}: {n} models")
+
+
+class Unpack(Command):
+    name = "unpack"
+    help = "extract a packed library, verifying every checksum"
+
+    def add_arguments(self, s):
+        s.add_argument("archive")
+        s.add_argument("dest", help="new folder")
+
+    def run(self, a):
+        from ..library import unpack
+
+        lib = unpack(Path(a.archive), Path(a.dest))
+        print(f"{a.dest}: library {lib.version} with {len(lib.index)} models, checksums verified")
+
+
+class FromMlflow(Command):
+    name = "from-mlflow"
+    help = "rebuild a library from the tracking store"
+
+    def add_arguments(self, s):
+        s.add_argument("--out", required=True, help="new library folder")
+        add_library_version(s)
+        add_tracking(s)
+
+    def run(self, a):
+        from ..library import from_mlflow
+        from ..tracking import resolve_uri
+
+        uri = resolve_uri(a.tracking_uri, Path(a.results))
+        manifest = from_mlflow(uri, a.library_version, Path(a.out))
+        print(f"{a.out}: library {a.library_version} with {manifest['n_models']} models from {uri}")
+
+
+class LibraryGroup(Group):
+    name = "library"
+    help = "build, query, verify, diff and share model libraries"
+    commands = (Build(), Query("list"), Query("query"), Show(), Verify(), Diff(), Pack(),
+                Unpack(), FromMlflow())
+
+
+class Predict(Command):
+    name = "predict"
+    help = ("predict with a library model (output in its unit) or with a transfer pipeline saved "
+            "by `shotgun transfer`")
+
+    def add_arguments(self, s):
+        s.add_argument("--library", help="library folder (with --model: a model id)")
+        s.add_argument("--model", required=True,
+                       help="library model id, or without --library a saved transfer model folder "
+                            "(the transfer output's model/)")
+        s.add_argument("--data", required=True, help="CSV of SMILES or formulas")
+        s.add_argument("--input", required=True, help="input column")
+        add_kind(s, "material class of the inputs when not the model's own (e.g. molecule for a "
+                    "composition model: through organic_composition)")
+        s.add_argument("--out", help="output CSV (default: standard output)")
+
+    def run(self, a):
+        import pandas as pd
+
+        from ..data.tables import read_table
+
+        df = read_table(Path(a.data), a.input)
+        inputs = df[a.input].astype(str).tolist()
+        if a.library:  # a library model, in its property's unit
+            from ..library import Library
+
+            model = Library.open(a.library).load(a.model)
+            pred = model.predict(inputs, kind=a.kind)
+            column = f"{model.card.property} [{model.card.unit}]"
+        else:  # a transfer pipeline saved by `shotgun transfer` (OUT/model)
+            from ..transfer import TransferModel
+
+            if not (Path(a.model) / "model.json").is_file():
+                raise FileNotFoundError(f"{a.model}: not a saved transfer model (no model.json); "
+                                        "give --library for a library model id")
+            model = TransferModel(Path(a.model))
+            pred = model.predict(inputs)
+            unit = model.meta.get("unit")
+            column = model.meta["target"] + (f" [{unit}]" if unit else "")
+        out = pd.DataFrame({a.input: df[a.input], column: pred})
+        if a.out:
+            out.to_csv(a.out, index=False)
+            print(f"{a.out}: {len(out)} predictions, {int(pd.isna(pred).sum())} inputs not "
+                  "featurizable")
+        else:
+            print(out.to_csv(index=False), end="")
+
+
+COMMANDS = [LibraryGroup(), Predict()]

@@ -1,0 +1,103 @@
+"""A library model ready to use: its descriptor, input and target scalers, and network.
+
+``predict`` gives values in the property's unit; ``features`` gives neural descriptors, the
+pre-activation outputs of the last ``depth`` hidden layers (what transfer learning screens).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from ..descriptors import for_kind, from_spec
+from ..nn.mlp import MLP
+from .card import LibraryError, ModelCard
+from .store import Library
+
+
+class Predictor:
+    """A library model ready to use: descriptor, scalers and network."""
+
+    def __init__(self, card: ModelCard, weights: Path):
+        self.card = card
+        self.descriptor = from_spec(card.descriptor)
+        tensors = load_file(str(weights))
+        self.x_mean = tensors.pop("x_mean").numpy()
+        self.x_std = tensors.pop("x_std").numpy()
+        with torch.device("meta"):  # no random initialisation: the weights replace it
+            self.net = MLP(card.architecture)
+        self.net.load_state_dict({k.removeprefix("net."): v for k, v in tensors.items()},
+                                 assign=True)
+        self.net.eval()
+        self.y_mean = card.target_scaler.mean
+        self.y_std = card.target_scaler.std
+        self.clip = card.input_scaler.clip
+
+    @property
+    def n_hidden(self) -> int:
+        return self.card.n_hidden
+
+    def scaled(self, X: np.ndarray):
+        """The network's input tensor for a descriptor matrix: standardised, clipped, float32."""
+        Z = np.clip((X - self.x_mean) / self.x_std, -self.clip, self.clip)
+        return torch.as_tensor(Z.astype(np.float32))
+
+    def predict_descriptors(self, X: np.ndarray) -> np.ndarray:
+        """Predictions in the property's unit from a descriptor matrix."""
+        with torch.no_grad():
+            return self.net(self.scaled(X)).numpy().astype(np.float64) * self.y_std + self.y_mean
+
+    def features_descriptors(self, X: np.ndarray, depth: int = 1) -> np.ndarray:
+        """Neural descriptors (pre-activations of the last ``depth`` hidden layers)."""
+        return self.features_at(X, [depth])[0]
+
+    def features_at(self, X: np.ndarray, depths: Sequence[int]) -> list[np.ndarray]:
+        """``features_descriptors`` at each of ``depths``, from one forward pass."""
+        with torch.no_grad():
+            return [F.numpy() for F in self.net.hidden_features_at(self.scaled(X), depths)]
+
+    def descriptors(self, inputs: Sequence[str], kind: str | None = None):
+        """Descriptor matrix (zeros where not ok) and ok mask; ``kind`` names the inputs'
+        material class when it is not the model's own (e.g. molecules for a composition model:
+        organic_composition)."""
+        d = self.descriptor
+        if kind is not None and kind not in d.kinds:
+            d = for_kind(self.card.descriptor, kind)
+            if d is None:
+                raise LibraryError(f"model {self.card.model_id} ({self.descriptor.name}) "
+                                   f"cannot take {kind} inputs")
+        X, ok = d.featurize(list(inputs))
+        return np.where(ok[:, None], X, 0.0), ok
+
+    def predict(self, inputs: Sequence[str], kind: str | None = None) -> np.ndarray:
+        """Predictions for SMILES or formulas; NaN where an input cannot be featurized."""
+        X, ok = self.descriptors(inputs, kind)
+        return np.where(ok, self.predict_descriptors(X), np.nan)
+
+    def features(self, inputs: Sequence[str], depth: int = 1, kind: str | None = None):
+        X, ok = self.descriptors(inputs, kind)
+        return np.where(ok[:, None], self.features_descriptors(X, depth), np.nan)
+
+
+def features_many(library: Library, model_ids: Sequence[str], inputs: Sequence[str],
+                  depth: int = 1, kind: str | None = None) -> dict[str, np.ndarray]:
+    """Neural descriptors of many models for one set of inputs (of material class ``kind``,
+    bridged into each model's feature space when needed), each descriptor computed once.
+
+    Rows whose input a model's descriptor cannot featurize are NaN for that model.
+    """
+    cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    out = {}
+    for mid in model_ids:
+        model = library.load(mid)
+        key = json.dumps(model.card.descriptor, sort_keys=True)
+        if key not in cache:
+            cache[key] = model.descriptors(inputs, kind)
+        X, ok = cache[key]
+        out[mid] = np.where(ok[:, None], model.features_descriptors(X, depth), np.nan)
+    return out

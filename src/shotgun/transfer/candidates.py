@@ -1,0 +1,61 @@
+"""Candidates of a transfer run: the library models whose descriptor accepts the target's inputs
+(directly or through a cross-class bridge), loaded and verified when reached, and their neural
+features (the pre-activation outputs of their last hidden layers)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+
+from .options import TransferError
+
+
+def spec_key(spec: dict) -> str:
+    """A descriptor spec as a dictionary key."""
+    return json.dumps(spec, sort_keys=True)
+
+
+def candidates(library, kind: str, max_models: int | None = None,
+               model_ids=None) -> pd.DataFrame:
+    """Index rows of the models applicable to ``kind`` inputs (among ``model_ids`` if given),
+    best source test R² first; the first ``max_models`` if given."""
+    cands = library.applicable(kind).sort_values(["test_r2", "model_id"], ascending=[False, True])
+    if model_ids is not None:
+        cands = cands[cands["model_id"].isin(set(model_ids))]
+    if max_models:
+        cands = cands.head(max_models)
+    if cands.empty:
+        raise TransferError(f"{library.root}: no model in the library accepts {kind} inputs")
+    return cands.reset_index(drop=True)
+
+
+def candidate_specs(library, model_ids) -> dict:
+    """The distinct descriptor specs of the candidates, from their cards."""
+    return {spec_key(c.descriptor): c.descriptor for c in map(library.card, model_ids)}
+
+
+def loaded(library, model_ids):
+    """(model id, model) pairs, each model loaded (and its files verified) when reached."""
+    return ((m, library.load(m)) for m in model_ids)
+
+
+class ModelCache(dict):
+    """Library models, each loaded (and its files verified) on first use."""
+
+    def __init__(self, library):
+        super().__init__()
+        self.library = library
+
+    def __missing__(self, model_id: str):
+        self[model_id] = model = self.library.load(model_id)
+        return model
+
+
+def neural_features(model, raw: dict, max_depth: int) -> list[tuple[int, np.ndarray]]:
+    """(depth, float64 features) of ``model`` on the target's descriptors ``raw`` (by spec key)
+    for depths 1 .. min(max_depth, its hidden layers), from one forward pass."""
+    depths = range(1, min(max_depth, model.n_hidden) + 1)
+    X = raw[spec_key(model.card.descriptor)]
+    return [(d, F.astype(np.float64)) for d, F in zip(depths, model.features_at(X, depths))]

@@ -1,0 +1,198 @@
+"""Shotgun transfer learning: screen library models as frozen feature extractors for a small target.
+
+For every candidate model whose descriptor accepts the target's inputs, the pre-activation outputs
+of its last ``depth`` hidden layers become features for a downstream learner. All candidates are
+screened with ridge regression (batched); the ``refine`` best of each selection are then tried
+with the other learners. From-scratch baselines (random forest, ridge, MLP on the raw descriptors)
+are scored on the same folds, as are fine-tuned networks and a stacked ensemble of the top
+transferred models.
+
+Choosing the best of many candidates on the folds that score it is optimistic. Nested CV repeats
+the whole screening and selection inside each outer training fold and scores the chosen pipeline
+on the outer test fold: that estimate is the one to compare with the baseline (whose choice among
+its learners is nested the same way) and with published benchmarks.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .candidates import ModelCache, candidate_specs, candidates
+from .learners import make_learner
+from .options import TransferError, TransferOptions
+from .pipeline import save_model
+from .plans import CURVE_SIZES, NESTED_MAX_ROWS, Plan, build_plan
+from .plots import curve_plot, parity_plot
+from .screen import baseline_table, baselines, ranking, refine, screen_all
+from .selection import Screen, learning_curve, nested_estimate, stack
+from .summary import TransferSummary
+from .target import Target, prepare_target
+
+NOTE = ("best, stack, fine_tune and baseline are each selected on the folds that score them "
+        "(optimistic); nested is the estimate to compare")
+
+
+def run_transfer(library: Path, options: TransferOptions, out: Path, scheduler: str | None = None,
+                 n_workers: int = 1, curve=CURVE_SIZES) -> TransferSummary:
+    """Screen the library for the target of ``options``; write summary.json, ranking.csv,
+    learning_curve.csv, parity.png, learning_curve.png, the refitted best pipeline under model/,
+    and a report. Many small fits: one BLAS thread each (parallel screening: ``n_workers``,
+    ``scheduler``)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        return _Run(Path(library), options, Path(out), scheduler, n_workers, curve).run()
+
+
+@dataclass
+class _Screens:
+    """The screen of the transfer pipelines and of the baselines on one plan."""
+
+    plan: Plan
+    nested: bool  # the plan has nested CV and learning-curve tasks
+    transfer: Screen
+    baseline: Screen
+
+
+class _Run:
+    """One transfer run, stage by stage (each stage logs its time on stderr)."""
+
+    def __init__(self, library: Path, options: TransferOptions, out: Path, scheduler, n_workers,
+                 curve):
+        from ..library import Library
+
+        o = self.options = options
+        if "ridge" not in o.learners:
+            raise TransferError("--learners must include ridge (it screens every candidate)")
+        for name in set(o.learners) | set(o.baselines):
+            make_learner(name, o.seed)
+        self.start = time.perf_counter()
+        self.library_path, self.out = library, out
+        self.scheduler, self.n_workers, self.curve = scheduler, n_workers, curve
+        self.lib = Library.open(library)
+        self.cands = candidates(self.lib, o.kind, o.max_models)
+        self.ids = list(self.cands["model_id"])
+        self.models = ModelCache(self.lib)  # the few networks used after the screen
+        self.target: Target = prepare_target(o, candidate_specs(self.lib, self.ids))
+
+    def log(self, stage: str) -> None:
+        print(f"transfer: {stage} ({time.perf_counter() - self.start:.1f} s)", file=sys.stderr,
+              flush=True)
+
+    def screens(self) -> _Screens:
+        """The ridge screen of every candidate, refined with the other learners, and the
+        baselines, on the plan of the options (nested and the learning curve when on)."""
+        o, t = self.options, self.target
+        nested = o.nested if o.nested is not None else len(t.y) <= NESTED_MAX_ROWS
+        plan = build_plan(t.y, o.folds, o.seed, o.repeats, o.split, nested,
+                          self.curve if nested else ())
+        self.log(f"{len(t.y)} rows, {len(self.ids)} candidates, {len(plan.tasks)} selections on "
+                 f"{len(plan.pairs)} train/test pairs")
+        screen = Screen(plan, t.y)
+        for e in screen_all(self.lib, self.ids, t.raw, t.y, plan.pairs, o.max_depth,
+                            self.scheduler, self.n_workers):
+            screen.add(e, dict(enumerate(e.pop("preds"))))
+        self.log("ridge screen done")
+        refine(screen, self.features, o.learners, o.refine, o.seed)
+        self.log("refined with " + ", ".join(o.learners))
+        base = baselines(plan, t.y, t.raw, t.names, o.baselines, o.seed)
+        self.log("baselines done")
+        return _Screens(plan, nested, screen, base)
+
+    def features(self, pipe: dict) -> np.ndarray:
+        return self.target.features(self.models[pipe["model_id"]], pipe["depth"])
+
+    def run(self) -> TransferSummary:
+        o, s = self.options, self.screens()
+        rank, base_table = ranking(s.transfer, self.cands), baseline_table(s.baseline)
+        best, best_base = rank.iloc[0], base_table.iloc[0]
+        score = ("cv_mae", "cv_rmse", "cv_r2")
+        methods = [{"method": "transfer", "name": f"{best['dataset']}/{best['property']} "
+                    f"d={int(best['depth'])} {best['learner']}", **_pick(best, score)},
+                   {"method": "baseline", "name": best_base["name"], **_pick(best_base, score)}]
+        stacked = stack(s.transfer, o.stack)
+        if stacked is not None:
+            methods.append({"method": "stack", "name": f"mean of top {stacked['k']} transferred",
+                            **_pick(stacked, score)})
+        fine = self.fine_tune(s.transfer)
+        if fine:
+            b = min(fine, key=lambda f: f["cv_mae"])
+            methods.append({"method": "fine_tune", "name": f"{b['model_id']} (last layer + head)",
+                            **_pick(b, score)})
+        methods.sort(key=lambda m: m["cv_mae"])
+        nested, curve = None, []
+        if s.nested:
+            nested = nested_estimate(s.transfer, s.baseline, o.stack)
+            curve = learning_curve(s.transfer, s.baseline)
+        self.write_tables(rank, fine, curve, s, best, best_base)
+        summary = TransferSummary.from_dict({
+            "target": self.target_record(),
+            "n_samples": int(len(self.target.y)), "n_dropped": self.target.n_dropped,
+            "subsample": o.n, "folds": o.folds, "repeats": o.repeats, "split": o.split,
+            "seed": o.seed, "n_candidates": len(self.ids), "learners": list(o.learners),
+            "baseline_learners": list(o.baselines), "refine": o.refine,
+            "best": {"model_id": best["model_id"], "dataset": best["dataset"],
+                     "property": best["property"], "descriptor": best["descriptor"],
+                     "learner": best["learner"], "depth": int(best["depth"]), **_pick(best, score)},
+            "baseline": {"name": best_base["name"], **_pick(best_base, score)},
+            "baselines": [{"name": r["name"], **_pick(r, score)} for _, r in base_table.iterrows()],
+            "stack": stacked, "fine_tune": fine or None, "methods": methods,
+            "winner": methods[0]["method"], "nested": nested, "model": "model",
+            "library": str(self.library_path), "library_version": self.lib.version, "note": NOTE,
+        })
+        return self.finish(summary, s.transfer, best)
+
+    def target_record(self) -> dict:
+        o = self.options
+        return {"data": str(Path(o.data)), "input": o.input, "target": o.target, "kind": o.kind,
+                "unit": o.unit}
+
+    def fine_tune(self, screen: Screen) -> list[dict]:
+        if self.options.fine_tune <= 0:
+            return []
+        from .finetune import fine_tune_top  # imports Lightning
+
+        fine = fine_tune_top(screen, self.models, self.target, self.options.fine_tune,
+                             self.options.seed)
+        self.log("fine-tuned")
+        return fine
+
+    def write_tables(self, rank, fine, curve_rows, s: _Screens, best, best_base) -> None:
+        """ranking.csv, fine_tune.csv, learning_curve.csv and the two plots."""
+        o, out, y = self.options, self.out, self.target.y
+        out.mkdir(parents=True, exist_ok=True)
+        rank.drop(columns="pipe").to_csv(out / "ranking.csv", index=False)
+        if fine:
+            pd.DataFrame(fine).to_csv(out / "fine_tune.csv", index=False)
+        parity_plot(out / "parity.png", y, s.transfer.outer(int(best["pipe"])),
+                    s.baseline.outer(int(best_base["pipe"])),
+                    f"{best['dataset']}/{best['property']} d={int(best['depth'])} {best['learner']}",
+                    best_base["name"], f"{o.target} [{o.unit}]" if o.unit else o.target)
+        curve = pd.DataFrame(curve_rows, columns=["n", "method", "mae", "rmse", "r2"])
+        curve.to_csv(out / "learning_curve.csv", index=False)
+        curve_plot(out / "learning_curve.png", curve, f"[{o.unit}]" if o.unit else "")
+
+    def finish(self, summary: TransferSummary, screen: Screen, best) -> TransferSummary:
+        """The best pipeline refitted and saved under model/, summary.json and the report."""
+        from .report import write_report
+
+        o = self.options
+        pipe = screen.pipes[int(best["pipe"])]
+        save_model(self.out / "model", self.models[best["model_id"]], int(best["depth"]),
+                   best["learner"], o.seed, self.features(pipe), self.target.y,
+                   self.target_record(), _pick(best, ("cv_mae", "cv_rmse", "cv_r2")), self.lib)
+        summary = summary.replace(seconds=round(time.perf_counter() - self.start, 2))
+        summary.write(self.out / "summary.json")
+        write_report(self.out)
+        return summary
+
+
+def _pick(row, keys) -> dict:
+    """``{key: float(row[key])}`` for a ranking row or a score dict."""
+    return {k: float(row[k]) for k in keys}

@@ -1,0 +1,154 @@
+"""The screen: every candidate's neural features at every depth scored with ridge regression
+(batched over candidates, in this process or on Dask workers), the best refined with the other
+learners, and from-scratch baselines on the raw descriptors, all on the same plan.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .candidates import candidate_specs, candidates, loaded, neural_features
+from .learners import fit_predict, ridge_batch
+from .plans import Plan, build_plan
+from .selection import CURVE_LEARNERS, Screen, cv_metrics
+from .target import target_descriptors
+
+
+def ridge_screen(models, raw: dict, y: np.ndarray, pairs, max_depth: int) -> list[dict]:
+    """Ridge predictions on every pair for every (model, depth): batched over candidates.
+    ``models``: (model id, model) pairs, consumed one at a time (only features are kept)."""
+    from threadpoolctl import threadpool_limits
+
+    entries, feats = [], []
+    for mid, model in models:
+        for depth, F in neural_features(model, raw, max_depth):
+            entries.append({"model_id": mid, "depth": depth, "learner": "ridge",
+                            "n_features": F.shape[1]})
+            feats.append(F)
+    with threadpool_limits(1):  # many small problems: one BLAS thread each
+        per_pair = [ridge_batch(feats, y, tr, te) for tr, te in pairs]
+    for i, e in enumerate(entries):
+        e["preds"] = [p[i] for p in per_pair]
+    return entries
+
+
+def ridge_screen_chunk(library: str, model_ids: list, raw: dict, y, pairs, max_depth: int):
+    """A worker's share of the ridge screen: loads (and verifies) its models itself."""
+    from ..library import Library
+
+    return ridge_screen(loaded(Library.open(library), model_ids), raw, y, pairs, max_depth)
+
+
+def screen_all(lib, ids, raw, y, pairs, max_depth, scheduler, n_workers) -> list[dict]:
+    """The ridge screen in this process, or split over Dask workers that load their own models."""
+    from ..parallel import dask_client
+
+    with dask_client(scheduler, n_workers) as client:
+        if client is None:
+            return ridge_screen(loaded(lib, ids), raw, y, pairs, max_depth)
+        n_chunks = max(1, min(len(ids), 4 * n_workers))
+        chunks = [list(c) for c in np.array_split(np.array(ids, dtype=object), n_chunks) if len(c)]
+        shared = client.scatter([raw, y, pairs], broadcast=True)
+        futures = [client.submit(ridge_screen_chunk, str(lib.root), c, *shared, max_depth,
+                                 pure=False) for c in chunks]
+        return [e for f in futures for e in f.result()]
+
+
+def pairs_of(plan: Plan, curve: bool) -> list[int]:
+    """Pairs of the tasks that are (``curve``) or are not learning-curve points."""
+    return sorted({p for t in plan.tasks if t.name.startswith("curve/") == curve
+                   for p in t.inner + ([t.test_pair] if t.test_pair is not None else [])})
+
+
+def _learner_preds(name, seed, F, y, pairs, which) -> dict:
+    return {p: fit_predict(name, seed, F[pairs[p][0]], y[pairs[p][0]], F[pairs[p][1]])
+            for p in which}
+
+
+def refine(screen: Screen, feature_of, learners, n_best: int, seed: int) -> int:
+    """Other learners on the ``n_best`` best ridge pipelines of every task, on that task's pairs;
+    returns the number of pipelines added."""
+    plan, base = screen.plan, len(screen.pipes)
+    scores = screen.table()
+    needed: dict[int, set] = {}
+    for t, task in enumerate(plan.tasks):
+        if task.name.startswith("curve/"):
+            continue
+        for i in np.argsort(scores[:, t], kind="stable")[:n_best]:
+            needed.setdefault(int(i), set()).update(
+                task.inner + ([task.test_pair] if task.test_pair is not None else []))
+    for i, pairs in sorted(needed.items()):
+        pipe = screen.pipes[i]
+        F = feature_of(pipe)
+        for learner in learners:
+            if learner == "ridge":
+                continue
+            preds = _learner_preds(learner, seed, F, screen.y, plan.pairs, sorted(pairs))
+            screen.add({**{k: v for k, v in pipe.items() if k != "preds"}, "learner": learner},
+                       preds)
+    return len(screen.pipes) - base
+
+
+def baselines(plan: Plan, y, raw: dict, names: dict, learners, seed: int) -> Screen:
+    """From-scratch learners on the raw descriptors, on every pair of the plan."""
+    from threadpoolctl import threadpool_limits
+
+    screen = Screen(plan, y)
+    main, curve = pairs_of(plan, False), pairs_of(plan, True)
+    for key, X in raw.items():
+        for learner in learners:
+            which = main + curve if learner in CURVE_LEARNERS["baseline"] else main
+            if learner == "ridge":
+                with threadpool_limits(1):
+                    preds = {p: ridge_batch([X], y, *plan.pairs[p])[0] for p in which}
+            else:
+                preds = _learner_preds(learner, seed, X, y, plan.pairs, which)
+            screen.add({"name": f"{learner} on {names[key]}", "learner": learner,
+                        "descriptor": names[key], "spec": key}, preds)
+    return screen
+
+
+def ranking(screen: Screen, cands: pd.DataFrame) -> pd.DataFrame:
+    """One row per screened (candidate, depth, learner) with its same-fold CV metrics, best
+    first; column ``pipe`` indexes ``screen.pipes``."""
+    info = cands.set_index("model_id")
+    rows = []
+    on_screen = np.isfinite(screen.table()[:, 0])  # refined for a nested selection only: not here
+    for i, p in enumerate(screen.pipes):
+        if not on_screen[i]:
+            continue
+        c = info.loc[p["model_id"]]
+        rows.append({"model_id": p["model_id"], "dataset": c["dataset"], "property": c["property"],
+                     "material_class": c["material_class"], "descriptor": c["descriptor"],
+                     "architecture": c.get("architecture", ""), "learner": p["learner"],
+                     "depth": p["depth"], "n_features": p["n_features"],
+                     **cv_metrics(screen.y, *screen.outer(i)), "pipe": i})
+    return pd.DataFrame(rows).sort_values(["cv_mae", "model_id", "depth", "learner"],
+                                          kind="stable").reset_index(drop=True)
+
+
+def baseline_table(base: Screen) -> pd.DataFrame:
+    """One row per baseline (learner on a raw descriptor) with its same-fold CV metrics."""
+    rows = [{"name": p["name"], "descriptor": p["descriptor"], "learner": p["learner"],
+             **cv_metrics(base.y, *base.outer(i)), "pipe": i} for i, p in enumerate(base.pipes)
+            if np.isfinite(base.scores[i][0])]
+    return pd.DataFrame(rows).sort_values(["cv_mae", "name"], kind="stable").reset_index(drop=True)
+
+
+def screen_quick(library, inputs, y, kind: str, model_ids=None, folds: int = 5, seed: int = 0,
+                 max_depth: int = 2):
+    """Ridge screen of the applicable models (or ``model_ids``) and ridge/random-forest baselines
+    on the same folds: (ranking, baselines) tables with cv_mae, cv_rmse, cv_r2."""
+    y = np.asarray(y, dtype=np.float64)
+    cands = candidates(library, kind, None, model_ids)
+    ids = list(cands["model_id"])
+    raw, names, ok = target_descriptors(candidate_specs(library, ids), inputs, kind)
+    ok &= np.isfinite(y)
+    y, raw = y[ok], {k: X[ok] for k, X in raw.items()}
+    plan = build_plan(y, folds, seed, nested=False)
+    screen = Screen(plan, y)
+    for e in ridge_screen(loaded(library, ids), raw, y, plan.pairs, max_depth):
+        screen.add(e, dict(enumerate(e.pop("preds"))))
+    base = baselines(plan, y, raw, names, ("ridge", "random_forest"), seed)
+    return ranking(screen, cands), baseline_table(base)

@@ -1,0 +1,134 @@
+"""Selection among pipelines on a plan: the screen's scores, each task's chosen pipeline, the
+stacked ensemble of the top K, and the nested estimate and learning curve built from them.
+
+A pipeline is a dict (a candidate, depth and learner; or a baseline learner on a raw descriptor)
+with its predictions on the plan's pairs. Choosing the best of many pipelines on the folds that
+score it is optimistic; nested CV chooses inside each outer training fold and scores outside.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from ..metrics import regression_metrics
+from .plans import Plan, oof
+
+# Learning-curve tasks compare the cheap learners only (they are many, most on a few rows).
+CURVE_LEARNERS = {"transfer": ("ridge",), "baseline": ("ridge", "random_forest")}
+
+
+def cv_metrics(y, rows, pred) -> dict:
+    """``{"cv_mae", "cv_rmse", "cv_r2"}`` of predictions ``pred`` for rows ``rows`` of ``y``."""
+    m = regression_metrics(y[rows], pred)
+    return {"cv_mae": m["mae"], "cv_rmse": m["rmse"], "cv_r2": m["r2"]}
+
+
+class Screen:
+    """Pipelines evaluated on a plan: each has predictions on pairs and a score per task."""
+
+    def __init__(self, plan: Plan, y: np.ndarray):
+        self.plan, self.y = plan, y
+        self.pipes: list[dict] = []
+        self.scores: list[np.ndarray] = []  # per pipeline: inner MAE per task (NaN = not run)
+
+    def add(self, pipe: dict, preds: dict):
+        """``preds``: pair -> predictions; tasks whose pairs are all present get a score."""
+        scores = np.full(len(self.plan.tasks), np.nan)
+        for t, task in enumerate(self.plan.tasks):
+            if all(p in preds for p in task.inner):
+                err = [np.abs(preds[p] - self.y[self.plan.pairs[p][1]]) for p in task.inner]
+                scores[t] = np.concatenate(err).mean()
+        pipe["preds"] = preds
+        self.pipes.append(pipe)
+        self.scores.append(scores)
+
+    def table(self) -> np.ndarray:
+        return np.array(self.scores).reshape(len(self.pipes), len(self.plan.tasks))
+
+    def chosen(self, t: int, k: int = 1, learners=None) -> list[int]:
+        """The ``k`` best pipelines of task ``t`` (distinct models when k > 1), among those of
+        ``learners`` if given."""
+        s = self.table()[:, t]
+        order = [i for i in np.argsort(s, kind="stable") if np.isfinite(s[i])
+                 and (learners is None or self.pipes[i]["learner"] in learners)]
+        picked, seen = [], set()
+        for i in order:
+            key = self.pipes[i].get("model_id", self.pipes[i].get("name"))
+            if k > 1 and key in seen:
+                continue
+            picked.append(i)
+            seen.add(key)
+            if len(picked) == k:
+                break
+        return picked
+
+    def outer(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Out-of-fold predictions of pipeline ``i`` on the screen's folds."""
+        return oof(self.plan, self.plan.tasks[0].inner, self.pipes[i]["preds"])
+
+    def selected_predictions(self, tasks: Sequence[int], k: int = 1, learners=None):
+        """Test predictions of each task's chosen pipeline (mean of the top k), concatenated."""
+        rows, preds, chosen = [], [], []
+        for t in tasks:
+            task = self.plan.tasks[t]
+            picks = self.chosen(t, k, learners)
+            rows.append(self.plan.pairs[task.test_pair][1])
+            preds.append(np.mean([self.pipes[i]["preds"][task.test_pair] for i in picks], axis=0))
+            chosen.append([self.pipes[i] for i in picks])
+        return np.concatenate(rows), np.concatenate(preds), chosen
+
+
+def stack(screen: Screen, k: int) -> dict | None:
+    """The same-fold stacked ensemble: the mean of the top ``k`` distinct transferred models,
+    ``{"k", "model_ids", "cv_mae", "cv_rmse", "cv_r2"}``; None when ``k`` < 2 or fewer than two
+    models."""
+    top = screen.chosen(0, k)
+    if k <= 1 or len(top) <= 1:
+        return None
+    rows, _ = screen.outer(top[0])
+    mean = np.mean([screen.outer(i)[1] for i in top], axis=0)
+    return {"k": len(top), "model_ids": [screen.pipes[i]["model_id"] for i in top],
+            **cv_metrics(screen.y, rows, mean)}
+
+
+def _tasks(plan: Plan, prefix: str) -> list[int]:
+    return [i for i, t in enumerate(plan.tasks) if t.name.startswith(prefix)]
+
+
+def nested_estimate(screen: Screen, base: Screen, k_stack: int) -> dict:
+    """The nested estimate of transfer (and of the stack of its top ``k_stack``, when > 1) and
+    of the baseline, each choosing inside every outer training fold."""
+    plan, y = screen.plan, screen.y
+    outer_ids = _tasks(plan, "nested/")
+    r, p, chosen = screen.selected_predictions(outer_ids)
+    rb, pb, chosen_b = base.selected_predictions(outer_ids)
+    nested = {**cv_metrics(y, r, p), "chosen": [c[0]["model_id"] for c in chosen],
+              "chosen_pipelines": [f"{c[0]['model_id']} d={c[0]['depth']} {c[0]['learner']}"
+                                   for c in chosen],
+              "baseline": {**cv_metrics(y, rb, pb), "chosen": [c[0]["name"] for c in chosen_b]},
+              "outer_folds": len(outer_ids),
+              "inner_folds": len(plan.tasks[outer_ids[0]].inner)}
+    if k_stack > 1:
+        rs, ps, _ = screen.selected_predictions(outer_ids, k_stack)
+        nested["stack"] = cv_metrics(y, rs, ps)
+    return nested
+
+
+def learning_curve(screen: Screen, base: Screen) -> list[dict]:
+    """Rows ``{n, method, mae, rmse, r2}``: the nested selection (cheap learners) on each
+    curve size's subsamples of the outer training folds, and on all their rows."""
+    plan, y = screen.plan, screen.y
+    outer_ids = _tasks(plan, "nested/")
+    sizes = sorted({plan.tasks[i].n for i in _tasks(plan, "curve/")})
+    n_all = int(round(np.mean([len(plan.tasks[i].train) for i in outer_ids])))
+    rows = []
+    for n in sizes + [n_all]:
+        point = outer_ids if n == n_all else _tasks(plan, f"curve/{n}/")
+        for method, s in (("transfer", screen), ("baseline", base)):
+            rr, pp, _ = s.selected_predictions(point, learners=CURVE_LEARNERS[method])
+            m = cv_metrics(y, rr, pp)
+            rows.append({"n": n, "method": method, "mae": m["cv_mae"], "rmse": m["cv_rmse"],
+                         "r2": m["cv_r2"]})
+    return rows

@@ -1,0 +1,202 @@
+"""``summary.json`` of a transfer run, defined once: written by the run, read by the report, the
+command line and the benchmarks.
+
+Scores are cross-validated (``cv_mae``, ``cv_rmse``, ``cv_r2``). ``best``, ``stack``,
+``fine_tune``, ``baseline`` and ``methods`` are each selected on the folds that score them
+(optimistic); ``nested`` is the estimate to compare with the baseline and with published figures.
+Optional parts are None (or empty) when the run did not compute them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Target:
+    data: str
+    input: str
+    target: str
+    kind: str
+    unit: str | None = None
+
+
+@dataclass(frozen=True)
+class Best:
+    """The best transfer pipeline on the screen's folds."""
+
+    model_id: str
+    dataset: str
+    property: str
+    descriptor: str
+    learner: str
+    depth: int
+    cv_mae: float
+    cv_rmse: float
+    cv_r2: float
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A named pipeline (a baseline, a method) and its scores."""
+
+    name: str
+    cv_mae: float
+    cv_rmse: float
+    cv_r2: float
+
+
+@dataclass(frozen=True)
+class Method:
+    """One method on the same folds: transfer, baseline, stack or fine_tune."""
+
+    method: str
+    name: str
+    cv_mae: float
+    cv_rmse: float
+    cv_r2: float
+
+
+@dataclass(frozen=True)
+class Stack:
+    """The mean of the top ``k`` transferred models."""
+
+    k: int
+    model_ids: list[str]
+    cv_mae: float
+    cv_rmse: float
+    cv_r2: float
+
+
+@dataclass(frozen=True)
+class FineTune:
+    """One fine-tuned source network."""
+
+    model_id: str
+    cv_mae: float
+    cv_rmse: float
+    cv_r2: float
+
+
+@dataclass(frozen=True)
+class Score:
+    cv_mae: float
+    cv_rmse: float
+    cv_r2: float
+
+
+@dataclass(frozen=True)
+class NestedBaseline:
+    cv_mae: float
+    cv_rmse: float
+    cv_r2: float
+    chosen: list[str] = field(default_factory=list)  # baseline chosen per outer fold
+
+
+@dataclass(frozen=True)
+class Nested:
+    """Nested CV: the whole selection repeated inside each outer training fold."""
+
+    cv_mae: float
+    cv_rmse: float
+    cv_r2: float
+    chosen: list[str] = field(default_factory=list)  # model id per outer fold
+    chosen_pipelines: list[str] = field(default_factory=list)  # "id d=depth learner"
+    baseline: NestedBaseline | None = None
+    outer_folds: int | None = None
+    inner_folds: int | None = None
+    stack: Score | None = field(default=None, metadata={"omit_none": True})
+
+
+@dataclass(frozen=True)
+class TransferSummary:
+    target: Target
+    n_samples: int
+    n_dropped: int
+    folds: int
+    seed: int
+    n_candidates: int
+    best: Best
+    baseline: Scored
+    subsample: int | None = None
+    repeats: int = 1
+    split: str = "random"
+    learners: list[str] = field(default_factory=list)
+    baseline_learners: list[str] = field(default_factory=list)
+    refine: int | None = None
+    seconds: float | None = None
+    baselines: list[Scored] = field(default_factory=list)
+    stack: Stack | None = None
+    fine_tune: list[FineTune] | None = None
+    methods: list[Method] = field(default_factory=list)
+    winner: str | None = None
+    nested: Nested | None = None
+    model: str = "model"
+    library: str = ""
+    library_version: str = ""
+    note: str = ""
+
+    # Field order of summary.json.
+    ORDER = ("target", "n_samples", "n_dropped", "subsample", "folds", "repeats", "split", "seed",
+             "n_candidates", "learners", "baseline_learners", "refine", "seconds", "best",
+             "baseline", "baselines", "stack", "fine_tune", "methods", "winner", "nested",
+             "model", "library", "library_version", "note")
+
+    @classmethod
+    def from_dict(cls, doc: dict) -> TransferSummary:
+        return _build(cls, doc)
+
+    @classmethod
+    def read(cls, path: Path) -> TransferSummary:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def to_dict(self) -> dict:
+        doc = _plain(self)
+        return {k: doc[k] for k in self.ORDER}
+
+    def write(self, path: Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2))
+
+    def replace(self, **changes) -> TransferSummary:
+        return dataclasses.replace(self, **changes)
+
+
+# The dataclass of each nested part, by (class, field).
+_PARTS = {
+    (TransferSummary, "target"): Target, (TransferSummary, "best"): Best,
+    (TransferSummary, "baseline"): Scored, (TransferSummary, "baselines"): Scored,
+    (TransferSummary, "stack"): Stack, (TransferSummary, "fine_tune"): FineTune,
+    (TransferSummary, "methods"): Method, (TransferSummary, "nested"): Nested,
+    (Nested, "baseline"): NestedBaseline, (Nested, "stack"): Score,
+}
+
+
+def _build(cls, doc: dict):
+    """``cls`` from a JSON mapping, its nested parts (and lists of them) built too; keys that
+    ``cls`` does not define are ignored (summaries of older releases)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    for key, value in doc.items():
+        if key not in names:
+            continue
+        part = _PARTS.get((cls, key))
+        if part is not None and isinstance(value, dict):
+            value = _build(part, value)
+        elif part is not None and isinstance(value, list):
+            value = [_build(part, v) for v in value]
+        values[key] = value
+    return cls(**values)
+
+
+def _plain(obj):
+    """A dataclass as JSON-able dicts and lists, leaving out ``omit_none`` fields that are None."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+                if not (f.metadata.get("omit_none") and getattr(obj, f.name) is None)}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
