@@ -30,8 +30,8 @@ include: "workflow/rules/transfer.smk"
 
 
 rule all:
+    default_target: True
     input:
         f"{LIBRARY}.manifest.json",
         expand(f"{RESULTS}/transfer/{{target}}/report.html", target=TARGETS),
         MAP_OUT if MAP else [],
-    default_target: True

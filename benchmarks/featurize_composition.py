@@ -23,10 +23,28 @@ from shotgun.descriptors.composition import STATS
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "inorganic" / "matbench_mp_e_form.csv.gz"
 MAGPIE_22 = [
-    "Number", "MendeleevNumber", "AtomicWeight", "MeltingT", "Column", "Row",
-    "CovalentRadius", "Electronegativity", "NsValence", "NpValence", "NdValence",
-    "NfValence", "NValence", "NsUnfilled", "NpUnfilled", "NdUnfilled", "NfUnfilled",
-    "NUnfilled", "GSvolume_pa", "GSbandgap", "GSmagmom", "SpaceGroupNumber",
+    "Number",
+    "MendeleevNumber",
+    "AtomicWeight",
+    "MeltingT",
+    "Column",
+    "Row",
+    "CovalentRadius",
+    "Electronegativity",
+    "NsValence",
+    "NpValence",
+    "NdValence",
+    "NfValence",
+    "NValence",
+    "NsUnfilled",
+    "NpUnfilled",
+    "NdUnfilled",
+    "NfUnfilled",
+    "NUnfilled",
+    "GSvolume_pa",
+    "GSbandgap",
+    "GSmagmom",
+    "SpaceGroupNumber",
 ]
 
 
@@ -38,8 +56,11 @@ def main():
 
     timings = {}
     for label, stats in (("classic", None), ("all7", list(STATS))):
-        d = get_descriptor("composition") if stats is None else get_descriptor("composition",
-                                                                               stats=stats)
+        d = (
+            get_descriptor("composition")
+            if stats is None
+            else get_descriptor("composition", stats=stats)
+        )
         start, cpu = time.perf_counter(), time.process_time()
         X, ok = d.featurize(formulas)
         timings[label] = time.perf_counter() - start
@@ -53,8 +74,12 @@ def main():
 
     rng = np.random.default_rng(0)
     idx = rng.choice(len(formulas), a.matminer_sample, replace=False)
-    ep = ElementProperty(MagpieData(impute_nan=False), MAGPIE_22,
-                         ["mean", "minimum", "maximum", "std_dev", "range"], impute_nan=False)
+    ep = ElementProperty(
+        MagpieData(impute_nan=False),
+        MAGPIE_22,
+        ["mean", "minimum", "maximum", "std_dev", "range"],
+        impute_nan=False,
+    )
     start, cpu = time.perf_counter(), time.process_time()  # parsing included, as in ours
     ref = np.array([ep.featurize(Composition(formulas[i])) for i in idx], dtype=float)
     mm_seconds = time.perf_counter() - start
@@ -75,18 +100,28 @@ def main():
         n_compared += int(known.sum())
 
     mm_all = mm_per_formula * len(formulas)
-    print(json.dumps({
-        "benchmark": "composition_matbench_mp_e_form", "n_inputs": len(formulas),
-        "n_ok": int(ok.sum()), "seconds_classic_290": round(timings["classic"], 2),
-        "seconds_all7_406": round(timings["all7"], 2),
-        "matminer_sample": len(idx), "matminer_seconds_sample": round(mm_seconds, 2),
-        "matminer_seconds_extrapolated": round(mm_all, 1),
-        "speedup_vs_matminer": round(mm_all / timings["classic"], 1),
-        "cpu_seconds_classic_290": round(timings["classic_cpu"], 2),
-        "speedup_vs_matminer_cpu": round(mm_cpu / len(idx) * len(formulas) / timings["classic_cpu"], 1),
-        "load_avg_1min": round(os.getloadavg()[0], 2),
-        "shared_values_compared": n_compared, "max_rel_error": max_err,
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "composition_matbench_mp_e_form",
+                "n_inputs": len(formulas),
+                "n_ok": int(ok.sum()),
+                "seconds_classic_290": round(timings["classic"], 2),
+                "seconds_all7_406": round(timings["all7"], 2),
+                "matminer_sample": len(idx),
+                "matminer_seconds_sample": round(mm_seconds, 2),
+                "matminer_seconds_extrapolated": round(mm_all, 1),
+                "speedup_vs_matminer": round(mm_all / timings["classic"], 1),
+                "cpu_seconds_classic_290": round(timings["classic_cpu"], 2),
+                "speedup_vs_matminer_cpu": round(
+                    mm_cpu / len(idx) * len(formulas) / timings["classic_cpu"], 1
+                ),
+                "load_avg_1min": round(os.getloadavg()[0], 2),
+                "shared_values_compared": n_compared,
+                "max_rel_error": max_err,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -36,17 +36,31 @@ def main():
         runs.append((time.perf_counter() - start, cpu_seconds() - cpu0))
         del X
     seconds, cpu = min(runs)
-    print(json.dumps({"benchmark": "ecfp_qm9", "n_inputs": len(smiles), "n_ok": int(ok.sum()),
-                      "n_features": d.n_features, "n_workers": a.n_workers,
-                      "cpus": os.cpu_count(), "load_avg_1min": round(os.getloadavg()[0], 2),
-                      "seconds": round(seconds, 2), "cpu_seconds": round(cpu, 2),
-                      "all_seconds": [round(s, 2) for s, _ in runs],
-                      "inputs_per_s": round(len(smiles) / seconds)}))
+    print(
+        json.dumps(
+            {
+                "benchmark": "ecfp_qm9",
+                "n_inputs": len(smiles),
+                "n_ok": int(ok.sum()),
+                "n_features": d.n_features,
+                "n_workers": a.n_workers,
+                "cpus": os.cpu_count(),
+                "load_avg_1min": round(os.getloadavg()[0], 2),
+                "seconds": round(seconds, 2),
+                "cpu_seconds": round(cpu, 2),
+                "all_seconds": [round(s, 2) for s, _ in runs],
+                "inputs_per_s": round(len(smiles) / seconds),
+            }
+        )
+    )
 
 
 def cpu_seconds() -> float:
     """User + system time of this process and its finished child processes."""
-    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    own, kids = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 

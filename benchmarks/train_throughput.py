@@ -48,8 +48,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 N, F, EPOCHS, BATCH = 5000, 290, 50, 128
-OVERRIDES = [f"trainer.max_epochs={EPOCHS}", f"trainer.batch_size={BATCH}",
-             "model.n_layers=[3,3]"]
+OVERRIDES = [f"trainer.max_epochs={EPOCHS}", f"trainer.batch_size={BATCH}", "model.n_layers=[3,3]"]
 
 
 def _cell():
@@ -60,17 +59,32 @@ def _cell():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(N, F))
     y = np.tanh(X @ rng.normal(size=F) / 10) + 0.1 * rng.normal(size=N)
-    return Cell("bench", "inorganic", "y", "1", {"name": "composition", "version": "bench",
-                                                  "params": {}},
-                np.array([f"x{i}" for i in range(N)]), X, y, 0)
+    return Cell(
+        "bench",
+        "inorganic",
+        "y",
+        "1",
+        {"name": "composition", "version": "bench", "params": {}},
+        np.array([f"x{i}" for i in range(N)]),
+        X,
+        y,
+        0,
+    )
 
 
 def _cfg(patience: int, precision: str, matmul_precision: str, accelerator: str):
     from shotgun.training import compose_train_config
 
-    return compose_train_config(ROOT / "config" / "train", [f"trainer={accelerator}"] + OVERRIDES + [
-        f"trainer.patience={patience}", f"trainer.precision={precision}",
-        f"trainer.matmul_precision={matmul_precision}"])
+    return compose_train_config(
+        ROOT / "config" / "train",
+        [f"trainer={accelerator}"]
+        + OVERRIDES
+        + [
+            f"trainer.patience={patience}",
+            f"trainer.precision={precision}",
+            f"trainer.matmul_precision={matmul_precision}",
+        ],
+    )
 
 
 def _train_flops(arch, n_train: int, epochs: int) -> float:
@@ -80,8 +94,16 @@ def _train_flops(arch, n_train: int, epochs: int) -> float:
     return per_sample * n_train * epochs
 
 
-def factory(first: int, models: int, threads: int, out: str, patience: int, precision: str,
-            matmul_precision: str, accelerator: str) -> dict:
+def factory(
+    first: int,
+    models: int,
+    threads: int,
+    out: str,
+    patience: int,
+    precision: str,
+    matmul_precision: str,
+    accelerator: str,
+) -> dict:
     """(child process) train one shard: ``models`` models from index ``first``; returns timings
     and FLOPs."""
     import torch
@@ -101,8 +123,7 @@ def factory(first: int, models: int, threads: int, out: str, patience: int, prec
     return {"train_seconds": seconds, "train_cpu_seconds": cpu, "flops": flops, "epochs": epochs}
 
 
-def naive(index: int, threads: int, patience: int, matmul_precision: str, accelerator: str
-          ) -> dict:
+def naive(index: int, threads: int, patience: int, matmul_precision: str, accelerator: str) -> dict:
     """(child process) train one model alone with its own Lightning Trainer."""
     import torch
 
@@ -111,14 +132,24 @@ def naive(index: int, threads: int, patience: int, matmul_precision: str, accele
 
     torch.set_num_threads(threads)
     cell, cfg = _cell(), _cfg(patience, "32", matmul_precision, accelerator)
-    (_, arch, mid), = plan_shard(cell, cfg, [index])
+    ((_, arch, mid),) = plan_shard(cell, cfg, [index])
     tr, val, _ = split_indices(N, cfg["trainer"], stable_seed(cfg["seed"], "bench", "y", "split"))
     X = torch.as_tensor((cell.X - cell.X[tr].mean(0)) / cell.X[tr].std(0), dtype=torch.float32)
     y = torch.as_tensor(cell.y, dtype=torch.float32)
     X, y = X.to(_device(accelerator)), y.to(_device(accelerator))
     start = time.perf_counter()
-    fit_single(arch, stable_seed(cfg["seed"], mid), cfg, X[tr], y[tr], X[val], y[val],
-               batch_seed=1, noise_seed=2, noise_shape=noise_shape(F, cfg["model"]))
+    fit_single(
+        arch,
+        stable_seed(cfg["seed"], mid),
+        cfg,
+        X[tr],
+        y[tr],
+        X[val],
+        y[val],
+        batch_seed=1,
+        noise_seed=2,
+        noise_shape=noise_shape(F, cfg["model"]),
+    )
     _sync(accelerator)
     return {"train_seconds": time.perf_counter() - start}
 
@@ -131,8 +162,11 @@ def _device_name(accelerator: str) -> str:
     if accelerator == "gpu":
         return __import__("torch").cuda.get_device_name()
     cpuinfo = Path("/proc/cpuinfo")
-    info = dict(line.split(":", 1) for line in
-                (cpuinfo.read_text().splitlines() if cpuinfo.exists() else []) if ":" in line)
+    info = dict(
+        line.split(":", 1)
+        for line in (cpuinfo.read_text().splitlines() if cpuinfo.exists() else [])
+        if ":" in line
+    )
     info = {k.strip(): v.strip() for k, v in info.items()}
     if "model name" not in info:
         return platform.machine()
@@ -151,15 +185,22 @@ def _precision(mode: str):
     return matmul_precision({"trainer": {"matmul_precision": mode}})
 
 
-def peak_gflops(threads: int, accelerator: str, dtype: str = "float32",
-                matmul_precision: str = "highest", repeats: int = 5) -> float:
+def peak_gflops(
+    threads: int,
+    accelerator: str,
+    dtype: str = "float32",
+    matmul_precision: str = "highest",
+    repeats: int = 5,
+) -> float:
     """Best rate of a square product: 2,048 on CPU, 8,192 on a GPU."""
     import torch
 
     torch.set_num_threads(threads)
     size = 8192 if accelerator == "gpu" else 2048
-    a, b = (torch.randn(size, size, dtype=getattr(torch, dtype), device=_device(accelerator))
-            for _ in range(2))
+    a, b = (
+        torch.randn(size, size, dtype=getattr(torch, dtype), device=_device(accelerator))
+        for _ in range(2)
+    )
     best = float("inf")
     with _precision(matmul_precision):
         a @ b
@@ -169,7 +210,7 @@ def peak_gflops(threads: int, accelerator: str, dtype: str = "float32",
             a @ b
             _sync(accelerator)
             best = min(best, time.perf_counter() - start)
-    return 2 * size ** 3 / best / 1e9
+    return 2 * size**3 / best / 1e9
 
 
 def exact_float32(matmul_precision: str, accelerator: str, size: int = 256) -> bool:
@@ -179,7 +220,7 @@ def exact_float32(matmul_precision: str, accelerator: str, size: int = 256) -> b
     import torch
 
     k = torch.randint(1, 16, (size, size), generator=torch.Generator().manual_seed(0))
-    a = (1 + 2.0 ** -9 + k * 2.0 ** -21).to(_device(accelerator))  # float32, all 24 bits used
+    a = (1 + 2.0**-9 + k * 2.0**-21).to(_device(accelerator))  # float32, all 24 bits used
     with _precision(matmul_precision):
         return bool(torch.equal(a @ torch.eye(size, device=a.device), a))
 
@@ -187,9 +228,11 @@ def exact_float32(matmul_precision: str, accelerator: str, size: int = 256) -> b
 def fp32_peaks(threads: int, accelerator: str) -> dict[str, float]:
     """{matmul precision: fp32 rate} for the paths that compute true float32 (on CUDA,
     ``medium`` allows TF32 and is left out by the check)."""
-    return {mode: peak_gflops(threads, accelerator, matmul_precision=mode)
-            for mode in ("highest", "medium")
-            if mode == "highest" or exact_float32(mode, accelerator)}
+    return {
+        mode: peak_gflops(threads, accelerator, matmul_precision=mode)
+        for mode in ("highest", "medium")
+        if mode == "highest" or exact_float32(mode, accelerator)
+    }
 
 
 def _children(arg_lists: list[list[str]]) -> tuple[list[dict], float, float]:
@@ -197,9 +240,17 @@ def _children(arg_lists: list[list[str]]) -> tuple[list[dict], float, float]:
     returns their JSON results, the wall time until the last one ends and their CPU time."""
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     start, cpu = time.perf_counter(), _children_cpu()
-    procs = [subprocess.Popen([sys.executable, __file__, *args], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
-             for args in arg_lists]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, __file__, *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=ROOT,
+        )
+        for args in arg_lists
+    ]
     outputs = [proc.communicate() for proc in procs]
     wall, cpu = time.perf_counter() - start, _children_cpu() - cpu
     for proc, (_, err) in zip(procs, outputs):
@@ -214,58 +265,117 @@ def _children_cpu() -> float:
 
 
 def main() -> None:
+    """Parse the options, run the peaks, the factory and the naive reference, print the JSON.
+
+    One function (over 80 lines): the measurement is a script read top to bottom, in the order
+    the JSON reports it; its parts (factory, naive, peak_gflops) are functions above."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", type=int, default=64, help="models of the factory shard")
     p.add_argument("--naive-models", type=int, default=2, help="models of the naive reference")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--patience", type=int, default=EPOCHS,
-                   help="early-stopping patience (default: the epochs, i.e. no early stop)")
-    p.add_argument("--jobs", type=int, default=1,
-                   help="concurrent processes sharing --threads, as Snakemake runs shard jobs "
-                        "(threads: 1 each on the local profile); the naive reference runs as "
-                        "many at a time")
-    p.add_argument("--precision", choices=("32", "bf16"), default="32",
-                   help="trainer.precision of the factory (the naive reference stays float32: "
-                        "one small network trains faster in float32 than in bf16 here)")
-    p.add_argument("--matmul-precision", choices=("highest", "high", "medium"),
-                   default="highest", help="trainer.matmul_precision of the factory and the "
-                                           "naive reference")
-    p.add_argument("--accelerator", choices=("cpu", "gpu"), default="cpu",
-                   help="trainer=ACCELERATOR (config/train/trainer) for the factory and the naive "
-                        "reference; the peaks are measured on that device")
+    p.add_argument(
+        "--patience",
+        type=int,
+        default=EPOCHS,
+        help="early-stopping patience (default: the epochs, i.e. no early stop)",
+    )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="concurrent processes sharing --threads, as Snakemake runs shard jobs "
+        "(threads: 1 each on the local profile); the naive reference runs as "
+        "many at a time",
+    )
+    p.add_argument(
+        "--precision",
+        choices=("32", "bf16"),
+        default="32",
+        help="trainer.precision of the factory (the naive reference stays float32: "
+        "one small network trains faster in float32 than in bf16 here)",
+    )
+    p.add_argument(
+        "--matmul-precision",
+        choices=("highest", "high", "medium"),
+        default="highest",
+        help="trainer.matmul_precision of the factory and the naive reference",
+    )
+    p.add_argument(
+        "--accelerator",
+        choices=("cpu", "gpu"),
+        default="cpu",
+        help="trainer=ACCELERATOR (config/train/trainer) for the factory and the naive "
+        "reference; the peaks are measured on that device",
+    )
     p.add_argument("--child", choices=("factory", "naive"), help=argparse.SUPPRESS)
     p.add_argument("--index", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.child == "factory":
-        print(json.dumps(factory(a.index, a.models, a.threads, a.out, a.patience, a.precision,
-                                 a.matmul_precision, a.accelerator)))
+        print(
+            json.dumps(
+                factory(
+                    a.index,
+                    a.models,
+                    a.threads,
+                    a.out,
+                    a.patience,
+                    a.precision,
+                    a.matmul_precision,
+                    a.accelerator,
+                )
+            )
+        )
         return
     if a.child == "naive":
-        print(json.dumps(naive(a.index, a.threads, a.patience, a.matmul_precision,
-                               a.accelerator)))
+        print(json.dumps(naive(a.index, a.threads, a.patience, a.matmul_precision, a.accelerator)))
         return
 
     load_start = os.getloadavg()[0]
     peaks = fp32_peaks(a.threads, a.accelerator)
     if a.models % a.jobs or a.naive_models % a.jobs or a.threads % a.jobs:
         p.error("--models, --naive-models and --threads must be multiples of --jobs")
-    common = ["--threads", str(a.threads // a.jobs), "--patience", str(a.patience),
-              "--matmul-precision", a.matmul_precision, "--accelerator", a.accelerator]
+    common = [
+        "--threads",
+        str(a.threads // a.jobs),
+        "--patience",
+        str(a.patience),
+        "--matmul-precision",
+        a.matmul_precision,
+        "--accelerator",
+        a.accelerator,
+    ]
     per_job = a.models // a.jobs
     with tempfile.TemporaryDirectory() as tmp:
         shards, fac_wall, fac_cpu = _children(
-            [["--child", "factory", "--index", str(j * per_job), "--models", str(per_job),
-              "--out", f"{tmp}/{j}", "--precision", a.precision, *common]
-             for j in range(a.jobs)])
-    fac = {"flops": sum(r["flops"] for r in shards),
-           "epochs": sum((r["epochs"] for r in shards), []),
-           "train_seconds": max(r["train_seconds"] for r in shards),
-           "train_cpu_seconds": sum(r["train_cpu_seconds"] for r in shards)}
+            [
+                [
+                    "--child",
+                    "factory",
+                    "--index",
+                    str(j * per_job),
+                    "--models",
+                    str(per_job),
+                    "--out",
+                    f"{tmp}/{j}",
+                    "--precision",
+                    a.precision,
+                    *common,
+                ]
+                for j in range(a.jobs)
+            ]
+        )
+    fac = {
+        "flops": sum(r["flops"] for r in shards),
+        "epochs": sum((r["epochs"] for r in shards), []),
+        "train_seconds": max(r["train_seconds"] for r in shards),
+        "train_cpu_seconds": sum(r["train_cpu_seconds"] for r in shards),
+    }
     naive_wall, naive_train = 0.0, []
     for i in range(0, a.naive_models, a.jobs):
-        res, wall, _ = _children([["--child", "naive", "--index", str(k), *common]
-                                  for k in range(i, i + a.jobs)])
+        res, wall, _ = _children(
+            [["--child", "naive", "--index", str(k), *common] for k in range(i, i + a.jobs)]
+        )
         naive_wall += wall
         naive_train += [r["train_seconds"] for r in res]
     for mode, rate in fp32_peaks(a.threads, a.accelerator).items():  # best of before and after
@@ -275,8 +385,14 @@ def main() -> None:
     gflops = fac["flops"] / fac["train_seconds"] / 1e9
     naive_per_model = naive_wall / a.naive_models  # wall time per model, jobs at a time
     result = {
-        "cell": {"samples": N, "features": F, "hidden_layers": 3, "epochs": EPOCHS,
-                 "batch": BATCH, "patience": a.patience},
+        "cell": {
+            "samples": N,
+            "features": F,
+            "hidden_layers": 3,
+            "epochs": EPOCHS,
+            "batch": BATCH,
+            "patience": a.patience,
+        },
         "accelerator": a.accelerator,
         "device": _device_name(a.accelerator),
         "threads": a.threads,

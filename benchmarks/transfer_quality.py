@@ -29,13 +29,23 @@ import yaml
 from shotgun.transfer import TransferOptions, run_transfer
 
 ROOT = Path(__file__).resolve().parents[1]
-TARGETS = ("esol_demo", "esol", "lipophilicity", "matbench_expt_gap", "matbench_jdft2d",
-           "matbench_phonons", "open_polymer_tc")
+TARGETS = (
+    "esol_demo",
+    "esol",
+    "lipophilicity",
+    "matbench_expt_gap",
+    "matbench_jdft2d",
+    "matbench_phonons",
+    "open_polymer_tc",
+)
 AIM = 0.75
 
 
 def cpu_seconds() -> float:
-    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    own, kids = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
@@ -71,38 +81,59 @@ def main():
             s = run_transfer(Path(a.library), options, out / f"{name}_{size}")
             wall, cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
             nest, best = s.nested, s.best
-            row = {"target": name, "n": size if n is None else n, "n_samples": s.n_samples,
-                   "n_candidates": s.n_candidates, "unit": cfg.get("unit"),
-                   "nested_transfer_mae": nest.cv_mae,
-                   "nested_baseline_mae": nest.baseline.cv_mae,
-                   "ratio": nest.cv_mae / nest.baseline.cv_mae,
-                   "nested_stack_mae": nest.stack.cv_mae if nest.stack else None,
-                   "nested_transfer_r2": nest.cv_r2, "nested_baseline_r2": nest.baseline.cv_r2,
-                   "same_fold_transfer_mae": best.cv_mae,
-                   "same_fold_transfer": f"{best.dataset}/{best.property} "
-                                         f"d={best.depth} {best.learner}",
-                   "same_fold_baseline_mae": s.baseline.cv_mae,
-                   "same_fold_baseline": s.baseline.name,
-                   "nested_chosen": nest.chosen_pipelines,
-                   "nested_baseline_chosen": nest.baseline.chosen,
-                   "seconds": round(wall, 1), "cpu_seconds": round(cpu, 1),
-                   "load_avg_1min_start": round(load0, 2),
-                   "load_avg_1min_end": round(os.getloadavg()[0], 2)}
+            row = {
+                "target": name,
+                "n": size if n is None else n,
+                "n_samples": s.n_samples,
+                "n_candidates": s.n_candidates,
+                "unit": cfg.get("unit"),
+                "nested_transfer_mae": nest.cv_mae,
+                "nested_baseline_mae": nest.baseline.cv_mae,
+                "ratio": nest.cv_mae / nest.baseline.cv_mae,
+                "nested_stack_mae": nest.stack.cv_mae if nest.stack else None,
+                "nested_transfer_r2": nest.cv_r2,
+                "nested_baseline_r2": nest.baseline.cv_r2,
+                "same_fold_transfer_mae": best.cv_mae,
+                "same_fold_transfer": f"{best.dataset}/{best.property} "
+                f"d={best.depth} {best.learner}",
+                "same_fold_baseline_mae": s.baseline.cv_mae,
+                "same_fold_baseline": s.baseline.name,
+                "nested_chosen": nest.chosen_pipelines,
+                "nested_baseline_chosen": nest.baseline.chosen,
+                "seconds": round(wall, 1),
+                "cpu_seconds": round(cpu, 1),
+                "load_avg_1min_start": round(load0, 2),
+                "load_avg_1min_end": round(os.getloadavg()[0], 2),
+            }
             row["meets_aim"] = bool(row["ratio"] <= AIM)
             rows.append(row)
             with open(out / "rows.jsonl", "a") as f:
                 f.write(json.dumps(row) + "\n")
-            print(f"{name} n={row['n']}: transfer {row['nested_transfer_mae']:.4g} baseline "
-                  f"{row['nested_baseline_mae']:.4g} ratio {row['ratio']:.3f} "
-                  f"({wall:.0f} s, {cpu:.0f} s CPU, load {row['load_avg_1min_end']})",
-                  file=sys.stderr, flush=True)
+            print(
+                f"{name} n={row['n']}: transfer {row['nested_transfer_mae']:.4g} baseline "
+                f"{row['nested_baseline_mae']:.4g} ratio {row['ratio']:.3f} "
+                f"({wall:.0f} s, {cpu:.0f} s CPU, load {row['load_avg_1min_end']})",
+                file=sys.stderr,
+                flush=True,
+            )
     small = [r for r in rows if r["n"] != "all" and r["n"] <= 50]
-    print(json.dumps({"benchmark": "transfer_quality", "library": a.library, "fine_tune": 0,
-                      "aim_ratio": AIM, "cpus": os.cpu_count(),
-                      "n_le_50_runs": len(small),
-                      "n_le_50_meeting_aim": sum(r["meets_aim"] for r in small),
-                      "median_ratio_n_le_50": float(np.median([r["ratio"] for r in small]))
-                      if small else None, "rows": rows}))
+    print(
+        json.dumps(
+            {
+                "benchmark": "transfer_quality",
+                "library": a.library,
+                "fine_tune": 0,
+                "aim_ratio": AIM,
+                "cpus": os.cpu_count(),
+                "n_le_50_runs": len(small),
+                "n_le_50_meeting_aim": sum(r["meets_aim"] for r in small),
+                "median_ratio_n_le_50": float(np.median([r["ratio"] for r in small]))
+                if small
+                else None,
+                "rows": rows,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

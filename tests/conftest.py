@@ -21,7 +21,18 @@ def smoke(tmp_path_factory):
     (SHOTGUN_SMOKE_RESULTS names an existing one to bring up to date instead)."""
     given = os.environ.get("SHOTGUN_SMOKE_RESULTS")
     results = Path(given) if given else tmp_path_factory.mktemp("smoke") / "results"
-    proc = run(["snakemake", "--profile", "profiles/local", "--configfile", "config/smoke.yaml",
-                "--config", f"results={results}", "--cores", "2"])
+    proc = run(
+        [
+            "snakemake",
+            "--profile",
+            "profiles/local",
+            "--configfile",
+            "config/smoke.yaml",
+            "--config",
+            f"results={results}",
+            "--cores",
+            "2",
+        ]
+    )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return results

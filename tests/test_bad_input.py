@@ -11,18 +11,39 @@ from conftest import ROOT, run
 BAD = ROOT / "tests" / "data" / "bad"
 
 ROW_REASONS = {  # dataset -> {data row: reason}
-    "molecules": {2: "invalid_smiles", 3: "invalid_smiles", 4: "missing_target",
-                  5: "non_finite_target", 6: "missing_input", 7: "duplicate_merged",
-                  8: "non_finite_target"},
+    "molecules": {
+        2: "invalid_smiles",
+        3: "invalid_smiles",
+        4: "missing_target",
+        5: "non_finite_target",
+        6: "missing_input",
+        7: "duplicate_merged",
+        8: "non_finite_target",
+    },
     "polymers": {2: "polymer_star_count", 3: "polymer_star_count", 4: "polymer_star_count"},
-    "inorganic": {2: "invalid_formula", 3: "invalid_formula", 4: "invalid_formula",
-                  5: "duplicate_merged", 6: "non_numeric_target"},
+    "inorganic": {
+        2: "invalid_formula",
+        3: "invalid_formula",
+        4: "invalid_formula",
+        5: "duplicate_merged",
+        6: "non_numeric_target",
+    },
 }
 
 
 def prepare(name, out):
-    return run(["shotgun", "prepare", "--dataset", str(BAD / f"{name}.yaml"), "--root", str(BAD),
-                "--out", str(out)])
+    return run(
+        [
+            "shotgun",
+            "prepare",
+            "--dataset",
+            str(BAD / f"{name}.yaml"),
+            "--root",
+            str(BAD),
+            "--out",
+            str(out),
+        ]
+    )
 
 
 @pytest.mark.parametrize("name", sorted(ROW_REASONS))
@@ -33,7 +54,7 @@ def test_bad_rows_are_quarantined_with_reasons(name, tmp_path):
     assert dict(zip(q["row"], q["reason"])) == ROW_REASONS[name]
     report = json.loads((tmp_path / "report.json").read_text())
     n_rows = len(pd.read_csv(BAD / f"{name}.csv", keep_default_na=False))
-    (prop, counts), = report["properties"].items()
+    ((prop, counts),) = report["properties"].items()
     kept = pd.read_parquet(tmp_path / f"{prop}.parquet")
     assert counts["rows_in"] == n_rows == len(kept) + len(q) + counts["subsampled_out"]
 
@@ -42,15 +63,18 @@ def test_conflicting_duplicates_are_merged_by_the_declared_policy(tmp_path):
     assert prepare("inorganic", tmp_path).returncode == 0
     kept = pd.read_parquet(tmp_path / "e_form.parquet").set_index("input")["target"]
     assert kept["NaCl"] == pytest.approx((-2.0 + -2.4) / 2)  # NaCl and Na2Cl2: mean
-    assert kept["KMnO2"] == pytest.approx(-1.8)              # K4Mn4O8 reduced
+    assert kept["KMnO2"] == pytest.approx(-1.8)  # K4Mn4O8 reduced
 
 
-@pytest.mark.parametrize("name, message", [
-    ("missing_column", "missing column(s) ['logS']"),
-    ("empty", "empty file"),
-    ("header_only", "no data rows"),
-    ("latin1", "line 3 (data row 2): not valid UTF-8"),
-])
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("missing_column", "missing column(s) ['logS']"),
+        ("empty", "empty file"),
+        ("header_only", "no data rows"),
+        ("latin1", "line 3 (data row 2): not valid UTF-8"),
+    ],
+)
 def test_bad_files_are_refused(name, message, tmp_path):
     proc = prepare(name, tmp_path)
     assert proc.returncode == 2

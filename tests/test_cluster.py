@@ -17,15 +17,30 @@ def slurm_up() -> bool:
     return shutil.which("sinfo") is not None and run(["sinfo", "-h"]).returncode == 0
 
 
-@pytest.mark.skipif(not REQUIRED and not slurm_up(),
-                    reason="no SLURM cluster here (start one with .ci/slurm-up)")
+@pytest.mark.skipif(
+    not REQUIRED and not slurm_up(), reason="no SLURM cluster here (start one with .ci/slurm-up)"
+)
 def test_smoke_library_on_slurm_equals_the_local_one(smoke, tmp_path):
     assert slurm_up(), "SLURM is required but `sinfo` fails"
     results = tmp_path / "results"
-    proc = run(["snakemake", "--profile", "profiles/slurm", "--configfile", "config/smoke.yaml",
-                "--config", f"results={results}", "--slurm-no-account",
-                "--slurm-init-seconds-before-status-checks", "1",
-                "--group-components", "shards=1", "--until", "library"])  # 2-core node
+    proc = run(
+        [
+            "snakemake",
+            "--profile",
+            "profiles/slurm",
+            "--configfile",
+            "config/smoke.yaml",
+            "--config",
+            f"results={results}",
+            "--slurm-no-account",
+            "--slurm-init-seconds-before-status-checks",
+            "1",
+            "--group-components",
+            "shards=1",
+            "--until",
+            "library",
+        ]
+    )  # 2-core node
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "submitted with SLURM jobid" in proc.stdout + proc.stderr
     cols = ["model_id", "dataset", "property", "architecture", "n_train", "test_mae", "test_r2"]

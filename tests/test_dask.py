@@ -18,8 +18,12 @@ from shotgun.parallel import dask_client
 # (descriptor, kind, bundled file, column, inputs that cannot be featurized)
 SETS = {
     "ecfp": ("molecule", "data/molecules/esol.csv", "smiles", ["not a smiles", "C1CC"]),
-    "composition": ("inorganic", "data/inorganic/matbench_expt_gap.csv", "formula",
-                    ["Xx2O", "Fe2O3Zz"]),
+    "composition": (
+        "inorganic",
+        "data/inorganic/matbench_expt_gap.csv",
+        "formula",
+        ["Xx2O", "Fe2O3Zz"],
+    ),
 }
 
 
@@ -28,9 +32,16 @@ def cluster():
     """A scheduler with two single-threaded worker processes, reachable over TCP."""
     from dask.distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                      scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}) as cluster, \
-            Client(cluster, set_as_default=False) as client:
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+        ) as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
         yield cluster, client
 
 
@@ -47,8 +58,23 @@ def _table(tmp_path, name):
 def _featurize_cli(tmp_path, name, *options):
     kind, column, inputs, csv = _table(tmp_path, name)
     out = tmp_path / f"{name}.parquet"
-    proc = run(["shotgun", "featurize", "--data", str(csv), "--input", column, "--kind", kind,
-                "--descriptor", name, "--out", str(out), *options])
+    proc = run(
+        [
+            "shotgun",
+            "featurize",
+            "--data",
+            str(csv),
+            "--input",
+            column,
+            "--kind",
+            kind,
+            "--descriptor",
+            name,
+            "--out",
+            str(out),
+            *options,
+        ]
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return inputs, out, proc
 
@@ -97,9 +123,24 @@ def test_featurize_cli_reports_an_unreachable_scheduler(tmp_path, monkeypatch):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     kind, column, _, csv = _table(tmp_path, "ecfp")
-    proc = run(["shotgun", "featurize", "--data", str(csv), "--input", column, "--kind", kind,
-                "--descriptor", "ecfp", "--out", str(tmp_path / "x.parquet"),
-                "--scheduler", f"tcp://127.0.0.1:{port}"])
+    proc = run(
+        [
+            "shotgun",
+            "featurize",
+            "--data",
+            str(csv),
+            "--input",
+            column,
+            "--kind",
+            kind,
+            "--descriptor",
+            "ecfp",
+            "--out",
+            str(tmp_path / "x.parquet"),
+            "--scheduler",
+            f"tcp://127.0.0.1:{port}",
+        ]
+    )
     assert proc.returncode == 2
     assert f"shotgun: error: no Dask scheduler answers at tcp://127.0.0.1:{port}" in proc.stderr
     assert not (tmp_path / "x.parquet").exists()

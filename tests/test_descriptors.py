@@ -6,16 +6,38 @@ import pytest
 
 from shotgun.descriptors import DESCRIPTORS, featurize, for_kind, from_spec, get_descriptor
 from shotgun.descriptors.composition import (
-    CLASSIC_STATS, STATS, load_element_table, mean_shift, parse_formula,
+    CLASSIC_STATS,
+    STATS,
+    load_element_table,
+    mean_shift,
+    parse_formula,
 )
 from shotgun.descriptors.element_table import MAGPIE_CORE, MAGPIE_EXTRA
 
 DATA = Path(__file__).parents[1] / "data"
 MAGPIE_22 = [
-    "Number", "MendeleevNumber", "AtomicWeight", "MeltingT", "Column", "Row",
-    "CovalentRadius", "Electronegativity", "NsValence", "NpValence", "NdValence",
-    "NfValence", "NValence", "NsUnfilled", "NpUnfilled", "NdUnfilled", "NfUnfilled",
-    "NUnfilled", "GSvolume_pa", "GSbandgap", "GSmagmom", "SpaceGroupNumber",
+    "Number",
+    "MendeleevNumber",
+    "AtomicWeight",
+    "MeltingT",
+    "Column",
+    "Row",
+    "CovalentRadius",
+    "Electronegativity",
+    "NsValence",
+    "NpValence",
+    "NdValence",
+    "NfValence",
+    "NValence",
+    "NsUnfilled",
+    "NpUnfilled",
+    "NdUnfilled",
+    "NfUnfilled",
+    "NUnfilled",
+    "GSvolume_pa",
+    "GSbandgap",
+    "GSmagmom",
+    "SpaceGroupNumber",
 ]
 
 
@@ -39,8 +61,17 @@ def element_frame():
 
 def test_registry_and_spec_round_trip():
     assert set(DESCRIPTORS) == {
-        "composition", "organic_composition", "ecfp", "fcfp", "maccs", "atom_pair", "torsion",
-        "rdkit_fp", "rdkit_2d", "rdf", "ofm",
+        "composition",
+        "organic_composition",
+        "ecfp",
+        "fcfp",
+        "maccs",
+        "atom_pair",
+        "torsion",
+        "rdkit_fp",
+        "rdkit_2d",
+        "rdf",
+        "ofm",
     }
     for d in [get_descriptor(name) for name in DESCRIPTORS] + [
         get_descriptor("composition", stats=["mean", "gmean", "hmean"]),
@@ -63,11 +94,17 @@ def test_registry_and_spec_round_trip():
 
 def test_library_specs_rebuild_unchanged():
     """Specs stored with existing models keep rebuilding the same descriptors."""
-    comp = from_spec({"name": "composition", "version": "1",
-                      "params": {"stats": ["mean", "sum", "var", "max", "min"]}})
+    comp = from_spec(
+        {
+            "name": "composition",
+            "version": "1",
+            "params": {"stats": ["mean", "sum", "var", "max", "min"]},
+        }
+    )
     assert comp == get_descriptor("composition") and comp.n_features == 290
-    ecfp = from_spec({"name": "ecfp", "version": "1",
-                      "params": {"radius": 3, "n_bits": 2048, "counts": True}})
+    ecfp = from_spec(
+        {"name": "ecfp", "version": "1", "params": {"radius": 3, "n_bits": 2048, "counts": True}}
+    )
     assert ecfp == get_descriptor("ecfp") and ecfp.n_features == 2048
     # gmean/hmean now cover every column: a deliberate new version
     assert get_descriptor("composition", stats=list(STATS)).version == "2"
@@ -86,15 +123,27 @@ def test_organic_composition_shares_feature_space():
         assert for_kind(comp.spec(), "inorganic") == comp
     assert for_kind(get_descriptor("ecfp").spec(), "inorganic") is None
     assert get_descriptor("ecfp").feature_space() != get_descriptor("fcfp").feature_space()
-    assert get_descriptor("composition").feature_space() != \
-        get_descriptor("composition", stats=["mean"]).feature_space()
+    assert (
+        get_descriptor("composition").feature_space()
+        != get_descriptor("composition", stats=["mean"]).feature_space()
+    )
 
 
 def test_organic_composition_counts_atoms():
     org = get_descriptor("organic_composition", stats=list(STATS))
     comp = get_descriptor("composition", stats=list(STATS))
-    smiles = ["CCO", "*CC*", "*c1ccc(*)cc1", "[NH4+].[Cl-]", "C[Si](C)(C)O*", "[2H]C([2H])[2H]",
-              "*", "", "bad((", "[Cf]"]
+    smiles = [
+        "CCO",
+        "*CC*",
+        "*c1ccc(*)cc1",
+        "[NH4+].[Cl-]",
+        "C[Si](C)(C)O*",
+        "[2H]C([2H])[2H]",
+        "*",
+        "",
+        "bad((",
+        "[Cf]",
+    ]
     X, ok = org.featurize(smiles)
     np.testing.assert_array_equal(ok, [True] * 6 + [False] * 4)
     Xc, okc = comp.featurize(["C2H6O", "C2H4", "C6H4", "NH4Cl", "C3H9OSi", "CH4"])
@@ -154,8 +203,14 @@ def test_composition_matches_matminer(formulas):
     # matminer's std_dev is the unbiased weighted estimator over atomic fractions w:
     # std^2 = sum w (f - mean)^2 / (1 - sum w^2); ours is the population variance.
     unbias = np.array([1 - sum(w**2 for w in c.fractional_composition.values()) for c in comps])
-    ours_for = {"mean": "mean", "minimum": "min", "maximum": "max", "std_dev": "var",
-                "holder_mean::0": "gmean", "holder_mean::-1": "hmean"}
+    ours_for = {
+        "mean": "mean",
+        "minimum": "min",
+        "maximum": "max",
+        "std_dev": "var",
+        "holder_mean::0": "gmean",
+        "holder_mean::-1": "hmean",
+    }
     n_compared = n_total = 0
     for ep in featurizers:
         ref = np.array([ep.featurize(c) for c in comps], dtype=float)
@@ -165,8 +220,9 @@ def test_composition_matches_matminer(formulas):
             expected = ref[:, j] ** 2 * unbias if stat == "std_dev" else ref[:, j]
             known = ~np.isnan(expected)
             n_compared += known.sum()
-            np.testing.assert_allclose(ours[known], expected[known], rtol=1e-6, atol=1e-6,
-                                       err_msg=label)
+            np.testing.assert_allclose(
+                ours[known], expected[known], rtol=1e-6, atol=1e-6, err_msg=label
+            )
         n_total += ref.size
     assert n_compared > 0.8 * n_total
 
@@ -205,12 +261,15 @@ def test_gmean_hmean_cover_every_column():
     # shifted means: in the column's unit, ordered like plain means, f itself for one element
     fe, o, c = table.loc["Fe", "GSenergy_pa"], table.loc["O", "GSenergy_pa"], shift["GSenergy_pa"]
     assert row["gmean:GSenergy_pa"] == pytest.approx((fe + c) ** 0.4 * (o + c) ** 0.6 - c, rel=1e-5)
-    assert row["hmean:GSenergy_pa"] == pytest.approx(1 / (0.4 / (fe + c) + 0.6 / (o + c)) - c,
-                                                     rel=1e-5)
+    assert row["hmean:GSenergy_pa"] == pytest.approx(
+        1 / (0.4 / (fe + c) + 0.6 / (o + c)) - c, rel=1e-5
+    )
     full = get_descriptor("composition", stats=list(STATS))
     Xf, _ = full.featurize(["Fe2O3", "NaCl", "Fe"])
-    s = {stat: Xf[:, [j for j, n in enumerate(full.feature_names()) if n.startswith(stat + ":")]]
-         for stat in STATS}
+    s = {
+        stat: Xf[:, [j for j, n in enumerate(full.feature_names()) if n.startswith(stat + ":")]]
+        for stat in STATS
+    }
     tol = 1e-4 * (1 + np.abs(s["mean"]))
     assert (s["min"] <= s["hmean"] + tol).all() and (s["hmean"] <= s["gmean"] + tol).all()
     assert (s["gmean"] <= s["mean"] + tol).all() and (s["mean"] <= s["max"] + tol).all()
@@ -249,8 +308,13 @@ def test_ecfp_radius0_counts_by_hand():
     mol = Chem.MolFromSmiles(smiles)
     invariants = {}
     for atom in mol.GetAtoms():
-        key = (atom.GetAtomicNum(), atom.GetDegree(), atom.GetTotalNumHs(),
-               atom.GetFormalCharge(), atom.IsInRing())
+        key = (
+            atom.GetAtomicNum(),
+            atom.GetDegree(),
+            atom.GetTotalNumHs(),
+            atom.GetFormalCharge(),
+            atom.IsInRing(),
+        )
         invariants[key] = invariants.get(key, 0) + 1
     # CH3 x2, CH x1, CH2 x1, OH x1
     assert sorted(invariants.values()) == [1, 1, 1, 2]
@@ -305,8 +369,9 @@ def test_distributed_scheduler_composition(formulas):
     d = get_descriptor("composition")
     inputs = formulas[:2500] + ["Xx2O"]
     X1, ok1 = d.featurize(inputs)
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster:
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
         X2, ok2 = featurize(d, inputs, scheduler_address=cluster.scheduler_address, chunk_size=700)
     np.testing.assert_array_equal(ok1, ok2)
     np.testing.assert_array_equal(X1, X2)

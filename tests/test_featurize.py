@@ -1,5 +1,4 @@
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -7,8 +6,7 @@ import pytest
 
 from conftest import run
 from shotgun import INPUT_KINDS, MATERIAL_CLASSES
-from shotgun.descriptors import get_descriptor
-from shotgun.descriptors import FeatureCache, featurize_inputs, read_features
+from shotgun.descriptors import FeatureCache, featurize_inputs, get_descriptor, read_features
 
 SMILES = ["CCO", "*CC*", "bad((", "c1ccccc1", "CCO", "", "CC(=O)O"]
 
@@ -64,10 +62,28 @@ def test_featurize_command_writes_rows_in_order(tmp_path):
     csv = tmp_path / "in.csv"
     pd.DataFrame({"smiles": SMILES, "y": range(len(SMILES))}).to_csv(csv, index=False)
     out = tmp_path / "f.parquet"
-    proc = run(["shotgun", "featurize", "--data", str(csv), "--input", "smiles", "--kind",
-                "polymer", "--descriptor", "fcfp", "--descriptor-param", "radius=2",
-                "--descriptor-param", "counts=false", "--out", str(out),
-                "--cache", str(tmp_path / "cache")])
+    proc = run(
+        [
+            "shotgun",
+            "featurize",
+            "--data",
+            str(csv),
+            "--input",
+            "smiles",
+            "--kind",
+            "polymer",
+            "--descriptor",
+            "fcfp",
+            "--descriptor-param",
+            "radius=2",
+            "--descriptor-param",
+            "counts=false",
+            "--out",
+            str(out),
+            "--cache",
+            str(tmp_path / "cache"),
+        ]
+    )
     assert proc.returncode == 0, proc.stderr
     assert "7 rows, 2048 features, 2 failed (rows [3, 6])" in proc.stdout
     inputs, X, ok, spec = read_features(out)
@@ -89,8 +105,9 @@ def test_featurize_command_structures_and_errors(tmp_path):
     pd.DataFrame({"structure": [structure_to_input(s), "{}"]}).to_parquet(data)
     out = tmp_path / "rdf.parquet"
     args = ["shotgun", "featurize", "--data", str(data), "--input", "structure", "--out", str(out)]
-    proc = run(args + ["--kind", "structure", "--descriptor", "rdf", "--descriptor-param",
-                       "cutoff=8"])
+    proc = run(
+        args + ["--kind", "structure", "--descriptor", "rdf", "--descriptor-param", "cutoff=8"]
+    )
     assert proc.returncode == 0, proc.stderr
     _, X, ok, spec = read_features(out)
     assert X.shape == (2, 80) and ok.tolist() == [True, False] and spec["name"] == "rdf"

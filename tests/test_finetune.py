@@ -8,9 +8,9 @@ from sklearn.model_selection import KFold
 
 from conftest import ROOT
 from shotgun.descriptors import get_descriptor
-from shotgun.transfer.finetune import fine_tune, fine_tune_cv
 from shotgun.library import Predictor
 from shotgun.training import Cell, compose_train_config, train_shard
+from shotgun.transfer.finetune import fine_tune, fine_tune_cv
 
 N_SOURCE, N_TARGET = 400, 100
 
@@ -20,16 +20,31 @@ def pretrained(tmp_path_factory):
     """A real library model (trained by the project's own code on shear moduli from composition)
     and descriptor rows it has never seen, with their measured values."""
     df = pd.read_csv(ROOT / "data" / "inorganic" / "matbench_log10_gvrh.csv")
-    df = df.iloc[:N_SOURCE + N_TARGET]
+    df = df.iloc[: N_SOURCE + N_TARGET]
     d = get_descriptor("composition")
     X, ok = d.featurize(list(df["formula"]))
     assert ok.all()
     X, y = X.astype(np.float64), df["target"].to_numpy(dtype=np.float64)
-    cell = Cell("matbench_log10_gvrh", "inorganic", "log10_gvrh", "log10 GPa", d.spec(),
-                df["formula"].to_numpy()[:N_SOURCE].astype(str), X[:N_SOURCE], y[:N_SOURCE], 0)
-    cfg = compose_train_config(ROOT / "config" / "train",
-                               ["trainer.max_epochs=8", "trainer.patience=3",
-                                "trainer.ensemble_size=1", "model.n_layers=[3,3]"])
+    cell = Cell(
+        "matbench_log10_gvrh",
+        "inorganic",
+        "log10_gvrh",
+        "log10 GPa",
+        d.spec(),
+        df["formula"].to_numpy()[:N_SOURCE].astype(str),
+        X[:N_SOURCE],
+        y[:N_SOURCE],
+        0,
+    )
+    cfg = compose_train_config(
+        ROOT / "config" / "train",
+        [
+            "trainer.max_epochs=8",
+            "trainer.patience=3",
+            "trainer.ensemble_size=1",
+            "model.n_layers=[3,3]",
+        ],
+    )
     out = tmp_path_factory.mktemp("pretrained")
     card = train_shard(cell, cfg, [0], out, log=lambda *a: None)[0]
     model = Predictor(card, out / card.weights)

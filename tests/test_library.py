@@ -4,6 +4,7 @@ import io
 import json
 import multiprocessing
 import os
+import re
 import shutil
 import tarfile
 
@@ -12,8 +13,14 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT, run
-from shotgun.library import (Library, LibraryError, build_library, diff_libraries, features_many,
-                             from_mlflow, unpack)
+from shotgun.library import (
+    Library,
+    LibraryError,
+    build_library,
+    diff_libraries,
+    features_many,
+    unpack,
+)
 from shotgun.tracking import Tracker, count_runs, init_store, resolve_uri
 
 
@@ -63,15 +70,17 @@ def test_build_is_incremental_versioned_and_atomic(smoke, tmp_path):
 
 def test_pack_and_unpack_a_subset(smoke, tmp_path):
     archive = tmp_path / "inorganic.tar.gz"
-    proc = run(["shotgun", "library", "pack", str(smoke / "library"), str(archive),
-                "--kind", "inorganic"])
+    proc = run(
+        ["shotgun", "library", "pack", str(smoke / "library"), str(archive), "--kind", "inorganic"]
+    )
     assert proc.returncode == 0, proc.stderr
     proc = run(["shotgun", "library", "unpack", str(archive), str(tmp_path / "shared")])
     assert proc.returncode == 0, proc.stderr
     src, got = Library.open(smoke / "library"), Library.open(tmp_path / "shared")
     expected = src.query(kind="inorganic").sort_values("model_id").reset_index(drop=True)
-    pd.testing.assert_frame_equal(got.index.sort_values("model_id").reset_index(drop=True),
-                                  expected)
+    pd.testing.assert_frame_equal(
+        got.index.sort_values("model_id").reset_index(drop=True), expected
+    )
     assert got.verify() == [] and got.version == src.version
     mid = expected["model_id"][0]
     ref = src.card(mid).reference
@@ -91,17 +100,21 @@ def _archive(path, members):
     return path
 
 
-@pytest.mark.parametrize("name, kind, message", [
-    ("../escape.json", "file", "unsafe path"),
-    ("{tmp}/escape.json", "file", "unsafe path"),
-    ("cards/link.json", "symlink", "link or special"),
-])
+@pytest.mark.parametrize(
+    "name, kind, message",
+    [
+        ("../escape.json", "file", "unsafe path"),
+        ("{tmp}/escape.json", "file", "unsafe path"),
+        ("cards/link.json", "symlink", "link or special"),
+    ],
+)
 def test_unpack_refuses_unsafe_members(tmp_path, name, kind, message):
     """Nothing lands outside the destination: `../` from the unpacking folder (a sibling of
     dest, in tmp_path) would write tmp_path/escape.json, the absolute member that same file."""
     name = name.format(tmp=tmp_path)
-    archive = _archive(tmp_path / "evil.tar.gz",
-                       [("manifest.json", b"{}", "file"), (name, b"{}", kind)])
+    archive = _archive(
+        tmp_path / "evil.tar.gz", [("manifest.json", b"{}", "file"), (name, b"{}", kind)]
+    )
     with pytest.raises(LibraryError, match=message):
         unpack(archive, tmp_path / "dest")
     assert not (tmp_path / "dest").exists() and not (tmp_path / "escape.json").exists()
@@ -124,8 +137,19 @@ def test_unpack_refuses_tampered_archives(smoke, tmp_path):
 
 
 def test_index_rebuilt_from_mlflow_agrees(smoke, tmp_path):
-    proc = run(["shotgun", "library", "from-mlflow", "--results", str(smoke), "--library-version",
-                Library.open(smoke / "library").version, "--out", str(tmp_path / "rebuilt")])
+    proc = run(
+        [
+            "shotgun",
+            "library",
+            "from-mlflow",
+            "--results",
+            str(smoke),
+            "--library-version",
+            Library.open(smoke / "library").version,
+            "--out",
+            str(tmp_path / "rebuilt"),
+        ]
+    )
     assert proc.returncode == 0, proc.stderr
     a = Library.open(smoke / "library").index.sort_values("model_id").reset_index(drop=True)
     b = Library.open(tmp_path / "rebuilt").index.sort_values("model_id").reset_index(drop=True)
@@ -186,7 +210,34 @@ def test_neural_features_of_many_models_at_once(smoke):
             from shotgun.descriptors import get_descriptor
 
             X, ok = get_descriptor("organic_composition", **model.descriptor.params).featurize(
-                smiles)
+                smiles
+            )
             np.testing.assert_allclose(one[ok], model.features_descriptors(X[ok], 2), atol=1e-5)
             bridged += 1
     assert bridged > 0
+
+
+def test_model_cards_are_read_through_one_definition(smoke, tmp_path):
+    """A library card reads into a ModelCard and writes back to the same bytes; a card with a
+    missing or an unknown key, or from a newer card schema, is refused with its name."""
+    from shotgun.library import CardError, ModelCard
+
+    lib = Library.open(smoke / "library")
+    for mid in lib.index["model_id"]:
+        path = lib.root / "cards" / f"{mid}.json"
+        card = ModelCard.read(path)
+        assert card.to_json() == path.read_text()
+        assert card.index_row() == lib.index.set_index("model_id").loc[mid].to_dict() | {
+            "model_id": mid
+        }
+    doc = json.loads(path.read_text())
+    for change, message in (
+        (lambda d: d.pop("metrics"), "missing keys ['metrics']"),
+        (lambda d: d.update(colour="blue"), "unknown keys ['colour']"),
+        (lambda d: d.update(card_schema=99), "card_schema 99 is newer"),
+    ):
+        bad = dict(doc)
+        change(bad)
+        (tmp_path / "bad.json").write_text(json.dumps(bad))
+        with pytest.raises(CardError, match=re.escape(message)):
+            ModelCard.read(tmp_path / "bad.json")

@@ -1,11 +1,16 @@
-import numpy as np
 import pytest
 import torch
 
 from shotgun.nn import architecture_name, build_network, sample_architecture, stable_seed
 
-SPACE = {"n_layers": [3, 5], "width_fraction": [0.2, 0.8], "min_width": 8,
-         "activations": ["relu", "leaky_relu"], "dropout": 0.1, "batch_norm": True}
+SPACE = {
+    "n_layers": [3, 5],
+    "width_fraction": [0.2, 0.8],
+    "min_width": 8,
+    "activations": ["relu", "leaky_relu"],
+    "dropout": 0.1,
+    "batch_norm": True,
+}
 
 
 def test_sampler_is_deterministic_and_within_the_space():
@@ -29,8 +34,13 @@ def test_seed_depends_on_every_part():
 
 
 def test_hidden_features_are_pre_activations_by_hand():
-    arch = {"n_in": 6, "hidden": [5, 4, 3], "activation": "relu", "dropout": 0.1,
-            "batch_norm": True}
+    arch = {
+        "n_in": 6,
+        "hidden": [5, 4, 3],
+        "activation": "relu",
+        "dropout": 0.1,
+        "batch_norm": True,
+    }
     torch.manual_seed(0)
     net = build_network(arch)
     for block in net.blocks:  # non-trivial BatchNorm statistics
@@ -62,14 +72,19 @@ def test_hidden_features_are_pre_activations_by_hand():
 def test_default_space_draws_are_unchanged_and_lists_are_sampled():
     # Pinned draw of the default (scalar) space: sampling extensions must not move it.
     assert sample_architecture(290, SPACE, stable_seed(0, 0)) == {
-        "n_in": 290, "hidden": [214, 193, 186, 151], "activation": "relu", "dropout": 0.1,
-        "batch_norm": True}
+        "n_in": 290,
+        "hidden": [214, 193, 186, 151],
+        "activation": "relu",
+        "dropout": 0.1,
+        "batch_norm": True,
+    }
     space = dict(SPACE, dropout=[0.0, 0.2], batch_norm=[True, False])
     archs = [sample_architecture(290, space, stable_seed(1, i)) for i in range(40)]
     assert {a["dropout"] for a in archs} == {0.0, 0.2}
     assert {a["batch_norm"] for a in archs} == {True, False}
     assert [a["hidden"] for a in archs] == [
-        sample_architecture(290, SPACE, stable_seed(1, i))["hidden"] for i in range(40)]
+        sample_architecture(290, SPACE, stable_seed(1, i))["hidden"] for i in range(40)
+    ]
 
 
 def test_max_width_bounds_every_draw():

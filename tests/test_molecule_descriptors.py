@@ -9,8 +9,18 @@ FINGERPRINTS = ["ecfp", "fcfp", "atom_pair", "torsion", "rdkit_fp", "maccs"]
 @pytest.mark.parametrize("name", FINGERPRINTS)
 def test_fingerprints_basic_and_polymer_star(name):
     d = get_descriptor(name)
-    inputs = ["OCC", "CCO", "*CC*", "CC", "*CC(C)*", "*C(C)C*", "*c1ccc(*)cc1", "c1ccccc1",
-              "", "not_smiles"]
+    inputs = [
+        "OCC",
+        "CCO",
+        "*CC*",
+        "CC",
+        "*CC(C)*",
+        "*C(C)C*",
+        "*c1ccc(*)cc1",
+        "c1ccccc1",
+        "",
+        "not_smiles",
+    ]
     X, ok = d.featurize(inputs)
     np.testing.assert_array_equal(ok, [True] * 8 + [False] * 2)
     assert X.dtype == np.float32 and X.shape == (len(inputs), d.n_features)
@@ -75,12 +85,14 @@ def test_rdkit_2d_values_and_polymer_capping():
 
     d = get_descriptor("rdkit_2d")
     names = d.feature_names()
-    assert d.n_features == len(Descriptors._descList) >= 200
+    assert d.n_features == len(Descriptors.descList) >= 200
     assert {"MolWt", "TPSA", "MolLogP", "NumHDonors"} <= set(names)
     X, ok = d.featurize(["CCO", "*CC*", "CC", "*c1ccc(*)cc1", "c1ccccc1", "*CC(*)C(=O)O", "bad(("])
     np.testing.assert_array_equal(ok, [True] * 6 + [False])
     col = {n: j for j, n in enumerate(names)}
-    assert X[0, col["MolWt"]] == pytest.approx(Descriptors.MolWt(Chem.MolFromSmiles("CCO")), rel=1e-6)
+    assert X[0, col["MolWt"]] == pytest.approx(
+        Descriptors.MolWt(Chem.MolFromSmiles("CCO")), rel=1e-6
+    )
     # `*` is capped with H: a repeat unit is described by the molecule of its atoms
     np.testing.assert_allclose(X[1], X[2], rtol=1e-6)
     np.testing.assert_allclose(X[3], X[4], rtol=1e-6)

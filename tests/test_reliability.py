@@ -64,8 +64,10 @@ def _runs(results, version):
     client = MlflowClient(tracking_uri=resolve_uri(None, results))
     exp = client.get_experiment_by_name(experiment_name(version))
     runs = client.search_runs([exp.experiment_id], "", run_view_type=ViewType.ALL, max_results=1000)
-    return [(r.info.run_id, r.info.status, r.info.lifecycle_stage, r.data.tags.get(MODEL_TAG))
-            for r in runs]
+    return [
+        (r.info.run_id, r.info.status, r.info.lifecycle_stage, r.data.tags.get(MODEL_TAG))
+        for r in runs
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -85,11 +87,28 @@ def cell(tmp_path_factory):
 def _train_args(cell, folder):
     """`shotgun train` of one shard into ``folder``, logged to the library version named as
     the folder."""
-    args = ["shotgun", "train", "--dataset", str(DATASET), "--property", PROPERTY,
-            "--prepared", str(cell / "data" / f"{PROPERTY}.parquet"),
-            "--features", str(cell / "features.parquet"), "--models", f"0-{N_MODELS - 1}",
-            "--out", str(folder / "shard"), "--results", str(folder.parent / "results"),
-            "--library-version", folder.name, "--done", str(folder / "shard.done")]
+    args = [
+        "shotgun",
+        "train",
+        "--dataset",
+        str(DATASET),
+        "--property",
+        PROPERTY,
+        "--prepared",
+        str(cell / "data" / f"{PROPERTY}.parquet"),
+        "--features",
+        str(cell / "features.parquet"),
+        "--models",
+        f"0-{N_MODELS - 1}",
+        "--out",
+        str(folder / "shard"),
+        "--results",
+        str(folder.parent / "results"),
+        "--library-version",
+        folder.name,
+        "--done",
+        str(folder / "shard.done"),
+    ]
     return args + [a for o in OVERRIDES for a in ("--override", o)]
 
 
@@ -99,9 +118,14 @@ def _running(results, version):
 
     try:
         with sqlite3.connect(results / "mlflow.db", timeout=0.05) as con:
-            return {r for (r,) in con.execute(
-                "SELECT r.run_uuid FROM runs r JOIN experiments e USING (experiment_id) "
-                "WHERE e.name = ? AND r.status = 'RUNNING'", (experiment_name(version),))}
+            return {
+                r
+                for (r,) in con.execute(
+                    "SELECT r.run_uuid FROM runs r JOIN experiments e USING (experiment_id) "
+                    "WHERE e.name = ? AND r.status = 'RUNNING'",
+                    (experiment_name(version),),
+                )
+            }
     except sqlite3.OperationalError:  # locked by a writer
         return set()
 
@@ -121,10 +145,16 @@ def _kill_after_first_model(proc, folder, log):
         time.sleep(0.002)
     assert proc.wait(TIMEOUT) == -signal.SIGKILL
     done = [p.stem for p in shard.glob("*.json") if finished_card(shard, p.stem)]
-    return {"finished": done, "done_marker": (folder / "shard.done").exists(),
-            "mtimes": {f"{m}{ext}": (shard / f"{m}{ext}").stat().st_mtime_ns
-                       for m in done for ext in (".json", ".safetensors")},
-            "runs": _runs(results, folder.name)}
+    return {
+        "finished": done,
+        "done_marker": (folder / "shard.done").exists(),
+        "mtimes": {
+            f"{m}{ext}": (shard / f"{m}{ext}").stat().st_mtime_ns
+            for m in done
+            for ext in (".json", ".safetensors")
+        },
+        "runs": _runs(results, folder.name),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -170,16 +200,21 @@ def test_killed_shard_resumes_to_the_uninterrupted_result(trained):
     assert list(got) == list(ref) and sorted(ref) == sorted(ids)
     for mid in ids:
         assert _comparable(got[mid]) == _comparable(ref[mid]), mid
-        assert (shard / f"{mid}.safetensors").read_bytes() == \
-            (a / "shard" / f"{mid}.safetensors").read_bytes(), mid
+        assert (shard / f"{mid}.safetensors").read_bytes() == (
+            a / "shard" / f"{mid}.safetensors"
+        ).read_bytes(), mid
 
     lib_ref, lib = Library.open(a / "library"), Library.open(resumed / "library")
     assert lib.verify() == [] and lib_ref.verify() == []
-    pd.testing.assert_frame_equal(lib.index.drop(columns="mlflow_run_id"),
-                                  lib_ref.index.drop(columns="mlflow_run_id"), check_exact=True)
+    pd.testing.assert_frame_equal(
+        lib.index.drop(columns="mlflow_run_id"),
+        lib_ref.index.drop(columns="mlflow_run_id"),
+        check_exact=True,
+    )
     weights = {k: v for k, v in lib.manifest["files"].items() if k.startswith("models/")}
-    assert weights == {k: v for k, v in lib_ref.manifest["files"].items()
-                       if k.startswith("models/")}
+    assert weights == {
+        k: v for k, v in lib_ref.manifest["files"].items() if k.startswith("models/")
+    }
     assert len(weights) == N_MODELS
 
 
@@ -194,16 +229,18 @@ def test_one_finished_run_per_model_after_a_kill(trained):
     active = [r for r in runs if r[2] == "active"]
     assert sorted(m for _, _, _, m in active) == sorted(lib.index["model_id"])
     assert {s for _, s, _, _ in active} == {"FINISHED"}
-    assert dict(zip(lib.index["model_id"], lib.index["mlflow_run_id"])) == \
-        {m: rid for rid, _, _, m in active}
+    assert dict(zip(lib.index["model_id"], lib.index["mlflow_run_id"])) == {
+        m: rid for rid, _, _, m in active
+    }
     left = {rid for rid, status, _, _ in trained["killed"]["runs"] if status != "FINISHED"}
     assert left <= {rid for rid, _, stage, _ in runs if stage == "deleted"}
     client = MlflowClient(tracking_uri=resolve_uri(None, results))
     for rid, _, _, mid in active:
         dest = resumed / "downloads" / rid
         dest.mkdir(parents=True)
-        logged = json.loads(Path(client.download_artifacts(rid, "card.json", str(dest)))
-                            .read_text())
+        logged = json.loads(
+            Path(client.download_artifacts(rid, "card.json", str(dest))).read_text()
+        )
         assert logged["weights_sha256"] == lib.card(mid).weights_sha256, mid
     # The uninterrupted runs have exactly their six finished runs too.
     for name in ("a", "b"):
@@ -223,8 +260,11 @@ def test_a_run_left_unfinished_is_replaced_not_duplicated(trained):
     mid = json.loads((trained["a"] / "shard.done").read_text())[0]
     card = ModelCard.read(shard / f"{mid}.json")
     tracker = Tracker(uri, "orphan")
-    orphan = MlflowClient(tracking_uri=uri).create_run(
-        tracker.experiment_id, tags={MODEL_TAG: mid}).info.run_id
+    orphan = (
+        MlflowClient(tracking_uri=uri)
+        .create_run(tracker.experiment_id, tags={MODEL_TAG: mid})
+        .info.run_id
+    )
     rid = tracker.log_run(card, shard / f"{mid}.safetensors")
     assert tracker.log_run(card, shard / f"{mid}.safetensors") == rid
     runs = {r[0]: r for r in _runs(results, "orphan")}
@@ -242,18 +282,28 @@ def test_same_config_and_seeds_reproduce_the_library(trained):
     assert list(ca) == list(cb) and len(ca) == N_MODELS
     assert [_comparable(c) for c in ca.values()] == [_comparable(c) for c in cb.values()]
     la, lb = Library.open(a / "library"), Library.open(b / "library")
-    pd.testing.assert_frame_equal(la.index.drop(columns="mlflow_run_id"),
-                                  lb.index.drop(columns="mlflow_run_id"), check_exact=True)
-    assert {k: v for k, v in la.manifest["files"].items() if k != "index.parquet"
-            and not k.startswith("cards/")} == \
-        {k: v for k, v in lb.manifest["files"].items() if k != "index.parquet"
-         and not k.startswith("cards/")}
+    pd.testing.assert_frame_equal(
+        la.index.drop(columns="mlflow_run_id"),
+        lb.index.drop(columns="mlflow_run_id"),
+        check_exact=True,
+    )
+    assert {
+        k: v
+        for k, v in la.manifest["files"].items()
+        if k != "index.parquet" and not k.startswith("cards/")
+    } == {
+        k: v
+        for k, v in lb.manifest["files"].items()
+        if k != "index.parquet" and not k.startswith("cards/")
+    }
 
     client = MlflowClient(tracking_uri=resolve_uri(None, trained["results"]))
 
     def logged(lib):
-        return {m: {k: v for k, v in client.get_run(r).data.metrics.items() if k != "seconds"}
-                for m, r in zip(lib.index["model_id"], lib.index["mlflow_run_id"])}
+        return {
+            m: {k: v for k, v in client.get_run(r).data.metrics.items() if k != "seconds"}
+            for m, r in zip(lib.index["model_id"], lib.index["mlflow_run_id"])
+        }
 
     metrics = logged(la)
     assert metrics == logged(lb)
@@ -269,19 +319,32 @@ def _many_models(shard, dest, copies):
             new = f"{i:04x}{mid[4:]}"
             os.link(shard / card["weights"], dest / f"{new}.safetensors")
             (dest / f"{new}.json").write_text(
-                json.dumps(dict(card, model_id=new, weights=f"{new}.safetensors")))
+                json.dumps(dict(card, model_id=new, weights=f"{new}.safetensors"))
+            )
     return dest
 
 
 def _build(shards, out, version, log):
-    return _start(["shotgun", "library", "build", *map(str, shards), "--out", str(out),
-                   "--library-version", version], log)
+    return _start(
+        [
+            "shotgun",
+            "library",
+            "build",
+            *map(str, shards),
+            "--out",
+            str(out),
+            "--library-version",
+            version,
+        ],
+        log,
+    )
 
 
 def _scratch(out):
     versions = out.parent / f"{out.name}.versions"
-    return (sorted(p.name for p in versions.glob(".*"))
-            + sorted(p.name for p in out.parent.glob(f".{out.name}.link-*")))
+    return sorted(p.name for p in versions.glob(".*")) + sorted(
+        p.name for p in out.parent.glob(f".{out.name}.link-*")
+    )
 
 
 def _own_scratch(proc, versions):
@@ -349,7 +412,8 @@ def test_killed_library_builds_leave_the_previous_library_intact(trained, tmp_pa
     lib = Library.open(out)
     assert sorted(lib.index["model_id"]) == new_ids and lib.verify() == []
     assert lib.index.drop(columns="mlflow_run_id").equals(
-        Library.open(probe).index.drop(columns="mlflow_run_id"))
+        Library.open(probe).index.drop(columns="mlflow_run_id")
+    )
     assert _scratch(out) == []  # half-written builds of killed processes are gone
     builds = [p for p in versions.iterdir() if not p.name.startswith(".")]
     assert len(builds) <= 2 and replaced.is_dir() and Library.open(replaced).verify() == []

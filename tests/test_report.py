@@ -1,4 +1,5 @@
-"""The transfer report (shotgun.transfer.report) on an out folder written here, not by `shotgun transfer`;
+"""The transfer report (shotgun.transfer.report) on an out folder written here, not by
+`shotgun transfer`;
 `snakemake --report` on the smoke results."""
 
 import base64
@@ -12,40 +13,103 @@ from shotgun.transfer.report import fmt, write_report
 
 PNG = bytes.fromhex(  # a valid 1x1 PNG
     "89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c489"
-    "0000000d49444154789c6360f8cfc0f01f0005000201a5f5a1e40000000049454e44ae426082")
+    "0000000d49444154789c6360f8cfc0f01f0005000201a5f5a1e40000000049454e44ae426082"
+)
 
 
 def _summary(nested=True, optional=True):
+    """A summary.json as a literal (over 80 lines as formatted: it is data, one key a line)."""
     s = {
-        "target": {"data": "data/targets/esol_demo.csv", "input": "smiles",
-                   "target": "logSolubility", "kind": "molecule"},
-        "n_samples": 97, "n_dropped": 3, "folds": 5, "repeats": 2, "split": "random", "seed": 7,
-        "n_candidates": 12, "learners": ["ridge", "random_forest"], "seconds": 12.5,
-        "best": {"model_id": "abc123", "dataset": "qm9", "property": "gap",
-                 "descriptor": "ecfp", "learner": "ridge", "depth": 2, "cv_mae": 0.7123,
-                 "cv_rmse": 0.9876, "cv_r2": 0.6543},
-        "baseline": {"name": "random_forest on ecfp", "cv_mae": 0.8111, "cv_rmse": 1.0222,
-                     "cv_r2": 0.5333},
-        "library": "results/library", "library_version": "0.1.0",
+        "target": {
+            "data": "data/targets/esol_demo.csv",
+            "input": "smiles",
+            "target": "logSolubility",
+            "kind": "molecule",
+        },
+        "n_samples": 97,
+        "n_dropped": 3,
+        "folds": 5,
+        "repeats": 2,
+        "split": "random",
+        "seed": 7,
+        "n_candidates": 12,
+        "learners": ["ridge", "random_forest"],
+        "seconds": 12.5,
+        "best": {
+            "model_id": "abc123",
+            "dataset": "qm9",
+            "property": "gap",
+            "descriptor": "ecfp",
+            "learner": "ridge",
+            "depth": 2,
+            "cv_mae": 0.7123,
+            "cv_rmse": 0.9876,
+            "cv_r2": 0.6543,
+        },
+        "baseline": {
+            "name": "random_forest on ecfp",
+            "cv_mae": 0.8111,
+            "cv_rmse": 1.0222,
+            "cv_r2": 0.5333,
+        },
+        "library": "results/library",
+        "library_version": "0.1.0",
         "note": "best is selected on the folds that score it",
     }
     if optional:
-        s["baselines"] = [dict(s["baseline"]), {"name": "ridge on ecfp", "cv_mae": 0.9444,
-                                                "cv_rmse": 1.1, "cv_r2": 0.41}]
-        s["methods"] = [{"method": "transfer", "name": "qm9/gap d=2 ridge", "cv_mae": 0.7123,
-                         "cv_rmse": 0.9876, "cv_r2": 0.6543},
-                        {"method": "stack", "name": "mean of top 5", "cv_mae": 0.7321,
-                         "cv_rmse": 0.99, "cv_r2": 0.64},
-                        {"method": "fine_tune", "name": "abc123 (last layer + head)",
-                         "cv_mae": 0.7777, "cv_rmse": 1.01, "cv_r2": 0.6},
-                        {"method": "baseline", "name": "random_forest on ecfp", "cv_mae": 0.8111,
-                         "cv_rmse": 1.0222, "cv_r2": 0.5333}]
+        s["baselines"] = [
+            dict(s["baseline"]),
+            {"name": "ridge on ecfp", "cv_mae": 0.9444, "cv_rmse": 1.1, "cv_r2": 0.41},
+        ]
+        s["methods"] = [
+            {
+                "method": "transfer",
+                "name": "qm9/gap d=2 ridge",
+                "cv_mae": 0.7123,
+                "cv_rmse": 0.9876,
+                "cv_r2": 0.6543,
+            },
+            {
+                "method": "stack",
+                "name": "mean of top 5",
+                "cv_mae": 0.7321,
+                "cv_rmse": 0.99,
+                "cv_r2": 0.64,
+            },
+            {
+                "method": "fine_tune",
+                "name": "abc123 (last layer + head)",
+                "cv_mae": 0.7777,
+                "cv_rmse": 1.01,
+                "cv_r2": 0.6,
+            },
+            {
+                "method": "baseline",
+                "name": "random_forest on ecfp",
+                "cv_mae": 0.8111,
+                "cv_rmse": 1.0222,
+                "cv_r2": 0.5333,
+            },
+        ]
         s["winner"] = "transfer"
-    s["nested"] = {"cv_mae": 0.8567, "cv_rmse": 1.0667, "cv_r2": 0.5111,
-                   "chosen": ["abc123", "def456", "abc123", "abc123", "fff999"],
-                   "baseline": {"cv_mae": 0.8333, "cv_rmse": 1.05, "cv_r2": 0.52,
-                                "chosen": ["random_forest on ecfp"] * 5},
-                   "outer_folds": 5, "inner_folds": 4} if nested else None
+    s["nested"] = (
+        {
+            "cv_mae": 0.8567,
+            "cv_rmse": 1.0667,
+            "cv_r2": 0.5111,
+            "chosen": ["abc123", "def456", "abc123", "abc123", "fff999"],
+            "baseline": {
+                "cv_mae": 0.8333,
+                "cv_rmse": 1.05,
+                "cv_r2": 0.52,
+                "chosen": ["random_forest on ecfp"] * 5,
+            },
+            "outer_folds": 5,
+            "inner_folds": 4,
+        }
+        if nested
+        else None
+    )
     return s
 
 
@@ -53,17 +117,34 @@ def _out(tmp_path, summary, curve="nested"):
     out = tmp_path / "out"
     out.mkdir()
     (out / "summary.json").write_text(json.dumps(summary))
-    ranking = pd.DataFrame({
-        "model_id": [f"m{i:02d}" for i in range(14)], "dataset": "qm9", "property": "gap",
-        "material_class": "molecule", "descriptor": "ecfp", "architecture": "2048-512-1:relu",
-        "learner": "ridge", "depth": 1, "n_features": 512,
-        "cv_mae": [0.7123 + 0.01 * i for i in range(14)], "cv_rmse": 1.0, "cv_r2": 0.5})
+    ranking = pd.DataFrame(
+        {
+            "model_id": [f"m{i:02d}" for i in range(14)],
+            "dataset": "qm9",
+            "property": "gap",
+            "material_class": "molecule",
+            "descriptor": "ecfp",
+            "architecture": "2048-512-1:relu",
+            "learner": "ridge",
+            "depth": 1,
+            "n_features": 512,
+            "cv_mae": [0.7123 + 0.01 * i for i in range(14)],
+            "cv_rmse": 1.0,
+            "cv_r2": 0.5,
+        }
+    )
     ranking.sample(frac=1, random_state=0).to_csv(out / "ranking.csv", index=False)
     (out / "parity.png").write_bytes(PNG)
     if curve == "nested":
-        pd.DataFrame({"n": [10, 10, 40, 40], "method": ["transfer", "baseline"] * 2,
-                      "mae": [1.234, 1.456, 0.9012, 0.9345], "rmse": 1.0, "r2": 0.5}
-                     ).to_csv(out / "learning_curve.csv", index=False)
+        pd.DataFrame(
+            {
+                "n": [10, 10, 40, 40],
+                "method": ["transfer", "baseline"] * 2,
+                "mae": [1.234, 1.456, 0.9012, 0.9345],
+                "rmse": 1.0,
+                "r2": 0.5,
+            }
+        ).to_csv(out / "learning_curve.csv", index=False)
         (out / "learning_curve.png").write_bytes(PNG)
     elif curve == "empty":  # nested CV off: a header and an empty plot
         (out / "learning_curve.csv").write_text("n,method,mae,rmse,r2\n")
@@ -78,9 +159,17 @@ def test_report_states_the_numbers_and_embeds_the_plots(tmp_path):
     assert paths == [out / "report.md", out / "report.html"]
     md, page = (p.read_text() for p in paths)
     for text in (md, page):
-        for value in (s["nested"]["cv_mae"], s["nested"]["baseline"]["cv_mae"],
-                      s["best"]["cv_mae"], s["baseline"]["cv_mae"], s["methods"][1]["cv_mae"],
-                      s["methods"][2]["cv_mae"], s["baselines"][1]["cv_mae"], 1.234, 0.9345):
+        for value in (
+            s["nested"]["cv_mae"],
+            s["nested"]["baseline"]["cv_mae"],
+            s["best"]["cv_mae"],
+            s["baseline"]["cv_mae"],
+            s["methods"][1]["cv_mae"],
+            s["methods"][2]["cv_mae"],
+            s["baselines"][1]["cv_mae"],
+            1.234,
+            0.9345,
+        ):
             assert fmt(value) in text
         assert "selection-optimistic" in text and "nested estimate" in text.lower()
         assert "Matbench" in text
@@ -108,8 +197,10 @@ def test_report_without_nested_or_optional_parts(tmp_path, curve):
     assert page.count("data:image/png;base64,") == 1  # the parity plot only
 
 
-@pytest.mark.parametrize("value, text", [(0.712345, "0.7123"), (3, "3"), (None, "-"),
-                                         (float("nan"), "-"), ("ridge", "ridge")])
+@pytest.mark.parametrize(
+    "value, text",
+    [(0.712345, "0.7123"), (3, "3"), (None, "-"), (float("nan"), "-"), ("ridge", "ridge")],
+)
 def test_fmt(value, text):
     assert fmt(value) == text
 
@@ -117,10 +208,47 @@ def test_fmt(value, text):
 def test_snakemake_report_of_the_smoke_results(smoke, tmp_path):
     """`snakemake --report` collects the transfer outputs and the map without running anything."""
     page = tmp_path / "report.html"
-    proc = run(["snakemake", "--profile", "profiles/local", "--configfile", "config/smoke.yaml",
-                "--config", f"results={smoke}", "--report", str(page)])
+    proc = run(
+        [
+            "snakemake",
+            "--profile",
+            "profiles/local",
+            "--configfile",
+            "config/smoke.yaml",
+            "--config",
+            f"results={smoke}",
+            "--report",
+            str(page),
+        ]
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     text = page.read_text(errors="replace")
-    for name in ("esol_demo", "parity.png", "learning_curve.png", "report.html", "ranking.csv",
-                 "transfer_map.png"):
+    for name in (
+        "esol_demo",
+        "parity.png",
+        "learning_curve.png",
+        "report.html",
+        "ranking.csv",
+        "transfer_map.png",
+    ):
         assert name in text
+
+
+def test_summary_reads_and_writes_through_one_definition(tmp_path):
+    """summary.json round-trips through TransferSummary unchanged (parts absent from an older
+    summary read as their defaults); the report reads it that way."""
+    from shotgun.transfer.summary import TransferSummary
+
+    full = _summary()
+    full["target"]["unit"] = "log10(mol/L)"
+    full["nested"]["chosen_pipelines"] = ["abc123 d=2 ridge"] * 5
+    full["nested"]["stack"] = {"cv_mae": 0.8, "cv_rmse": 1.0, "cv_r2": 0.5}
+    s = TransferSummary.from_dict(full)
+    assert s.nested.stack.cv_mae == 0.8 and s.best.depth == 2 and s.methods[1].method == "stack"
+    again = s.to_dict()
+    assert {k: again[k] for k in full} == full  # every given key, same value
+    assert again["fine_tune"] is None and again["subsample"] is None
+    s.write(tmp_path / "summary.json")
+    assert TransferSummary.read(tmp_path / "summary.json") == s
+    bare = TransferSummary.from_dict(_summary(nested=False, optional=False))
+    assert bare.nested is None and bare.methods == [] and bare.to_dict()["nested"] is None

@@ -4,8 +4,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shotgun.descriptors import featurize, get_descriptor
 from shotgun.data import structure_to_input
+from shotgun.descriptors import featurize, get_descriptor
 from shotgun.descriptors.structure import ANG_TO_BOHR
 
 STRUCTURES = Path(__file__).parents[1] / "data" / "structures" / "megnet_bulk_moduli_100.json"
@@ -23,8 +23,9 @@ def crystals():
     from pymatgen.core import Lattice, Structure
 
     return {
-        "NaCl": Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"],
-                                          [[0, 0, 0], [0.5, 0.5, 0.5]]),
+        "NaCl": Structure.from_spacegroup(
+            "Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]
+        ),
         "CsCl": Structure(Lattice.cubic(4.12), ["Cs", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]),
         "Si": Structure.from_spacegroup("Fd-3m", Lattice.cubic(5.431), ["Si"], [[0, 0, 0]]),
     }
@@ -58,8 +59,11 @@ def ofm_by_definition(structure):
     total = np.zeros((32, 32))
     for site in structure:
         i = int(np.argmin(np.linalg.norm(big.cart_coords - (site.coords + centre), axis=1)))
-        faces = [(j if k == i else k, vs) for (j, k), vs in zip(vor.ridge_points, vor.ridge_vertices)
-                 if i in (j, k)]
+        faces = [
+            (j if k == i else k, vs)
+            for (j, k), vs in zip(vor.ridge_points, vor.ridge_vertices)
+            if i in (j, k)
+        ]
         angles = np.array([solid_angle(big.cart_coords[i], vor.vertices[vs]) for _, vs in faces])
         assert angles.sum() == pytest.approx(4 * np.pi, rel=1e-6)
         weights = angles / angles.max()
@@ -130,8 +134,9 @@ def test_rdf_by_hand(structures):
 def test_invalid_structures_are_flagged(structures):
     from pymatgen.core import Lattice, Structure
 
-    disordered = Structure(Lattice.cubic(4), [{"Na": 0.5, "K": 0.5}, "Cl"],
-                           [[0, 0, 0], [0.5, 0.5, 0.5]])
+    disordered = Structure(
+        Lattice.cubic(4), [{"Na": 0.5, "K": 0.5}, "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]
+    )
     good = structure_to_input(structures["Si"])
     inputs = [good, "", "{not json", json.dumps({"a": 1}), structure_to_input(disordered), "Si"]
     for name in ("rdf", "ofm"):

@@ -23,10 +23,23 @@ def server(tmp_path_factory):
         port = s.getsockname()[1]
     mlflow = str(Path(sys.executable).parent / "mlflow")
     proc = subprocess.Popen(
-        [mlflow, "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-         "--artifacts-destination", str(root / "artifacts")],
-        stdout=open(root / "server.log", "w"), stderr=subprocess.STDOUT)
+        [
+            mlflow,
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{root / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(root / "artifacts"),
+        ],
+        stdout=open(root / "server.log", "w"),
+        stderr=subprocess.STDOUT,
+    )
     uri = f"http://127.0.0.1:{port}"
     try:
         for _ in range(120):
@@ -46,9 +59,22 @@ def server(tmp_path_factory):
 
 def test_smoke_workflow_against_a_tracking_server(server, tmp_path):
     results = tmp_path / "results"
-    proc = run(["snakemake", "--profile", "profiles/local", "--configfile", "config/smoke.yaml",
-                "--config", f"results={results}", f"tracking_uri={server}", "--cores", "2",
-                "--until", "library"])
+    proc = run(
+        [
+            "snakemake",
+            "--profile",
+            "profiles/local",
+            "--configfile",
+            "config/smoke.yaml",
+            "--config",
+            f"results={results}",
+            f"tracking_uri={server}",
+            "--cores",
+            "2",
+            "--until",
+            "library",
+        ]
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert not (results / "mlflow.db").exists()  # nothing went to the embedded store
     lib = Library.open(results / "library")

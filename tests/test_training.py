@@ -14,8 +14,15 @@ from shotgun.nn import build_network, fit_ensemble, fit_single, noise_shape, sta
 from shotgun.training import Cell, compose_train_config, plan_shard, split_indices, train_shard
 from shotgun.training.grid import resolve_sources, shards
 
-SPACE = {"n_layers": [3, 5], "width_fraction": [0.2, 0.8], "base_width_cap": 512, "min_width": 4,
-         "activations": ["relu", "leaky_relu"], "dropout": [0.0, 0.1, 0.2], "batch_norm": True}
+SPACE = {
+    "n_layers": [3, 5],
+    "width_fraction": [0.2, 0.8],
+    "base_width_cap": 512,
+    "min_width": 4,
+    "activations": ["relu", "leaky_relu"],
+    "dropout": [0.0, 0.1, 0.2],
+    "batch_norm": True,
+}
 
 
 def _data(n=240, f=12, seed=0, dtype=torch.float32):
@@ -26,9 +33,15 @@ def _data(n=240, f=12, seed=0, dtype=torch.float32):
 
 
 def _cfg(epochs, patience=2):
-    return {"optim": {"lr": 0.01, "weight_decay": 1e-4},
-            "trainer": {"accelerator": "cpu", "max_epochs": epochs, "patience": patience,
-                        "batch_size": 32}}
+    return {
+        "optim": {"lr": 0.01, "weight_decay": 1e-4},
+        "trainer": {
+            "accelerator": "cpu",
+            "max_epochs": epochs,
+            "patience": patience,
+            "batch_size": 32,
+        },
+    }
 
 
 def test_model_trained_in_a_batch_equals_the_model_trained_alone():
@@ -37,30 +50,42 @@ def test_model_trained_in_a_batch_equals_the_model_trained_alone():
     torch.set_default_dtype(torch.float64)
     try:
         X, y = _data(dtype=torch.float64)
-        archs = [{"n_in": 12, "hidden": h, "activation": act, "dropout": p, "batch_norm": True}
-                 for h, act, p in [([9, 7, 5], "relu", 0.1), ([11, 6, 4], "leaky_relu", 0.2),
-                                   ([8, 8, 3], "relu", 0.0), ([10, 9, 7, 5], "leaky_relu", 0.1)]]
+        archs = [
+            {"n_in": 12, "hidden": h, "activation": act, "dropout": p, "batch_norm": True}
+            for h, act, p in [
+                ([9, 7, 5], "relu", 0.1),
+                ([11, 6, 4], "leaky_relu", 0.2),
+                ([8, 8, 3], "relu", 0.0),
+                ([10, 9, 7, 5], "leaky_relu", 0.1),
+            ]
+        ]
         seeds = [11, 12, 13, 14]
         common = dict(batch_seed=5, noise_seed=6, noise_shape=(5, 12))
         cfg = _cfg(epochs=4)
         together = fit_ensemble(archs, seeds, cfg, X[:180], y[:180], X[180:], y[180:], **common)
         for i in (1, 3):  # padded in a group of three; alone in its group
-            state, stats = fit_single(archs[i], seeds[i], cfg, X[:180], y[:180], X[180:], y[180:],
-                                      **common)
+            state, stats = fit_single(
+                archs[i], seeds[i], cfg, X[:180], y[:180], X[180:], y[180:], **common
+            )
             assert stats["best_epoch"] == together[i][1]["best_epoch"]
             assert stats["epochs"] == together[i][1]["epochs"]
             assert set(state) == set(together[i][0]) == set(build_network(archs[i]).state_dict())
             for key, value in state.items():
-                torch.testing.assert_close(together[i][0][key], value, rtol=1e-9, atol=1e-9,
-                                           msg=key)
+                torch.testing.assert_close(
+                    together[i][0][key], value, rtol=1e-9, atol=1e-9, msg=key
+                )
     finally:
         torch.set_default_dtype(torch.float32)
 
 
-ARCH = {"n_in": 12, "hidden": [11, 6, 4], "activation": "leaky_relu", "dropout": 0.2,
-        "batch_norm": True}
-OTHER = {"n_in": 12, "hidden": [9, 7, 5], "activation": "relu", "dropout": 0.1,
-         "batch_norm": True}
+ARCH = {
+    "n_in": 12,
+    "hidden": [11, 6, 4],
+    "activation": "leaky_relu",
+    "dropout": 0.2,
+    "batch_norm": True,
+}
+OTHER = {"n_in": 12, "hidden": [9, 7, 5], "activation": "relu", "dropout": 0.1, "batch_norm": True}
 
 
 def _in_a_batch_and_alone(cfg):
@@ -142,12 +167,22 @@ def test_per_model_early_stopping_and_best_weights():
     from shotgun.nn import sample_architecture
 
     archs = [sample_architecture(12, space, s) for s in range(6)]
-    out = fit_ensemble(archs, list(range(6)), _cfg(epochs=15, patience=1), X[:180], y[:180],
-                       X[180:], y[180:], batch_seed=1, noise_seed=2,
-                       noise_shape=noise_shape(12, space))
+    out = fit_ensemble(
+        archs,
+        list(range(6)),
+        _cfg(epochs=15, patience=1),
+        X[:180],
+        y[:180],
+        X[180:],
+        y[180:],
+        batch_seed=1,
+        noise_seed=2,
+        noise_shape=noise_shape(12, space),
+    )
     epochs = [stats["epochs"] for _, stats in out]
-    assert all(stats["best_epoch"] == stats["epochs"] - 2 or stats["epochs"] == 15
-               for _, stats in out)
+    assert all(
+        stats["best_epoch"] == stats["epochs"] - 2 or stats["epochs"] == 15 for _, stats in out
+    )
     for (state, stats), arch in zip(out, archs):  # the best weights reproduce the best loss
         net = build_network(arch)
         net.load_state_dict(state)
@@ -163,16 +198,25 @@ def _cell():
     n, f = 300, 16
     X = rng.normal(size=(n, f))
     y = 3 + 2 * np.tanh(X @ rng.normal(size=f) / 3)
-    return Cell("toy", "inorganic", "y", "eV", {"name": "composition", "version": "1",
-                                                 "params": {}},
-                np.array([f"A{i}B" for i in range(n)]), X, y, 0)
+    return Cell(
+        "toy",
+        "inorganic",
+        "y",
+        "eV",
+        {"name": "composition", "version": "1", "params": {}},
+        np.array([f"A{i}B" for i in range(n)]),
+        X,
+        y,
+        0,
+    )
 
 
 def test_interrupted_shard_retrains_only_its_missing_models(tmp_path):
     cell = _cell()
-    cfg = compose_train_config(ROOT / "config" / "train",
-                               ["trainer.max_epochs=5", "trainer.patience=2",
-                                "trainer.ensemble_size=3"])
+    cfg = compose_train_config(
+        ROOT / "config" / "train",
+        ["trainer.max_epochs=5", "trainer.patience=2", "trainer.ensemble_size=3"],
+    )
     out = tmp_path / "0-3"
     cards = train_shard(cell, cfg, range(4), out)
     assert len({c.model_id for c in cards}) == 4
@@ -208,11 +252,13 @@ def test_interrupted_shard_retrains_only_its_missing_models(tmp_path):
     weights = out / f"{victim}.safetensors"
     tensors = load_file(str(weights))
     net = build_network(new.architecture)
-    net.load_state_dict({k.removeprefix("net."): v for k, v in tensors.items()
-                         if k.startswith("net.")})
+    net.load_state_dict(
+        {k.removeprefix("net."): v for k, v in tensors.items() if k.startswith("net.")}
+    )
     net.eval()
-    _, _, test = split_indices(len(cell.y), cfg["trainer"],
-                               stable_seed(cfg["seed"], cell.dataset, cell.property, "split"))
+    _, _, test = split_indices(
+        len(cell.y), cfg["trainer"], stable_seed(cfg["seed"], cell.dataset, cell.property, "split")
+    )
     Z = np.clip((cell.X[test] - tensors["x_mean"].numpy()) / tensors["x_std"].numpy(), -10, 10)
     with torch.no_grad():
         out_std = net(torch.as_tensor(Z, dtype=torch.float32)).numpy().astype(np.float64)
@@ -221,9 +267,13 @@ def test_interrupted_shard_retrains_only_its_missing_models(tmp_path):
     np.testing.assert_allclose(pred[:5], new.reference.predictions, rtol=1e-6)
     err = pred - cell.y[test]
     assert np.abs(err).mean() == pytest.approx(new.metrics.test_mae, rel=1e-6)
-    assert np.sqrt((err ** 2).mean()) == pytest.approx(new.metrics.test_rmse, rel=1e-6)
+    assert np.sqrt((err**2).mean()) == pytest.approx(new.metrics.test_rmse, rel=1e-6)
     card = json.loads((out / f"{victim}.json").read_text())
-    assert card["weights_sha256"] == new.weights_sha256 == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert (
+        card["weights_sha256"]
+        == new.weights_sha256
+        == hashlib.sha256(weights.read_bytes()).hexdigest()
+    )
 
 
 def _planned_by_snakemake(configfile):
@@ -240,9 +290,10 @@ def test_grid_count_equals_the_snakemake_plan(tmp_path):
         shutil.copy(ROOT / "config" / "datasets" / f"{name}.yaml", decls)
     config = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
     config.update(results=str(tmp_path / "results"), datasets_dir=str(decls), shard_size=3)
-    config["sources"] = {"all": {"descriptors": "applicable", "n_models": 4},
-                         "qm9": {"properties": ["gap", "homo"], "descriptors": ["ecfp"],
-                                 "n_models": 5}}
+    config["sources"] = {
+        "all": {"descriptors": "applicable", "n_models": 4},
+        "qm9": {"properties": ["gap", "homo"], "descriptors": ["ecfp"], "n_models": 5},
+    }
     path = tmp_path / "grid.yaml"
     path.write_text(yaml.safe_dump(config))
     proc = run(["shotgun", "grid", "--configfile", str(path), "--count"])
@@ -266,3 +317,35 @@ def test_mdl_config_plans_the_xenonpy_scale_in_few_jobs():
     assert len(planned) <= 2_000
     declared = {p.stem for p in (ROOT / "config" / "datasets").glob("*.yaml")}
     assert {s.dataset for s in planned} == declared  # new declarations join the grid
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (
+            "results: r\nlibrary_version: '1'\nseed: 0\naccelerator: cpu\nshard_sise: 2\n"
+            "sources: {qm9: {descriptors: [ecfp], n_models: 1}}\n",
+            "shard_sise: Additional properties are not allowed",
+        ),
+        ("sources: [qm9\n", "line 2: invalid YAML"),
+        (
+            "results: r\nlibrary_version: '1'\nseed: 0\naccelerator: tpu\nshard_size: 2\n"
+            "sources: {qm9: {descriptors: [ecfp], n_models: 1}}\n",
+            "accelerator: 'tpu' is not one of",
+        ),
+        (
+            "results: r\nlibrary_version: '1'\nseed: 0\naccelerator: cpu\nshard_size: 2\n"
+            "sources: {qm9: {descriptors: [composition], n_models: 1}}\n",
+            "sources.qm9: descriptors ['composition'] do not accept molecule inputs",
+        ),
+    ],
+)
+def test_grid_refuses_a_bad_config_with_one_line(tmp_path, text, message):
+    """`shotgun grid` checks its config with the workflow's schema: the file and the key are
+    named, no traceback."""
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    proc = run(["shotgun", "grid", "--configfile", str(path)])
+    assert proc.returncode == 2, proc.stdout
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("shotgun: error: ")

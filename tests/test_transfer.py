@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from conftest import ROOT, run
-from shotgun.transfer.learners import make_learner, ridge_batch
 from shotgun.library import Library
+from shotgun.transfer.learners import make_learner, ridge_batch
 from shotgun.transfer.plans import build_plan, make_splits
 
 
@@ -24,9 +24,29 @@ def target(tmp_path_factory):
 
 
 def transfer(smoke, data, out, *extra):
-    return run(["shotgun", "transfer", "--library", str(smoke / "library"), "--data", str(data),
-                "--input", "formula", "--target", "target", "--kind", "inorganic",
-                "--out", str(out), "--folds", "4", "--seed", "3", *extra])
+    return run(
+        [
+            "shotgun",
+            "transfer",
+            "--library",
+            str(smoke / "library"),
+            "--data",
+            str(data),
+            "--input",
+            "formula",
+            "--target",
+            "target",
+            "--kind",
+            "inorganic",
+            "--out",
+            str(out),
+            "--folds",
+            "4",
+            "--seed",
+            "3",
+            *extra,
+        ]
+    )
 
 
 def test_transfer_contract_and_baseline_on_the_same_folds(smoke, target, tmp_path):
@@ -34,8 +54,18 @@ def test_transfer_contract_and_baseline_on_the_same_folds(smoke, target, tmp_pat
 
     from shotgun.descriptors import get_descriptor
 
-    proc = transfer(smoke, target, tmp_path, "--learners", "ridge", "--baselines",
-                    "ridge,random_forest", "--no-nested", "--fine-tune", "0")
+    proc = transfer(
+        smoke,
+        target,
+        tmp_path,
+        "--learners",
+        "ridge",
+        "--baselines",
+        "ridge,random_forest",
+        "--no-nested",
+        "--fine-tune",
+        "0",
+    )
     assert proc.returncode == 0, proc.stderr
     s = json.loads((tmp_path / "summary.json").read_text())
     assert (s["n_samples"], s["n_dropped"], s["folds"], s["seed"]) == (39, 1, 4, 3)
@@ -75,8 +105,19 @@ def test_nested_estimate_recomputed_by_brute_force(smoke, target, tmp_path):
 
     from shotgun.descriptors import get_descriptor
 
-    proc = transfer(smoke, target, tmp_path, "--learners", "ridge", "--baselines", "ridge",
-                    "--fine-tune", "0", "--stack", "1")
+    proc = transfer(
+        smoke,
+        target,
+        tmp_path,
+        "--learners",
+        "ridge",
+        "--baselines",
+        "ridge",
+        "--fine-tune",
+        "0",
+        "--stack",
+        "1",
+    )
     assert proc.returncode == 0, proc.stderr
     s = json.loads((tmp_path / "summary.json").read_text())
     nested = s["nested"]
@@ -96,9 +137,13 @@ def test_nested_estimate_recomputed_by_brute_force(smoke, target, tmp_path):
     for o, (tr, te) in enumerate(outer):
         inner = list(KFold(n_splits=4, shuffle=True, random_state=3 + 1 + o).split(tr))
 
-        def inner_mae(F):
-            err = [np.abs(make_learner("ridge", 3).fit(F[tr[a]], y[tr[a]]).predict(F[tr[b]])
-                          - y[tr[b]]) for a, b in inner]
+        def inner_mae(F, tr=tr, inner=inner):
+            err = [
+                np.abs(
+                    make_learner("ridge", 3).fit(F[tr[a]], y[tr[a]]).predict(F[tr[b]]) - y[tr[b]]
+                )
+                for a, b in inner
+            ]
             return np.concatenate(err).mean()
 
         key = min(feats, key=lambda k: inner_mae(feats[k]))
@@ -134,8 +179,20 @@ def test_methods_refit_and_saved_model_predicts(smoke, target, tmp_path):
 
     # The saved pipeline = the best learner refitted on all rows of the best model's features.
     out = tmp_path / "pred.csv"
-    proc = run(["shotgun", "predict", "--model", str(tmp_path / "model"), "--data", str(target),
-                "--input", "formula", "--out", str(out)])
+    proc = run(
+        [
+            "shotgun",
+            "predict",
+            "--model",
+            str(tmp_path / "model"),
+            "--data",
+            str(target),
+            "--input",
+            "formula",
+            "--out",
+            str(out),
+        ]
+    )
     assert proc.returncode == 0, proc.stderr
     pred = pd.read_csv(out)["target"].to_numpy()
     df = pd.read_csv(target)
@@ -150,16 +207,36 @@ def test_methods_refit_and_saved_model_predicts(smoke, target, tmp_path):
     with open(tmp_path / "model" / "train.safetensors", "r+b") as f:
         f.seek(-1, 2)
         f.write(b"\x00" if f.read(1) != b"\x00" else b"\x01")
-    proc = run(["shotgun", "predict", "--model", str(tmp_path / "model"), "--data", str(target),
-                "--input", "formula"])
+    proc = run(
+        [
+            "shotgun",
+            "predict",
+            "--model",
+            str(tmp_path / "model"),
+            "--data",
+            str(target),
+            "--input",
+            "formula",
+        ]
+    )
     assert proc.returncode == 2 and "checksum mismatch" in proc.stderr
 
 
 def test_extrapolation_split_trains_low_and_tests_high(smoke, target, tmp_path):
     from shotgun.descriptors import get_descriptor
 
-    proc = transfer(smoke, target, tmp_path, "--split", "extrapolate", "--learners", "ridge",
-                    "--no-nested", "--fine-tune", "0")
+    proc = transfer(
+        smoke,
+        target,
+        tmp_path,
+        "--split",
+        "extrapolate",
+        "--learners",
+        "ridge",
+        "--no-nested",
+        "--fine-tune",
+        "0",
+    )
     assert proc.returncode == 0, proc.stderr
     s = json.loads((tmp_path / "summary.json").read_text())
     assert s["split"] == "extrapolate"
@@ -183,16 +260,22 @@ def test_batched_ridge_equals_ridgecv():
 
     rng = np.random.default_rng(1)
     y = rng.normal(size=60)
-    Fs = [rng.normal(size=(60, h)) + np.outer(y, rng.normal(size=h)) * s
-          for h, s in ((5, 1.0), (40, 0.3), (200, 0.1), (300, 0.0))]  # covariance and Gram paths
+    Fs = [
+        rng.normal(size=(60, h)) + np.outer(y, rng.normal(size=h)) * s
+        for h, s in ((5, 1.0), (40, 0.3), (200, 0.1), (300, 0.0))
+    ]  # covariance and Gram paths
     Fs[1][:, 3] = 2.5  # a constant feature
     train, test = np.arange(45), np.arange(45, 60)
     got = ridge_batch(Fs, y, train, test)
     for F, p in zip(Fs, got):
         ref = make_pipeline(StandardScaler(), RidgeCV(alphas=ALPHAS)).fit(F[train], y[train])
         np.testing.assert_allclose(p, ref.predict(F[test]), rtol=1e-8, atol=1e-10)
-        np.testing.assert_allclose(p, make_learner("ridge", 0).fit(F[train], y[train]).predict(
-            F[test]), rtol=1e-8, atol=1e-10)
+        np.testing.assert_allclose(
+            p,
+            make_learner("ridge", 0).fit(F[train], y[train]).predict(F[test]),
+            rtol=1e-8,
+            atol=1e-10,
+        )
 
 
 def test_rounding_noise_features_are_not_blown_up():
@@ -227,19 +310,35 @@ def test_splits_and_plan():
     assert len(curve) == 5 and all(len(t.train) == 5 for t in curve)
 
 
-@pytest.mark.parametrize("change, message", [
-    (["--kind", "ceramic"], "argument --kind: invalid choice: 'ceramic'"),
-    (["--target", "nope"], "no column 'nope'"),
-    (["--target", "nope.yaml"], "--target nope.yaml: no such target declaration"),
-    (["--folds", "50"], "fewer than --folds 50"),
-    (["--folds", "1"], "folds: 1 is less than the minimum of 2"),
-    (["--learners", "ridge,magic"], "learners: unknown ['magic']"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (["--kind", "ceramic"], "argument --kind: invalid choice: 'ceramic'"),
+        (["--target", "nope"], "no column 'nope'"),
+        (["--target", "nope.yaml"], "--target nope.yaml: no such target declaration"),
+        (["--folds", "50"], "fewer than --folds 50"),
+        (["--folds", "1"], "folds: 1 is less than the minimum of 2"),
+        (["--learners", "ridge,magic"], "learners: unknown ['magic']"),
+    ],
+)
 def test_transfer_input_errors(smoke, target, tmp_path, change, message):
     args = {"--kind": "inorganic", "--target": "target", "--folds": "4"}
     args.update(dict(zip(change[::2], change[1::2])))
-    proc = run(["shotgun", "transfer", "--library", str(smoke / "library"), "--data", str(target),
-                "--input", "formula", "--out", str(tmp_path)] + [x for kv in args.items() for x in kv])
+    proc = run(
+        [
+            "shotgun",
+            "transfer",
+            "--library",
+            str(smoke / "library"),
+            "--data",
+            str(target),
+            "--input",
+            "formula",
+            "--out",
+            str(tmp_path),
+        ]
+        + [x for kv in args.items() for x in kv]
+    )
     assert proc.returncode == 2
     assert message in proc.stderr and "Traceback" not in proc.stderr
 
@@ -248,31 +347,67 @@ def test_a_target_declaration_with_flags_runs_as_the_flags_alone(smoke, target, 
     """`--target NAME.yaml` reads the declaration; flags override it; the run is the same as the
     one given by flags only (one options object behind both)."""
     declaration = tmp_path / "gvrh.yaml"
-    declaration.write_text(yaml.safe_dump({
-        "description": "shear moduli", "data": str(target), "input": "formula",
-        "target": "target", "kind": "inorganic", "unit": "log10(GPa)", "folds": 5, "seed": 3}))
+    declaration.write_text(
+        yaml.safe_dump(
+            {
+                "description": "shear moduli",
+                "data": str(target),
+                "input": "formula",
+                "target": "target",
+                "kind": "inorganic",
+                "unit": "log10(GPa)",
+                "folds": 5,
+                "seed": 3,
+            }
+        )
+    )
     flags = ["--learners", "ridge", "--baselines", "ridge", "--no-nested", "--fine-tune", "0"]
-    proc = run(["shotgun", "transfer", "--library", str(smoke / "library"), "--target",
-                str(declaration), "--out", str(tmp_path / "declared"), "--folds", "4", *flags])
+    proc = run(
+        [
+            "shotgun",
+            "transfer",
+            "--library",
+            str(smoke / "library"),
+            "--target",
+            str(declaration),
+            "--out",
+            str(tmp_path / "declared"),
+            "--folds",
+            "4",
+            *flags,
+        ]
+    )
     assert proc.returncode == 0, proc.stderr
     proc = transfer(smoke, target, tmp_path / "flags", "--unit", "log10(GPa)", *flags)
     assert proc.returncode == 0, proc.stderr
     a, b = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("declared", "flags"))
     assert a.pop("seconds") > 0 and b.pop("seconds") > 0
     assert a == b and a["folds"] == 4 and a["target"]["unit"] == "log10(GPa)"
-    assert (tmp_path / "declared" / "ranking.csv").read_text() == \
-        (tmp_path / "flags" / "ranking.csv").read_text()
+    assert (tmp_path / "declared" / "ranking.csv").read_text() == (
+        tmp_path / "flags" / "ranking.csv"
+    ).read_text()
     bad = tmp_path / "bad.yaml"
     bad.write_text(declaration.read_text().replace("folds: 5", "folds: five"))
-    proc = run(["shotgun", "transfer", "--library", str(smoke / "library"), "--target", str(bad),
-                "--out", str(tmp_path / "bad")])
+    proc = run(
+        [
+            "shotgun",
+            "transfer",
+            "--library",
+            str(smoke / "library"),
+            "--target",
+            str(bad),
+            "--out",
+            str(tmp_path / "bad"),
+        ]
+    )
     assert proc.returncode == 2 and f"{bad}: folds: expected an integer" in proc.stderr
 
 
 def test_transfer_refuses_a_constant_target(smoke, tmp_path):
     path = tmp_path / "const.csv"
     pd.DataFrame({"formula": ["NaCl", "KCl", "MgO", "CaO", "FeO", "ZnS"], "target": 1.0}).to_csv(
-        path, index=False)
+        path, index=False
+    )
     proc = transfer(smoke, path, tmp_path / "out", "--folds", "3")
     assert proc.returncode == 2 and "constant" in proc.stderr
 
@@ -284,8 +419,22 @@ def test_predict_cli_in_original_units(smoke, tmp_path):
     data = tmp_path / "in.csv"
     pd.DataFrame({"formula": ref.inputs + ["Qq"]}).to_csv(data, index=False)
     out = tmp_path / "pred.csv"
-    proc = run(["shotgun", "predict", "--library", str(smoke / "library"), "--model", mid,
-                "--data", str(data), "--input", "formula", "--out", str(out)])
+    proc = run(
+        [
+            "shotgun",
+            "predict",
+            "--library",
+            str(smoke / "library"),
+            "--model",
+            mid,
+            "--data",
+            str(data),
+            "--input",
+            "formula",
+            "--out",
+            str(out),
+        ]
+    )
     assert proc.returncode == 0, proc.stderr
     pred = pd.read_csv(out)
     col = pred.columns[1]

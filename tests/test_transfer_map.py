@@ -28,8 +28,14 @@ def test_rows_are_the_applicable_pairs_without_the_diagonal(smoke, tmap):
         for s in usable[["dataset", "property"]].drop_duplicates().itertuples(index=False):
             if (s.dataset, s.property) != (t.dataset, t.property):
                 expected.add((s.dataset, s.property, t.dataset, t.property))
-    got = set(zip(tmap["source_dataset"], tmap["source_property"], tmap["target_dataset"],
-                  tmap["target_property"]))
+    got = set(
+        zip(
+            tmap["source_dataset"],
+            tmap["source_property"],
+            tmap["target_dataset"],
+            tmap["target_property"],
+        )
+    )
     assert got == expected and len(tmap) == len(expected)
     # The smoke library: molecule <-> polymer on ECFP, both from inorganic through composition;
     # no fingerprint model takes formulas, so the inorganic property is no target.

@@ -14,8 +14,10 @@ from shotgun.tracking import count_runs, resolve_uri
 
 SMOKE = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
 # The smoke config's transfer target: its declaration with the config's overrides.
-DEMO = {**yaml.safe_load((ROOT / "config" / "targets" / "esol_demo.yaml").read_text()),
-        **SMOKE["targets"][0]}
+DEMO = {
+    **yaml.safe_load((ROOT / "config" / "targets" / "esol_demo.yaml").read_text()),
+    **SMOKE["targets"][0],
+}
 
 
 def test_library_matches_the_grid_and_the_tracking_store(smoke):
@@ -38,8 +40,7 @@ def test_loaded_model_reproduces_recorded_test_predictions(smoke):
     for mid in lib.index["model_id"]:
         model = lib.load(mid)
         ref = model.card.reference
-        np.testing.assert_allclose(model.predict(ref.inputs), ref.predictions, rtol=1e-5,
-                                   atol=1e-6)
+        np.testing.assert_allclose(model.predict(ref.inputs), ref.predictions, rtol=1e-5, atol=1e-6)
 
 
 def test_card_metrics_are_in_original_units(smoke):
@@ -52,8 +53,11 @@ def test_card_metrics_are_in_original_units(smoke):
     model = lib.load(row["model_id"])
     table = pd.read_parquet(smoke / "data" / row["dataset"] / f"{row['property']}.parquet")
     cfg = model.card.train_config
-    _, _, test = split_indices(len(table), cfg["trainer"],
-                               stable_seed(cfg["seed"], row["dataset"], row["property"], "split"))
+    _, _, test = split_indices(
+        len(table),
+        cfg["trainer"],
+        stable_seed(cfg["seed"], row["dataset"], row["property"], "split"),
+    )
     y = table["target"].to_numpy()[test]
     pred = model.predict(table["input"].to_numpy()[test].tolist())
     assert np.isclose(np.abs(pred - y).mean(), row["test_mae"], rtol=1e-5)
@@ -89,8 +93,17 @@ def test_transfer_demo_writes_the_contract_files(smoke):
     assert s["n_samples"] + s["n_dropped"] == len(demo)
     assert s["folds"] == DEMO["folds"]
     assert s["n_candidates"] == len(Library.open(smoke / "library").applicable("molecule"))
-    for key in ("model_id", "dataset", "property", "descriptor", "learner", "depth",
-                "cv_mae", "cv_rmse", "cv_r2"):
+    for key in (
+        "model_id",
+        "dataset",
+        "property",
+        "descriptor",
+        "learner",
+        "depth",
+        "cv_mae",
+        "cv_rmse",
+        "cv_r2",
+    ):
         assert key in s["best"]
     ranking = pd.read_csv(out / "ranking.csv")
     assert s["best"]["cv_mae"] == pytest.approx(ranking["cv_mae"].min(), rel=1e-12)

@@ -11,14 +11,16 @@ A given scheduler address wins (a dask-jobqueue cluster on SLURM, ``dask schedul
 with ``dask worker``s); ``n_workers`` then only sizes the work, not the cluster.
 Otherwise a LocalCluster sized to the job is started and shut down on exit:
 ``n_workers`` single-threaded worker processes (featurizers hold the GIL), on free
-ports of 127.0.0.1, without dashboard, so concurrent jobs on a node do not collide. The client is not made Dask's default scheduler: submit with
-``client.map``/``client.submit`` or ``dask.compute(..., scheduler=client)``.
+ports of 127.0.0.1, without dashboard, so concurrent jobs on a node do not collide. The client is
+not made Dask's default scheduler: submit with ``client.map``/``client.submit`` or
+``dask.compute(..., scheduler=client)``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from dask.distributed import Client
@@ -48,8 +50,14 @@ def dask_client(scheduler: str | None = None, n_workers: int = 1) -> Iterator[Cl
             yield client
         return
     # No dashboard; the scheduler's HTTP server (health, metrics) on a free local port, not 8787.
-    with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                      dashboard_address=None,
-                      scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}) as cluster, \
-            Client(cluster, set_as_default=False) as client:
+    with (
+        LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+        ) as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
         yield client

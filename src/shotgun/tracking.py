@@ -69,22 +69,30 @@ class Tracker:
         self.client = MlflowClient(tracking_uri=uri)
         exp = self.client.get_experiment_by_name(experiment_name(library_version))
         if exp is None:
-            raise ShotgunError(f"{uri}: no experiment for library {library_version}; "
-                               "run `shotgun init-tracking` first")
+            raise ShotgunError(
+                f"{uri}: no experiment for library {library_version}; "
+                "run `shotgun init-tracking` first"
+            )
         self.experiment_id = exp.experiment_id
 
     def find(self, model_id: str) -> str | None:
         runs = self.client.search_runs(
-            [self.experiment_id], f"tags.`{MODEL_TAG}` = '{model_id}' and attributes.status = 'FINISHED'",
-            max_results=1)
+            [self.experiment_id],
+            f"tags.`{MODEL_TAG}` = '{model_id}' and attributes.status = 'FINISHED'",
+            max_results=1,
+        )
         return runs[0].info.run_id if runs else None
 
     def _claim(self, model_id: str) -> str | None:
         """The finished run of ``model_id``, if any, after deleting the runs of it that a killed
         process left unfinished (RUNNING, FAILED, KILLED): only one process trains a model, and
         its next run replaces them."""
-        runs = self.client.search_runs([self.experiment_id], f"tags.`{MODEL_TAG}` = '{model_id}'",
-                                       max_results=1000, order_by=["attributes.start_time ASC"])
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            f"tags.`{MODEL_TAG}` = '{model_id}'",
+            max_results=1000,
+            order_by=["attributes.start_time ASC"],
+        )
         for run in runs:
             if run.info.status != "FINISHED":
                 self.client.delete_run(run.info.run_id)
@@ -100,22 +108,33 @@ class Tracker:
         now = int(time.time() * 1000)
         if existing:
             return existing
-        tags = {MODEL_TAG: card.model_id, "material_class": card.material_class,
-                "dataset": card.dataset, "property": card.property,
-                "descriptor": card.descriptor["name"],
-                "architecture": card.architecture_name, "mlflow.runName": card.model_id}
+        tags = {
+            MODEL_TAG: card.model_id,
+            "material_class": card.material_class,
+            "dataset": card.dataset,
+            "property": card.property,
+            "descriptor": card.descriptor["name"],
+            "architecture": card.architecture_name,
+            "mlflow.runName": card.model_id,
+        }
         run = self.client.create_run(self.experiment_id, tags=tags)
         rid = run.info.run_id
         cfg = card.train_config
-        params = {"dataset": card.dataset, "property": card.property,
-                  "descriptor": card.descriptor["name"],
-                  "architecture": card.architecture_name,
-                  "seed": cfg["seed"], "index": card.index,
-                  "lr": cfg["optim"]["lr"],
-                  "batch_size": cfg["trainer"]["batch_size"],
-                  "n_train": card.n_train, "data_hash": card.data_hash[:16]}
-        metrics = {k: v for k, v in dataclasses.asdict(card.metrics).items()
-                   if isinstance(v, (int, float))}
+        params = {
+            "dataset": card.dataset,
+            "property": card.property,
+            "descriptor": card.descriptor["name"],
+            "architecture": card.architecture_name,
+            "seed": cfg["seed"],
+            "index": card.index,
+            "lr": cfg["optim"]["lr"],
+            "batch_size": cfg["trainer"]["batch_size"],
+            "n_train": card.n_train,
+            "data_hash": card.data_hash[:16],
+        }
+        metrics = {
+            k: v for k, v in dataclasses.asdict(card.metrics).items() if isinstance(v, (int, float))
+        }
         self.client.log_batch(
             rid,
             metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
@@ -138,8 +157,12 @@ def finished_runs(uri: str, library_version: str):
         return
     token = None
     while True:
-        page = client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'",
-                                  max_results=1000, page_token=token)
+        page = client.search_runs(
+            [exp.experiment_id],
+            "attributes.status = 'FINISHED'",
+            max_results=1000,
+            page_token=token,
+        )
         for run in page:
             yield client, run
         token = page.token

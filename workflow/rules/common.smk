@@ -6,7 +6,10 @@ import sys
 from shotgun.training.grid import declarations_dir, read_datasets, resolve_sources, shards
 
 # Jobs call `shotgun` from the environment running Snakemake, even when it is not activated.
-os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]
+os.environ.update(
+    PATH=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+)
+ENV = "../../envs/shotgun.yaml"  # every rule's conda environment (relative to workflow/rules)
 
 RESULTS = config["results"]
 LIBRARY = config.get("library") or f"{RESULTS}/library"
@@ -28,3 +31,14 @@ wildcard_constraints:
     property=r"[A-Za-z0-9_.\-]+",
     descriptor=r"[a-z0-9_]+",
     models=r"\d+-\d+",
+
+
+def shown_in_report(path, caption, name):
+    """A transfer output in `snakemake --report`, with its caption under workflow/report/."""
+    return report(
+        path,
+        caption=f"../report/{caption}.rst",
+        category="Transfer",
+        subcategory="{target}",
+        labels={"target": "{target}", "file": name},
+    )

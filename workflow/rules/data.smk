@@ -7,6 +7,10 @@ rule prepare:
         data=lambda w: DATASETS[w.dataset].file,
     output:
         directory(f"{RESULTS}/data/{{dataset}}"),
+    log:
+        f"{RESULTS}/logs/prepare/{{dataset}}.log",
+    conda:
+        ENV
     params:
         max_rows=lambda w: (
             f"--max-rows {config['sources'][w.dataset]['max_rows']}"
@@ -14,8 +18,6 @@ rule prepare:
             else ""
         ),
         seed=config["seed"],
-    log:
-        f"{RESULTS}/logs/prepare/{{dataset}}.log",
     shell:
         "shotgun prepare --dataset {input.declaration} --out {output} {params.max_rows} "
         "--seed {params.seed} > {log} 2>&1"

@@ -10,6 +10,11 @@ rule featurize:
         f"{RESULTS}/data/{{dataset}}",
     output:
         f"{RESULTS}/features/{{dataset}}/{{descriptor}}.parquet",
+    log:
+        f"{RESULTS}/logs/featurize/{{dataset}}/{{descriptor}}.log",
+    conda:
+        ENV
+    threads: 2
     params:
         kind=lambda w: DATASETS[w.dataset].material_class,
         version=lambda w: get_descriptor(w.descriptor).version,
@@ -18,9 +23,6 @@ rule featurize:
         # the features are computed does not change them.
         dask=lambda w, threads: f"--n-workers {threads}"
         + (f" --scheduler {config['dask_scheduler']}" if config.get("dask_scheduler") else ""),
-    threads: 2
-    log:
-        f"{RESULTS}/logs/featurize/{{dataset}}/{{descriptor}}.log",
     shell:
         "shotgun featurize --data {input}/inputs.csv --input input --kind {params.kind} "
         "--descriptor {wildcards.descriptor} --out {output} {params.dask} "

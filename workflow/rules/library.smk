@@ -11,6 +11,13 @@ rule library:
         f"{LIBRARY}.manifest.json",
     log:
         f"{RESULTS}/logs/library.log",
+    conda:
+        ENV
+    params:
+        shards=SHARD_DIRS,
+        library=lambda w, output: output[0].removesuffix(".manifest.json"),
+        version=VERSION,
     shell:
-        "shotgun library build {SHARD_DIRS} --out {LIBRARY} --library-version {VERSION} > {log} 2>&1 "
-        "&& cp {LIBRARY}/manifest.json {output}"
+        "shotgun library build {params.shards} --out {params.library} "
+        "--library-version {params.version} > {log} 2>&1 "
+        "&& cp {params.library}/manifest.json {output}"

@@ -6,13 +6,17 @@
 rule init_tracking:
     output:
         touch(f"{RESULTS}/tracking.ready"),
-    params:
-        uri=f"--uri {config['tracking_uri']}" if config.get("tracking_uri") else "",
     log:
         f"{RESULTS}/logs/init_tracking.log",
+    conda:
+        ENV
+    params:
+        results=lambda w, output: os.path.dirname(output[0]),
+        uri=f"--tracking-uri {config['tracking_uri']}" if config.get("tracking_uri") else "",
+        version=VERSION,
     shell:
-        "shotgun init-tracking --results {RESULTS} {params.uri} "
-        "--library-version {VERSION} > {log} 2>&1"
+        "shotgun init-tracking --results {params.results} {params.uri} "
+        "--library-version {params.version} > {log} 2>&1"
 
 
 rule train_shard:
@@ -22,18 +26,23 @@ rule train_shard:
         tracking=f"{RESULTS}/tracking.ready",
     output:
         f"{RESULTS}/models/{{dataset}}/{{property}}/{{descriptor}}/{{models}}.done",
-    params:
-        folder=f"{RESULTS}/models/{{dataset}}/{{property}}/{{descriptor}}/{{models}}",
-        overrides=" ".join(f"--override {o}" for o in TRAIN_OVERRIDES),
-        uri=f"--tracking-uri {config['tracking_uri']}" if config.get("tracking_uri") else "",
+    log:
+        f"{RESULTS}/logs/train/{{dataset}}/{{property}}/{{descriptor}}/{{models}}.log",
+    conda:
+        ENV
     threads: 1
     resources:
         gpu=1 if config["accelerator"] == "gpu" else 0,
-    log:
-        f"{RESULTS}/logs/train/{{dataset}}/{{property}}/{{descriptor}}/{{models}}.log",
+    params:
+        declaration=lambda w: f"{DATASETS_DIR}/{w.dataset}.yaml",
+        folder=lambda w, output: output[0].removesuffix(".done"),
+        overrides=" ".join(f"--override {o}" for o in TRAIN_OVERRIDES),
+        results=lambda w, input: os.path.dirname(input.tracking),
+        uri=f"--tracking-uri {config['tracking_uri']}" if config.get("tracking_uri") else "",
+        version=VERSION,
     shell:
-        "shotgun train --dataset {DATASETS_DIR}/{wildcards.dataset}.yaml "
+        "shotgun train --dataset {params.declaration} "
         "--property {wildcards.property} --prepared {input.data}/{wildcards.property}.parquet "
         "--features {input.features} --models {wildcards.models} --out {params.folder} "
-        "--config-dir config/train {params.overrides} --results {RESULTS} {params.uri} "
-        "--library-version {VERSION} --threads {threads} --done {output} > {log} 2>&1"
+        "--config-dir config/train {params.overrides} --results {params.results} {params.uri} "
+        "--library-version {params.version} --threads {threads} --done {output} > {log} 2>&1"

@@ -16,40 +16,37 @@ TARGETS = list(TARGET_DECLS)
 TRANSFER = f"{RESULTS}/transfer/{{target}}"
 
 
-def _shown(path, caption, name):
-    return report(
-        path,
-        caption=f"../report/{caption}.rst",
-        category="Transfer",
-        subcategory="{target}",
-        labels={"target": "{target}", "file": name},
-    )
-
-
 rule transfer:
     input:
         library=f"{LIBRARY}.manifest.json",
         data=lambda w: TARGET_DECLS[w.target][0].data,
     output:
-        summary=_shown(f"{TRANSFER}/summary.json", "summary", "summary"),
-        ranking=_shown(f"{TRANSFER}/ranking.csv", "ranking", "ranking"),
-        curve=_shown(
+        summary=shown_in_report(f"{TRANSFER}/summary.json", "summary", "summary"),
+        ranking=shown_in_report(f"{TRANSFER}/ranking.csv", "ranking", "ranking"),
+        curve=shown_in_report(
             f"{TRANSFER}/learning_curve.csv", "learning_curve", "learning curve (table)"
         ),
-        curve_png=_shown(f"{TRANSFER}/learning_curve.png", "learning_curve", "learning curve"),
-        parity=_shown(f"{TRANSFER}/parity.png", "parity", "parity plot"),
-        report_md=_shown(f"{TRANSFER}/report.md", "report", "report (markdown)"),
-        report_html=_shown(f"{TRANSFER}/report.html", "report", "report"),
+        curve_png=shown_in_report(
+            f"{TRANSFER}/learning_curve.png", "learning_curve", "learning curve"
+        ),
+        parity=shown_in_report(f"{TRANSFER}/parity.png", "parity", "parity plot"),
+        report_md=shown_in_report(f"{TRANSFER}/report.md", "report", "report (markdown)"),
+        report_html=shown_in_report(f"{TRANSFER}/report.html", "report", "report"),
         model=directory(f"{TRANSFER}/model"),
+    log:
+        f"{RESULTS}/logs/transfer/{{target}}.log",
+    conda:
+        ENV
     params:
         # The resolved options: a change re-runs the target (its description does not).
         options=lambda w: TARGET_DECLS[w.target][0].to_dict(),
         flags=lambda w: shlex.join(TransferOptions.flags(TARGET_DECLS[w.target][1])),
-    log:
-        f"{RESULTS}/logs/transfer/{{target}}.log",
+        declaration=lambda w: f"{TARGETS_DIR}/{w.target}.yaml",
+        library=lambda w, input: input.library.removesuffix(".manifest.json"),
+        out=lambda w, output: os.path.dirname(output.summary),
     shell:
-        "shotgun transfer --target {TARGETS_DIR}/{wildcards.target}.yaml --library {LIBRARY} "
-        "--out {RESULTS}/transfer/{wildcards.target} {params.flags} > {log} 2>&1"
+        "shotgun transfer --target {params.declaration} --library {params.library} "
+        "--out {params.out} {params.flags} > {log} 2>&1"
 
 
 MAP = config.get("transfer_map")
@@ -63,12 +60,18 @@ rule transfer_map:
     output:
         csv=report(MAP_OUT[0], caption="../report/transfer_map.rst", category="Transfer map"),
         png=report(MAP_OUT[1], caption="../report/transfer_map.rst", category="Transfer map"),
+    log:
+        f"{RESULTS}/logs/transfer_map.log",
+    conda:
+        ENV
     params:
         n=int((MAP or {}).get("n", 50)),
         folds=int((MAP or {}).get("folds", 5)),
         seed=int((MAP or {}).get("seed", config["seed"])),
-    log:
-        f"{RESULTS}/logs/transfer_map.log",
+        library=lambda w, input: input.library.removesuffix(".manifest.json"),
+        results=lambda w, input: os.path.dirname(os.path.dirname(input.data[0])),
+        out=lambda w, output: os.path.dirname(output.csv),
     shell:
-        "shotgun transfer-map --library {LIBRARY} --results {RESULTS} --out {RESULTS}/transfer_map "
-        "--n {params.n} --folds {params.folds} --seed {params.seed} > {log} 2>&1"
+        "shotgun transfer-map --library {params.library} --results {params.results} "
+        "--out {params.out} --n {params.n} --folds {params.folds} "
+        "--seed {params.seed} > {log} 2>&1"

@@ -22,7 +22,9 @@ COMMANDS = [*DATA, *TRAINING, *LIBRARY, *TRANSFER]
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="shotgun",
-        description="Factory of pretrained materials-property models for shotgun transfer learning.")
+        description="Factory of pretrained materials-property models for shotgun transfer "
+        "learning.",
+    )
     p.add_argument("--version", action="version", version=f"shotgun {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
@@ -35,7 +37,8 @@ def main(argv=None) -> int:
     try:
         return args.func(args) or 0
     except (ShotgunError, FileNotFoundError, ValueError) as err:
-        print(f"shotgun: error: {err}", file=sys.stderr)
+        for line in str(err).splitlines() or [type(err).__name__]:  # one line per problem
+            print(f"shotgun: error: {line}", file=sys.stderr)
         return 2
 
 

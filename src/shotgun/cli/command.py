@@ -11,7 +11,7 @@ MLflow.
 from __future__ import annotations
 
 import argparse
-from typing import Sequence
+from collections.abc import Sequence
 
 from .. import INPUT_KINDS
 
@@ -31,8 +31,11 @@ class Command:
         raise NotImplementedError
 
     def register(self, sub) -> argparse.ArgumentParser:
-        parser = sub.add_parser(self.name, help=self.help,
-                                description=self.description or self.help[:1].upper() + self.help[1:])
+        parser = sub.add_parser(
+            self.name,
+            help=self.help,
+            description=self.description or self.help[:1].upper() + self.help[1:],
+        )
         self.add_arguments(parser)
         parser.set_defaults(func=self.run)
         return parser
@@ -58,13 +61,23 @@ def add_kind(parser, help: str, choices: Sequence[str] = INPUT_KINDS, required: 
 
 def add_tracking(parser, results_required: bool = False) -> None:
     """``--results`` (the folder of the embedded store) and ``--tracking-uri``."""
-    parser.add_argument("--results", required=results_required,
-                        default=None if results_required else "results",
-                        help="results folder (holds the embedded MLflow store)")
-    parser.add_argument("--tracking-uri", default=None,
-                        help="MLflow tracking URI (default: the sqlite store in --results)")
+    parser.add_argument(
+        "--results",
+        required=results_required,
+        default=None if results_required else "results",
+        help="results folder (holds the embedded MLflow store)",
+    )
+    parser.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI (default: the sqlite store in --results)",
+    )
 
 
 def add_library_version(parser, required: bool = True) -> None:
-    parser.add_argument("--library-version", required=required, default=None if required else "0",
-                        help="library version (one MLflow experiment per version)")
+    parser.add_argument(
+        "--library-version",
+        required=required,
+        default=None if required else "0",
+        help="library version (one MLflow experiment per version)",
+    )

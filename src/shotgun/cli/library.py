@@ -8,8 +8,18 @@ from pathlib import Path
 
 from .command import Command, Group, add_kind, add_library_version, add_tracking
 
-INDEX_VIEW = ["model_id", "material_class", "dataset", "property", "unit", "descriptor",
-              "architecture", "n_train", "test_mae", "test_r2"]
+INDEX_VIEW = [
+    "model_id",
+    "material_class",
+    "dataset",
+    "property",
+    "unit",
+    "descriptor",
+    "architecture",
+    "n_train",
+    "test_mae",
+    "test_r2",
+]
 
 
 def add_query(s) -> None:
@@ -22,8 +32,14 @@ def add_query(s) -> None:
 
 
 def query_args(a) -> dict:
-    q = {"kind": a.kind, "property": a.property, "descriptor": a.descriptor,
-         "dataset": a.dataset, "min_r2": a.min_r2, "top": a.top}
+    q = {
+        "kind": a.kind,
+        "property": a.property,
+        "descriptor": a.descriptor,
+        "dataset": a.dataset,
+        "min_r2": a.min_r2,
+        "top": a.top,
+    }
     return {k: v for k, v in q.items() if v is not None}
 
 
@@ -94,8 +110,10 @@ class Verify(Command):
         problems = lib.verify()
         for p in problems:
             print(p)
-        print(f"{a.library}: {len(lib.manifest['files'])} files, "
-              + ("all checksums verify" if not problems else f"{len(problems)} problems"))
+        print(
+            f"{a.library}: {len(lib.manifest['files'])} files, "
+            + ("all checksums verify" if not problems else f"{len(problems)} problems")
+        )
         return 1 if problems else 0
 
 
@@ -115,8 +133,10 @@ class Diff(Command):
         if a.format == "json":
             print(json.dumps(d, indent=1))
             return
-        print(f"{a.a} ({d['a']['version']}, {d['a']['n_models']} models) -> "
-              f"{a.b} ({d['b']['version']}, {d['b']['n_models']} models)")
+        print(
+            f"{a.a} ({d['a']['version']}, {d['a']['n_models']} models) -> "
+            f"{a.b} ({d['b']['version']}, {d['b']['n_models']} models)"
+        )
         for key in ("added", "removed", "changed"):
             print(f"{key}: {len(d[key])}" + "".join(f"\n  {m}" for m in d[key]))
         print(f"unchanged: {d['unchanged']}")
@@ -174,24 +194,41 @@ class FromMlflow(Command):
 class LibraryGroup(Group):
     name = "library"
     help = "build, query, verify, diff and share model libraries"
-    commands = (Build(), Query("list"), Query("query"), Show(), Verify(), Diff(), Pack(),
-                Unpack(), FromMlflow())
+    commands = (
+        Build(),
+        Query("list"),
+        Query("query"),
+        Show(),
+        Verify(),
+        Diff(),
+        Pack(),
+        Unpack(),
+        FromMlflow(),
+    )
 
 
 class Predict(Command):
     name = "predict"
-    help = ("predict with a library model (output in its unit) or with a transfer pipeline saved "
-            "by `shotgun transfer`")
+    help = (
+        "predict with a library model (output in its unit) or with a transfer pipeline saved "
+        "by `shotgun transfer`"
+    )
 
     def add_arguments(self, s):
         s.add_argument("--library", help="library folder (with --model: a model id)")
-        s.add_argument("--model", required=True,
-                       help="library model id, or without --library a saved transfer model folder "
-                            "(the transfer output's model/)")
+        s.add_argument(
+            "--model",
+            required=True,
+            help="library model id, or without --library a saved transfer model folder "
+            "(the transfer output's model/)",
+        )
         s.add_argument("--data", required=True, help="CSV of SMILES or formulas")
         s.add_argument("--input", required=True, help="input column")
-        add_kind(s, "material class of the inputs when not the model's own (e.g. molecule for a "
-                    "composition model: through organic_composition)")
+        add_kind(
+            s,
+            "material class of the inputs when not the model's own (e.g. molecule for a "
+            "composition model: through organic_composition)",
+        )
         s.add_argument("--out", help="output CSV (default: standard output)")
 
     def run(self, a):
@@ -211,8 +248,10 @@ class Predict(Command):
             from ..transfer import TransferModel
 
             if not (Path(a.model) / "model.json").is_file():
-                raise FileNotFoundError(f"{a.model}: not a saved transfer model (no model.json); "
-                                        "give --library for a library model id")
+                raise FileNotFoundError(
+                    f"{a.model}: not a saved transfer model (no model.json); "
+                    "give --library for a library model id"
+                )
             model = TransferModel(Path(a.model))
             pred = model.predict(inputs)
             unit = model.meta.get("unit")
@@ -220,8 +259,10 @@ class Predict(Command):
         out = pd.DataFrame({a.input: df[a.input], column: pred})
         if a.out:
             out.to_csv(a.out, index=False)
-            print(f"{a.out}: {len(out)} predictions, {int(pd.isna(pred).sum())} inputs not "
-                  "featurizable")
+            print(
+                f"{a.out}: {len(out)} predictions, {int(pd.isna(pred).sum())} inputs not "
+                "featurizable"
+            )
         else:
             print(out.to_csv(index=False), end="")
 

@@ -58,8 +58,9 @@ class Train(Command):
 
         ds = load_dataset(a.dataset)
         prop = ds.properties[a.property]
-        cell = load_cell(Path(a.prepared), Path(a.features), ds.name, ds.material_class,
-                         prop.name, prop.unit)
+        cell = load_cell(
+            Path(a.prepared), Path(a.features), ds.name, ds.material_class, prop.name, prop.unit
+        )
         cfg = compose_train_config(Path(a.config_dir), a.override)
         tracker = None
         if not a.no_tracking:
@@ -67,8 +68,10 @@ class Train(Command):
         cards = train_shard(cell, cfg, indices(a.models), Path(a.out), tracker, a.threads)
         for c in cards:
             m = c.metrics
-            print(f"{c.model_id} {c.architecture_name} test MAE {m.test_mae:.4g} "
-                  f"R2 {m.test_r2:.3f} ({m.epochs} epochs, {m.seconds:.1f} s)")
+            print(
+                f"{c.model_id} {c.architecture_name} test MAE {m.test_mae:.4g} "
+                f"R2 {m.test_r2:.3f} ({m.epochs} epochs, {m.seconds:.1f} s)"
+            )
         if a.done:  # the shard's completion marker, written last
             Path(a.done).write_text(json.dumps([c.model_id for c in cards]) + "\n")
 

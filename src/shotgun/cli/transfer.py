@@ -27,9 +27,11 @@ def transfer_options(a: argparse.Namespace):
 class Transfer(Command):
     name = "transfer"
     help = "screen library models for a small target dataset"
-    description = ("Screen library models for a small target dataset. Give the target as --data, "
-                   "--input, --target (column) and --kind, or as --target config/targets/NAME.yaml "
-                   "(a declaration; the other flags override its options).")
+    description = (
+        "Screen library models for a small target dataset. Give the target as --data, "
+        "--input, --target (column) and --kind, or as --target config/targets/NAME.yaml "
+        "(a declaration; the other flags override its options)."
+    )
 
     def add_arguments(self, s):
         from ..transfer.options import TransferOptions
@@ -37,28 +39,45 @@ class Transfer(Command):
         s.add_argument("--library", required=True)
         s.add_argument("--out", required=True, help="output folder")
         TransferOptions.add_arguments(s)
-        s.add_argument("--scheduler", help="Dask scheduler address for the screen "
-                                           "(default: a local cluster of --n-workers)")
-        s.add_argument("--n-workers", type=int, default=1,
-                       help="screening worker processes on this machine")
+        s.add_argument(
+            "--scheduler",
+            help="Dask scheduler address for the screen (default: a local cluster of --n-workers)",
+        )
+        s.add_argument(
+            "--n-workers", type=int, default=1, help="screening worker processes on this machine"
+        )
 
     def run(self, a):
         from ..transfer import run_transfer
 
-        s = run_transfer(Path(a.library), transfer_options(a), Path(a.out),
-                         scheduler=a.scheduler, n_workers=a.n_workers)
+        s = run_transfer(
+            Path(a.library),
+            transfer_options(a),
+            Path(a.out),
+            scheduler=a.scheduler,
+            n_workers=a.n_workers,
+        )
         b, base = s.best, s.baseline
-        print(f"{s.n_samples} samples ({s.n_dropped} dropped), {s.n_candidates} candidates, "
-              f"{s.folds}-fold CV ({s.split}), {s.seconds} s")
-        print(f"best transfer (same folds): {b.dataset}/{b.property} ({b.model_id}, depth "
-              f"{b.depth}, {b.learner}): MAE {b.cv_mae:.4g}, R2 {b.cv_r2:.3f}")
+        print(
+            f"{s.n_samples} samples ({s.n_dropped} dropped), {s.n_candidates} candidates, "
+            f"{s.folds}-fold CV ({s.split}), {s.seconds} s"
+        )
+        print(
+            f"best transfer (same folds): {b.dataset}/{b.property} ({b.model_id}, depth "
+            f"{b.depth}, {b.learner}): MAE {b.cv_mae:.4g}, R2 {b.cv_r2:.3f}"
+        )
         print(f"baseline {base.name}: MAE {base.cv_mae:.4g}, R2 {base.cv_r2:.3f}")
-        print("methods on the same folds: " + ", ".join(
-            f"{m.method} {m.cv_mae:.4g}" for m in s.methods) + f"; winner {s.winner}")
+        print(
+            "methods on the same folds: "
+            + ", ".join(f"{m.method} {m.cv_mae:.4g}" for m in s.methods)
+            + f"; winner {s.winner}"
+        )
         if s.nested:
             n = s.nested
-            print(f"nested CV: transfer MAE {n.cv_mae:.4g}, R2 {n.cv_r2:.3f}; baseline MAE "
-                  f"{n.baseline.cv_mae:.4g}, R2 {n.baseline.cv_r2:.3f}")
+            print(
+                f"nested CV: transfer MAE {n.cv_mae:.4g}, R2 {n.cv_r2:.3f}; baseline MAE "
+                f"{n.baseline.cv_mae:.4g}, R2 {n.baseline.cv_r2:.3f}"
+            )
         print(f"refitted best pipeline: {Path(a.out) / s.model} (shotgun predict --model)")
 
 
@@ -68,10 +87,14 @@ class TransferMap(Command):
 
     def add_arguments(self, s):
         s.add_argument("--library", required=True)
-        s.add_argument("--results", required=True,
-                       help="workflow results folder (prepared tables under data/<dataset>/)")
-        s.add_argument("--out", required=True,
-                       help="folder for transfer_map.csv and transfer_map.png")
+        s.add_argument(
+            "--results",
+            required=True,
+            help="workflow results folder (prepared tables under data/<dataset>/)",
+        )
+        s.add_argument(
+            "--out", required=True, help="folder for transfer_map.csv and transfer_map.png"
+        )
         s.add_argument("--n", type=int, default=50, help="seeded subsample of each target property")
         s.add_argument("--seed", type=int, default=0)
         s.add_argument("--folds", type=int, default=5)
@@ -79,8 +102,9 @@ class TransferMap(Command):
     def run(self, a):
         from ..transfer import write_transfer_map
 
-        df = write_transfer_map(Path(a.library), Path(a.results), Path(a.out), n=a.n,
-                                seed=a.seed, folds=a.folds)
+        df = write_transfer_map(
+            Path(a.library), Path(a.results), Path(a.out), n=a.n, seed=a.seed, folds=a.folds
+        )
         print(f"{a.out}: {len(df)} (source, target) pairs")
 
 

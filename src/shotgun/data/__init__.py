@@ -23,15 +23,41 @@ from .declarations import (
 from .inputs import canonicalize, parse_formula, parse_smiles, parse_structure, structure_to_input
 
 __all__ = [
-    "DATASET_CLASSES", "Dataset", "DatasetError", "Property", "canonicalize", "clean",
-    "default_cache_dir", "list_records", "load_dataset", "load_datasets", "parse_formula",
-    "parse_smiles", "parse_structure", "prepare", "read_columns", "read_table", "read_yaml",
-    "scaffold", "structure_to_input", "summarize", "validate_declaration",
+    "DATASET_CLASSES",
+    "Dataset",
+    "DatasetError",
+    "Property",
+    "canonicalize",
+    "clean",
+    "default_cache_dir",
+    "list_records",
+    "load_dataset",
+    "load_datasets",
+    "parse_formula",
+    "parse_smiles",
+    "parse_structure",
+    "prepare",
+    "read_columns",
+    "read_table",
+    "read_yaml",
+    "scaffold",
+    "structure_to_input",
+    "summarize",
+    "validate_declaration",
 ]
 
-__getattr__, __dir__ = lazy_exports(__name__, {
-    "clean": ".cleaning", "prepare": ".cleaning",
-    "read_columns": ".tables", "read_table": ".tables", "read_strings": ".tables",
-    "default_cache_dir": ".summaries", "list_records": ".summaries", "summarize": ".summaries",
-    "scaffold": ".scaffold", "guess_input": ".scaffold",
-})
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "clean": ".cleaning",
+        "prepare": ".cleaning",
+        "read_columns": ".tables",
+        "read_table": ".tables",
+        "read_strings": ".tables",
+        "default_cache_dir": ".summaries",
+        "list_records": ".summaries",
+        "summarize": ".summaries",
+        "scaffold": ".scaffold",
+        "guess_input": ".scaffold",
+    },
+)

@@ -76,8 +76,16 @@ def _target_values(prop: Property, column: pd.Series, reason: np.ndarray) -> np.
     return values
 
 
-def _clean_property(dataset: Dataset, prop: Property, column: pd.Series, canon: np.ndarray,
-                    in_reason: np.ndarray, raw_input: np.ndarray, max_rows: int | None, seed: int):
+def _clean_property(
+    dataset: Dataset,
+    prop: Property,
+    column: pd.Series,
+    canon: np.ndarray,
+    in_reason: np.ndarray,
+    raw_input: np.ndarray,
+    max_rows: int | None,
+    seed: int,
+):
     """(table, quarantined rows, report entry) of one property."""
     n = len(column)
     rows = np.arange(1, n + 1)
@@ -110,9 +118,10 @@ def _clean_property(dataset: Dataset, prop: Property, column: pd.Series, canon: 
         "quarantined": {str(k): int(v) for k, v in counts.items()},
         "subsampled_out": int(subsampled),
     }
-    assert entry["rows_in"] == entry["kept"] + sum(entry["quarantined"].values()) + entry["subsampled_out"], (
-        f"{dataset.name}.{prop.name}: row counts do not add up: {entry}"
-    )
+    assert (
+        entry["rows_in"]
+        == entry["kept"] + sum(entry["quarantined"].values()) + entry["subsampled_out"]
+    ), f"{dataset.name}.{prop.name}: row counts do not add up: {entry}"
     return table, rejected, entry
 
 
@@ -149,7 +158,8 @@ def clean(
 
     for prop in dataset.properties.values():
         table, rejected, entry = _clean_property(
-            dataset, prop, df[prop.column], canon, in_reason, raw_input, max_rows, seed)
+            dataset, prop, df[prop.column], canon, in_reason, raw_input, max_rows, seed
+        )
         tables[prop.name] = table
         quarantine.append(rejected)
         report["properties"][prop.name] = entry
@@ -158,7 +168,9 @@ def clean(
     return tables, q, report
 
 
-def prepare(dataset: Dataset, out_dir: Path, root: Path, max_rows: int | None = None, seed: int = 0) -> dict:
+def prepare(
+    dataset: Dataset, out_dir: Path, root: Path, max_rows: int | None = None, seed: int = 0
+) -> dict:
     """Clean ``dataset`` into ``out_dir`` (one parquet per property) and return the report."""
     tables, quarantine, report = clean(dataset, root, max_rows=max_rows, seed=seed)
     out_dir = Path(out_dir)

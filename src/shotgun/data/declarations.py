@@ -122,8 +122,10 @@ def load_dataset(path) -> Dataset:
     doc = read_yaml(path)
     errors = sorted(_validator().iter_errors(doc), key=lambda e: [str(p) for p in e.absolute_path])
     lines = [f"{path}: {error_key(e)}: {e.message}" for e in errors]
-    lines += [f"{path}: {key}: placeholder {value!r} must be filled in"
-              for key, value in _placeholders(doc)]
+    lines += [
+        f"{path}: {key}: placeholder {value!r} must be filled in"
+        for key, value in _placeholders(doc)
+    ]
     if lines:
         raise DatasetError("\n".join(lines))
     if doc["name"] != path.stem:
@@ -179,6 +181,8 @@ def validate_declaration(path: Path, root: Path) -> str:
     wanted = [ds.input, *(p.column for p in ds.properties.values())]
     missing = [c for c in dict.fromkeys(wanted) if c not in columns]
     if missing:
-        raise DatasetError(f"{path}: columns {missing} are not in {ds.file}; found {sorted(columns)}")
+        raise DatasetError(
+            f"{path}: columns {missing} are not in {ds.file}; found {sorted(columns)}"
+        )
     n = len(ds.properties)
     return f"{path}: ok ({ds.material_class}, {n} propert{'y' if n == 1 else 'ies'} from {ds.file})"

@@ -19,8 +19,9 @@ import json
 import math
 import re
 import warnings
+from collections.abc import Sequence
 from functools import lru_cache
-from typing import Any, Sequence
+from typing import Any
 
 from .declarations import DATASET_CLASSES
 
@@ -166,7 +167,9 @@ _CANONICAL = {
 }
 
 
-def canonicalize(inputs: Sequence[str], material_class: str) -> tuple[list[str | None], list[str | None]]:
+def canonicalize(
+    inputs: Sequence[str], material_class: str
+) -> tuple[list[str | None], list[str | None]]:
     """Canonical form of each input, or ``None`` plus a reason code (``missing_input``,
     ``invalid_smiles``, ``polymer_star_count``, ``invalid_formula``, ``invalid_structure``).
     Each distinct string is processed once."""

@@ -16,10 +16,18 @@ import pandas as pd
 from .inputs import canonicalize
 from .tables import read_strings
 
-_NAME_HINTS = {"smiles": "molecule", "formula": "inorganic", "composition": "inorganic",
-               "structure": "structure"}
-DATA_DIRS = {"molecule": "molecules", "polymer": "polymers", "inorganic": "inorganic",
-             "structure": "structures"}  # data/<folder>/ of each class's bundled tables
+_NAME_HINTS = {
+    "smiles": "molecule",
+    "formula": "inorganic",
+    "composition": "inorganic",
+    "structure": "structure",
+}
+DATA_DIRS = {
+    "molecule": "molecules",
+    "polymer": "polymers",
+    "inorganic": "inorganic",
+    "structure": "structures",
+}  # data/<folder>/ of each class's bundled tables
 _ID_LIKE = re.compile(r"(^|[_\s-])(id|idx|index|no)$", re.IGNORECASE)
 
 
@@ -32,7 +40,9 @@ def _valid_fraction(values: list[str], kind: str) -> float:
 
 def guess_input(df) -> tuple[str, str]:
     """(input column, material class) guessed from column names, then from the content."""
-    text_cols = [c for c in df.columns if pd.to_numeric(df[c], errors="coerce").notna().mean() < 0.5]
+    text_cols = [
+        c for c in df.columns if pd.to_numeric(df[c], errors="coerce").notna().mean() < 0.5
+    ]
     samples = {c: [v for v in df[c].astype(str).str.strip() if v][:100] for c in text_cols}
     ranked = sorted(text_cols, key=lambda c: not any(h in c.lower() for h in _NAME_HINTS))
     for col in ranked:
@@ -58,24 +68,8 @@ def _scalar(v) -> str:
     return json.dumps(v, ensure_ascii=False)  # a JSON string is a valid double-quoted YAML scalar
 
 
-def scaffold(csv: Path, root: Path, name: str | None = None, input_col: str | None = None,
-             kind: str | None = None, units: dict[str, str] | None = None,
-             properties: list[str] | None = None, citation: str | None = None,
-             license: str | None = None, description: str | None = None) -> tuple[str, dict]:
-    """YAML text of a new declaration and a summary of what was guessed and left to fill in."""
-    units = dict(units or {})
-    df = read_strings(csv)
-    if df.empty:
-        raise ValueError(f"{csv}: no data rows")
-    guessed = input_col is None or kind is None
-    if input_col is None:
-        input_col, guess = guess_input(df)
-        kind = kind or guess
-    elif input_col not in df.columns:
-        raise ValueError(f"{csv}: no column {input_col!r}; found {list(df.columns)}")
-    elif kind is None:
-        _, kind = guess_input(df[[input_col]])
-
+def _property_columns(df, csv: Path, input_col: str, units: dict, properties: list | None):
+    """(numeric columns as (name, values, empty cells), skipped columns as (name, why))."""
     numeric, skipped = [], []
     for col in df.columns:
         if col == input_col:
@@ -99,27 +93,12 @@ def scaffold(csv: Path, root: Path, name: str | None = None, input_col: str | No
         raise ValueError(f"--unit given for {unused_units}, which are not property columns")
     if not numeric:
         raise ValueError(f"{csv}: no numeric property columns")
+    return numeric, skipped
 
-    try:
-        file = str(csv.resolve().relative_to(root.resolve()))
-    except ValueError:
-        file = str(csv.resolve())
-    name = name or _key(re.sub(r"(\.csv|\.json)?(\.gz)?$", "", csv.name)).lower()
-    how = f"guessed from column {input_col!r}" if guessed else "given"
-    lines = [
-        "# Declared with `shotgun datasets add`: fill in every TODO, check the guesses, then run",
-        "# `shotgun datasets validate` on this file. Keys are explained in config/datasets/qm9.yaml.",
-        f"name: {name}",
-        f"file: {_scalar(file)}",
-        f"material_class: {kind}  # {how}: molecule | polymer | inorganic | structure",
-        f"input: {_scalar(input_col)}",
-        "duplicates: mean  # merge rows whose canonical input repeats: mean | min | max | first | drop",
-        f"description: {_scalar(description or 'TODO: what was measured or computed, how, on which materials')}",
-        f"citation: {_scalar(citation or 'TODO: reference of the data')}",
-        f"license: {_scalar(license or 'TODO: licence of the data, e.g. CC-BY-4.0')}",
-        "properties:",
-    ]
-    todo = []
+
+def _property_lines(numeric, units: dict) -> tuple[list[str], list[str]]:
+    """The YAML lines of the properties, and the columns whose unit is left TODO."""
+    lines, todo = [], []
     for col, values, n_missing in numeric:
         key = _key(col)
         unit = units.get(col)
@@ -128,12 +107,78 @@ def scaffold(csv: Path, root: Path, name: str | None = None, input_col: str | No
         lines.append(f"  {key}:")
         if key != col:
             lines.append(f"    column: {_scalar(col)}")
-        lines.append(f"    unit: {_scalar(unit or 'TODO')}  # unit of the column; \"1\" if dimensionless")
-        lines.append(f"    # {len(values)} values, {n_missing} empty; min {values.min():.4g}, "
-                     f"median {values.median():.4g}, max {values.max():.4g}")
-        lines.append("    # transform: log10  # for a positive, heavy-tailed quantity; min/max: plausible range")
-    for col, why in skipped:
-        lines.append(f"# not a property: {col!r} ({why})")
-    return "\n".join(lines) + "\n", {"name": name, "kind": kind, "input": input_col, "guessed": guessed,
-                                     "properties": [c for c, _, _ in numeric], "todo_units": todo,
-                                     "file": file}
+        lines.append(
+            f'    unit: {_scalar(unit or "TODO")}  # unit of the column; "1" if dimensionless'
+        )
+        lines.append(
+            f"    # {len(values)} values, {n_missing} empty; min {values.min():.4g}, "
+            f"median {values.median():.4g}, max {values.max():.4g}"
+        )
+        lines.append(
+            "    # transform: log10  # for a positive, heavy-tailed quantity; "
+            "min/max: plausible range"
+        )
+    return lines, todo
+
+
+def scaffold(
+    csv: Path,
+    root: Path,
+    name: str | None = None,
+    input_col: str | None = None,
+    kind: str | None = None,
+    units: dict[str, str] | None = None,
+    properties: list[str] | None = None,
+    citation: str | None = None,
+    license: str | None = None,
+    description: str | None = None,
+) -> tuple[str, dict]:
+    """YAML text of a new declaration and a summary of what was guessed and left to fill in."""
+    units = dict(units or {})
+    df = read_strings(csv)
+    if df.empty:
+        raise ValueError(f"{csv}: no data rows")
+    guessed = input_col is None or kind is None
+    if input_col is None:
+        input_col, guess = guess_input(df)
+        kind = kind or guess
+    elif input_col not in df.columns:
+        raise ValueError(f"{csv}: no column {input_col!r}; found {list(df.columns)}")
+    elif kind is None:
+        _, kind = guess_input(df[[input_col]])
+    numeric, skipped = _property_columns(df, csv, input_col, units, properties)
+
+    try:
+        file = str(csv.resolve().relative_to(root.resolve()))
+    except ValueError:
+        file = str(csv.resolve())
+    name = name or _key(re.sub(r"(\.csv|\.json)?(\.gz)?$", "", csv.name)).lower()
+    how = f"guessed from column {input_col!r}" if guessed else "given"
+    props, todo = _property_lines(numeric, units)
+    lines = [
+        "# Declared with `shotgun datasets add`: fill in every TODO, check the guesses, then run",
+        "# `shotgun datasets validate` on this file. Keys are explained in "
+        "config/datasets/qm9.yaml.",
+        f"name: {name}",
+        f"file: {_scalar(file)}",
+        f"material_class: {kind}  # {how}: molecule | polymer | inorganic | structure",
+        f"input: {_scalar(input_col)}",
+        "duplicates: mean  # merge rows whose canonical input repeats: "
+        "mean | min | max | first | drop",
+        "description: "
+        + _scalar(description or "TODO: what was measured or computed, how, on which materials"),
+        f"citation: {_scalar(citation or 'TODO: reference of the data')}",
+        f"license: {_scalar(license or 'TODO: licence of the data, e.g. CC-BY-4.0')}",
+        "properties:",
+        *props,
+        *(f"# not a property: {col!r} ({why})" for col, why in skipped),
+    ]
+    return "\n".join(lines) + "\n", {
+        "name": name,
+        "kind": kind,
+        "input": input_col,
+        "guessed": guessed,
+        "properties": [c for c, _, _ in numeric],
+        "todo_units": todo,
+        "file": file,
+    }

@@ -36,7 +36,9 @@ def summary_key(dataset: Dataset, root: Path) -> str:
     return h.hexdigest()
 
 
-def summarize(dataset: Dataset, root: Path, cache_dir: Path | None = None, compute: bool = True) -> dict | None:
+def summarize(
+    dataset: Dataset, root: Path, cache_dir: Path | None = None, compute: bool = True
+) -> dict | None:
     """The full (no subsampling) cleaning report of ``dataset``, cached by content hash.
 
     The cache holds ``<cache_dir>/datasets/<name>/<key>.json``; older entries of the same
@@ -96,8 +98,9 @@ def _summaries(datasets: dict, root: Path, cache_dir: Path | None, jobs: int) ->
     return out
 
 
-def list_records(directory: Path, root: Path, cache_dir: Path | None = None, counts: bool = True,
-                 jobs: int = 1) -> tuple[list[dict], list[str]]:
+def list_records(
+    directory: Path, root: Path, cache_dir: Path | None = None, counts: bool = True, jobs: int = 1
+) -> tuple[list[dict], list[str]]:
     """One record per declared source property (``LIST_KEYS``) and the problems met."""
     datasets = load_datasets(directory)
     reports = _summaries(datasets, root, cache_dir, jobs) if counts else {}
@@ -109,12 +112,14 @@ def list_records(directory: Path, root: Path, cache_dir: Path | None = None, cou
             report = None
         for prop in ds.properties.values():
             entry = report["properties"].get(prop.name) if report else None
-            records.append({
-                "dataset": name,
-                "property": prop.name,
-                "material_class": ds.material_class,
-                "unit": prop.unit,
-                "rows": entry["kept"] if entry else None,
-                "quarantined": sum(entry["quarantined"].values()) if entry else None,
-            })
+            records.append(
+                {
+                    "dataset": name,
+                    "property": prop.name,
+                    "material_class": ds.material_class,
+                    "unit": prop.unit,
+                    "rows": entry["kept"] if entry else None,
+                    "quarantined": sum(entry["quarantined"].values()) if entry else None,
+                }
+            )
     return records, problems

@@ -62,7 +62,9 @@ def json_frame(text: str, path: Path) -> pd.DataFrame:
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as e:
-        raise DatasetError(f"{path}: line {e.lineno} column {e.colno}: invalid JSON: {e.msg}") from None
+        raise DatasetError(
+            f"{path}: line {e.lineno} column {e.colno}: invalid JSON: {e.msg}"
+        ) from None
     if isinstance(doc, dict) and all(isinstance(v, list) for v in doc.values()):
         lengths = {k: len(v) for k, v in doc.items()}
         if len(set(lengths.values())) > 1:
@@ -71,8 +73,12 @@ def json_frame(text: str, path: Path) -> pd.DataFrame:
     elif isinstance(doc, list) and all(isinstance(r, dict) for r in doc):
         records = {k: [r.get(k) for r in doc] for k in dict.fromkeys(k for r in doc for k in r)}
     else:
-        raise DatasetError(f"{path}: expected an object of column arrays or an array of row objects")
-    return pd.DataFrame({k: [_json_cell(v) for v in vals] for k, vals in records.items()}, dtype=object)
+        raise DatasetError(
+            f"{path}: expected an object of column arrays or an array of row objects"
+        )
+    return pd.DataFrame(
+        {k: [_json_cell(v) for v in vals] for k, vals in records.items()}, dtype=object
+    )
 
 
 def read_strings(path: Path) -> pd.DataFrame:
@@ -103,14 +109,19 @@ def read_source_table(path: Path, columns: list[str], yaml_path: Path) -> pd.Dat
     missing = [c for c in columns if c not in header]
     if missing:
         raise DatasetError(
-            f"{path}: {where}: missing column(s) {missing} declared in {yaml_path}; found {list(header)}"
+            f"{path}: {where}: missing column(s) {missing} declared in {yaml_path}; "
+            f"found {list(header)}"
         )
     if is_json(path):
         df = df[columns]
     else:
         try:
             df = pd.read_csv(
-                io.StringIO(text), usecols=columns, dtype=str, keep_default_na=False, na_filter=False
+                io.StringIO(text),
+                usecols=columns,
+                dtype=str,
+                keep_default_na=False,
+                na_filter=False,
             )
         except pd.errors.ParserError as e:
             raise DatasetError(f"{path}: malformed CSV: {e}") from None
@@ -129,5 +140,7 @@ def read_table(path: Path, column: str) -> pd.DataFrame:
     except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
         raise ValueError(f"{path}: cannot read as a table: {err}") from err
     if column not in df.columns:
-        raise ValueError(f"{path}: no column {column!r} (columns: {', '.join(map(str, df.columns))})")
+        raise ValueError(
+            f"{path}: no column {column!r} (columns: {', '.join(map(str, df.columns))})"
+        )
     return df

@@ -39,12 +39,32 @@ and the cached ``featurize_inputs``), ``cache`` (content-addressed feature cache
 """
 
 # The families register themselves on import, in this order (the grid's `applicable` order).
-from . import composition, organic, fingerprints, rdkit_2d, structure  # noqa: E402, F401, I001
-from .base import DESCRIPTORS, Descriptor, canonical_json, for_kind, from_spec, get_descriptor, register
+from . import composition, organic, fingerprints, rdkit_2d, structure  # noqa: F401, I001
+from .base import (
+    DESCRIPTORS,
+    Descriptor,
+    canonical_json,
+    for_kind,
+    from_spec,
+    get_descriptor,
+    register,
+)
 from .cache import FeatureCache
 from .compute import featurize, featurize_inputs, make_descriptor
 from .tables import read_features, write_features
 
-__all__ = ["DESCRIPTORS", "Descriptor", "FeatureCache", "canonical_json", "featurize",
-           "featurize_inputs", "for_kind", "from_spec", "get_descriptor", "make_descriptor",
-           "read_features", "register", "write_features"]
+__all__ = [
+    "DESCRIPTORS",
+    "Descriptor",
+    "FeatureCache",
+    "canonical_json",
+    "featurize",
+    "featurize_inputs",
+    "for_kind",
+    "from_spec",
+    "get_descriptor",
+    "make_descriptor",
+    "read_features",
+    "register",
+    "write_features",
+]

@@ -26,12 +26,20 @@ from __future__ import annotations
 import inspect
 import json
 from abc import ABC, abstractmethod
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-__all__ = ["DESCRIPTORS", "Descriptor", "canonical_json", "for_kind", "from_spec",
-           "get_descriptor", "register"]
+__all__ = [
+    "DESCRIPTORS",
+    "Descriptor",
+    "canonical_json",
+    "for_kind",
+    "from_spec",
+    "get_descriptor",
+    "register",
+]
 
 # Below this many inputs, featurization stays in-process (slow descriptors set a lower
 # ``parallel_min_inputs``).
@@ -83,7 +91,9 @@ class Descriptor(ABC):
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
-        return f"get_descriptor({self.name!r}, {args})" if args else f"get_descriptor({self.name!r})"
+        return (
+            f"get_descriptor({self.name!r}, {args})" if args else f"get_descriptor({self.name!r})"
+        )
 
 
 def register(cls: type[Descriptor]) -> type[Descriptor]:
@@ -103,8 +113,10 @@ def get_descriptor(name: str, **params: Any) -> Descriptor:
     known = set(inspect.signature(cls.__init__).parameters) - {"self"}
     unknown = sorted(set(params) - known)
     if unknown:
-        raise ValueError(f"descriptor {name!r} has no parameter {', '.join(unknown)}; "
-                         f"parameters: {', '.join(sorted(known)) or 'none'}")
+        raise ValueError(
+            f"descriptor {name!r} has no parameter {', '.join(unknown)}; "
+            f"parameters: {', '.join(sorted(known)) or 'none'}"
+        )
     return cls(**params)
 
 

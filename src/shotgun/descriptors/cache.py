@@ -16,8 +16,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -45,8 +45,11 @@ class FeatureCache:
         for path in sorted(self.dir.glob("*.npz")):
             with np.load(path, allow_pickle=False) as z:
                 seg_keys = z["keys"]
-                pos = [(where[k], j) for j, k in enumerate(seg_keys.tolist())
-                       if k in where and not found[where[k]]]
+                pos = [
+                    (where[k], j)
+                    for j, k in enumerate(seg_keys.tolist())
+                    if k in where and not found[where[k]]
+                ]
                 if not pos:
                     continue
                 rows, seg_rows = map(np.array, zip(*pos))
@@ -73,8 +76,11 @@ class FeatureCache:
         nnz = np.count_nonzero(Xz)
         if nnz <= Xz.size / 4:
             rows, cols = np.nonzero(Xz)
-            arrays.update(data=Xz[rows, cols], indices=cols.astype(np.int32),
-                          indptr=np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=len(Xz)))]))
+            arrays.update(
+                data=Xz[rows, cols],
+                indices=cols.astype(np.int32),
+                indptr=np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=len(Xz)))]),
+            )
         else:
             arrays["X"] = Xz
         _atomic_write(path, lambda f: np.savez(f, **arrays))

@@ -147,8 +147,12 @@ class ElementStatistics(Descriptor):
         # repeats the first element so that max/min are unaffected.
         lens = np.fromiter((len(p[0]) for p in parsed), dtype=np.intp, count=m)
         total = int(lens.sum())
-        flat_idx = np.fromiter(chain.from_iterable(p[0] for p in parsed), dtype=np.intp, count=total)
-        flat_amt = np.fromiter(chain.from_iterable(p[1] for p in parsed), dtype=np.float64, count=total)
+        flat_idx = np.fromiter(
+            chain.from_iterable(p[0] for p in parsed), dtype=np.intp, count=total
+        )
+        flat_amt = np.fromiter(
+            chain.from_iterable(p[1] for p in parsed), dtype=np.float64, count=total
+        )
         starts = np.cumsum(lens) - lens
         rows = np.repeat(np.arange(m), lens)
         cols = np.arange(total) - np.repeat(starts, lens)

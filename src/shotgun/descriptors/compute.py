@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -91,8 +92,10 @@ def featurize(
         from .fingerprints import densify
 
         return densify(descriptor.n_features, *(np.concatenate(part) for part in zip(*results)))
-    return (np.concatenate([r[0] for r in results], axis=0),
-            np.concatenate([r[1] for r in results], axis=0))
+    return (
+        np.concatenate([r[0] for r in results], axis=0),
+        np.concatenate([r[1] for r in results], axis=0),
+    )
 
 
 def make_descriptor(descriptor, params: dict | None = None):
@@ -104,9 +107,15 @@ def make_descriptor(descriptor, params: dict | None = None):
     return get_descriptor(descriptor, **(params or {}))
 
 
-def featurize_inputs(inputs: Sequence[str], descriptor, n_workers: int = 1,
-                     cache_dir: Path | None = None, progress: bool = False,
-                     params: dict | None = None, scheduler_address: str | None = None):
+def featurize_inputs(
+    inputs: Sequence[str],
+    descriptor,
+    n_workers: int = 1,
+    cache_dir: Path | None = None,
+    progress: bool = False,
+    params: dict | None = None,
+    scheduler_address: str | None = None,
+):
     """(X, ok, spec, feature names) for ``inputs``, in input order.
 
     ``descriptor`` is a name (built with ``params``), a spec or a Descriptor. Each distinct input

@@ -2,7 +2,8 @@
 
 Sources: matminer's bundled Magpie tables (Ward et al. 2016) and pymatgen's
 ``Element`` data. Missing melting/boiling points are taken from pymatgen;
-any other missing value is filled with the column median over H..Pu. See src/shotgun/descriptors/data/README.md for units and provenance.
+any other missing value is filled with the column median over H..Pu. See
+src/shotgun/descriptors/data/README.md for units and provenance.
 
 Usage: python -m shotgun.descriptors.element_table   (needs matminer, a test dependency)
 """
@@ -20,10 +21,28 @@ N_ELEMENTS = 94
 OUT = Path(__file__).resolve().parent / "data" / "elements.csv"
 
 MAGPIE_CORE = [
-    "Number", "MendeleevNumber", "AtomicWeight", "MeltingT", "Column", "Row",
-    "CovalentRadius", "Electronegativity", "NsValence", "NpValence", "NdValence",
-    "NfValence", "NValence", "NsUnfilled", "NpUnfilled", "NdUnfilled", "NfUnfilled",
-    "NUnfilled", "GSvolume_pa", "GSbandgap", "GSmagmom", "SpaceGroupNumber",
+    "Number",
+    "MendeleevNumber",
+    "AtomicWeight",
+    "MeltingT",
+    "Column",
+    "Row",
+    "CovalentRadius",
+    "Electronegativity",
+    "NsValence",
+    "NpValence",
+    "NdValence",
+    "NfValence",
+    "NValence",
+    "NsUnfilled",
+    "NpUnfilled",
+    "NdUnfilled",
+    "NfUnfilled",
+    "NUnfilled",
+    "GSvolume_pa",
+    "GSbandgap",
+    "GSmagmom",
+    "SpaceGroupNumber",
 ]
 # Magpie table name -> column name
 MAGPIE_EXTRA = {

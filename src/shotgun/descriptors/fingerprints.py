@@ -37,6 +37,8 @@ A SMILES that RDKit cannot parse, or an empty string, gives ``ok=False``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ..data.inputs import parse_smiles
@@ -138,8 +140,11 @@ class ECFPDescriptor(GeneratorFingerprint):
     def _make_generator(self):
         from rdkit.Chem import rdFingerprintGenerator as G
 
-        return G.GetMorganGenerator(radius=self.params["radius"], fpSize=self.params["n_bits"],
-                                    atomInvariantsGenerator=self._atom_invariants())
+        return G.GetMorganGenerator(
+            radius=self.params["radius"],
+            fpSize=self.params["n_bits"],
+            atomInvariantsGenerator=self._atom_invariants(),
+        )
 
 
 @register
@@ -166,8 +171,9 @@ class AtomPairDescriptor(GeneratorFingerprint):
     def _make_generator(self):
         from rdkit.Chem import rdFingerprintGenerator as G
 
-        return G.GetAtomPairGenerator(minDistance=1, maxDistance=self.params["max_distance"],
-                                      fpSize=self.params["n_bits"])
+        return G.GetAtomPairGenerator(
+            minDistance=1, maxDistance=self.params["max_distance"], fpSize=self.params["n_bits"]
+        )
 
 
 @register
@@ -182,8 +188,9 @@ class TorsionDescriptor(GeneratorFingerprint):
     def _make_generator(self):
         from rdkit.Chem import rdFingerprintGenerator as G
 
-        return G.GetTopologicalTorsionGenerator(torsionAtomCount=self.params["atom_count"],
-                                                fpSize=self.params["n_bits"])
+        return G.GetTopologicalTorsionGenerator(
+            torsionAtomCount=self.params["atom_count"], fpSize=self.params["n_bits"]
+        )
 
 
 @register
@@ -198,8 +205,9 @@ class RDKitFPDescriptor(GeneratorFingerprint):
     def _make_generator(self):
         from rdkit.Chem import rdFingerprintGenerator as G
 
-        return G.GetRDKitFPGenerator(minPath=1, maxPath=self.params["max_path"],
-                                     fpSize=self.params["n_bits"])
+        return G.GetRDKitFPGenerator(
+            minPath=1, maxPath=self.params["max_path"], fpSize=self.params["n_bits"]
+        )
 
 
 @register

@@ -1,4 +1,4 @@
-"""RDKit 2D descriptors (``rdkit_2d``): every function of ``rdkit.Chem.Descriptors._descList``.
+"""RDKit 2D descriptors (``rdkit_2d``): every function of ``rdkit.Chem.Descriptors.descList``.
 
 The list (217 descriptors in RDKit 2026.09: MolWt, TPSA, MolLogP, BCUT2D_*, fr_* ...)
 comes from the installed RDKit; feature names are the RDKit names. A different
@@ -39,7 +39,7 @@ _F32_MAX = float(np.finfo(np.float32).max)
 def descriptor_list() -> tuple[tuple[str, object], ...]:
     from rdkit.Chem import Descriptors
 
-    return tuple(Descriptors._descList)
+    return tuple(Descriptors.descList)
 
 
 def cap_attachment_points(mol):
@@ -78,8 +78,10 @@ class RDKit2DDescriptor(Descriptor):
     def _functions(self):
         funcs = descriptor_list()
         if self._n_descriptors is not None and self._n_descriptors != len(funcs):
-            raise ValueError(f"rdkit_2d was computed with {self._n_descriptors} RDKit descriptors; "
-                             f"the installed RDKit has {len(funcs)}")
+            raise ValueError(
+                f"rdkit_2d was computed with {self._n_descriptors} RDKit descriptors; "
+                f"the installed RDKit has {len(funcs)}"
+            )
         return funcs
 
     def feature_names(self) -> list[str]:

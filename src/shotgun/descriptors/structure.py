@@ -32,7 +32,6 @@ zeros (XenonPy issue #260); a structure for which it would be is rejected.
 
 from __future__ import annotations
 
-import json
 from functools import lru_cache
 
 import numpy as np
@@ -50,7 +49,12 @@ def parse_structure(s):
     from pymatgen.core import Structure
 
     structure = read_structure(s)
-    if structure is None or len(structure) == 0 or not structure.is_ordered or structure.volume <= 0:
+    if (
+        structure is None
+        or len(structure) == 0
+        or not structure.is_ordered
+        or structure.volume <= 0
+    ):
         return None
     # sites wrapped into the cell: pymatgen's all-site Voronoi search misses neighbours otherwise
     frac = structure.frac_coords - np.floor(structure.frac_coords)
@@ -91,7 +95,9 @@ class RDFDescriptor(StructureDescriptor):
         cutoff, bin_size = float(cutoff), float(bin_size)
         n_bins = round(cutoff / bin_size)
         if not (cutoff > 0 and bin_size > 0 and abs(n_bins * bin_size - cutoff) < 1e-9):
-            raise ValueError(f"cutoff must be a positive multiple of bin_size, got {cutoff}, {bin_size}")
+            raise ValueError(
+                f"cutoff must be a positive multiple of bin_size, got {cutoff}, {bin_size}"
+            )
         self.params = {"cutoff": cutoff, "bin_size": bin_size}
         self._edges = np.linspace(0.0, cutoff, n_bins + 1)
 

@@ -8,16 +8,22 @@ be featurized, its features then NaN), then one float32 column per feature. The 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 SPEC_KEY = b"shotgun.descriptor"
 
 
-def write_features(path: Path, inputs: Sequence[str], X: np.ndarray, ok: np.ndarray,
-                   spec: dict, names: Sequence[str]) -> None:
+def write_features(
+    path: Path,
+    inputs: Sequence[str],
+    X: np.ndarray,
+    ok: np.ndarray,
+    spec: dict,
+    names: Sequence[str],
+) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 

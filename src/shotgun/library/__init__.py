@@ -13,15 +13,35 @@ from ..lazy import lazy_exports
 from .card import CARD_SCHEMA, INDEX_COLUMNS, CardError, LibraryError, ModelCard
 
 __all__ = [
-    "CARD_SCHEMA", "INDEX_COLUMNS", "CardError", "Library", "LibraryError", "ModelCard",
-    "Predictor", "build_library", "diff_libraries", "features_many", "from_mlflow", "pack",
-    "shard_models", "unpack", "write_library",
+    "CARD_SCHEMA",
+    "INDEX_COLUMNS",
+    "CardError",
+    "Library",
+    "LibraryError",
+    "ModelCard",
+    "Predictor",
+    "build_library",
+    "diff_libraries",
+    "features_many",
+    "from_mlflow",
+    "pack",
+    "shard_models",
+    "unpack",
+    "write_library",
 ]
 
-__getattr__, __dir__ = lazy_exports(__name__, {
-    "Library": ".store", "diff_libraries": ".store",
-    "build_library": ".build", "from_mlflow": ".build", "shard_models": ".build",
-    "write_library": ".build",
-    "pack": ".archive", "unpack": ".archive",
-    "Predictor": ".predictor", "features_many": ".predictor",
-})
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "Library": ".store",
+        "diff_libraries": ".store",
+        "build_library": ".build",
+        "from_mlflow": ".build",
+        "shard_models": ".build",
+        "write_library": ".build",
+        "pack": ".archive",
+        "unpack": ".archive",
+        "Predictor": ".predictor",
+        "features_many": ".predictor",
+    },
+)

@@ -13,8 +13,8 @@ import os
 import shutil
 import socket
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import pandas as pd
 
@@ -34,8 +34,13 @@ def shard_models(shard_dirs: Iterable[Path]) -> list[tuple[ModelCard, Path]]:
     return found
 
 
-def write_library(dest: Path, models: Sequence[tuple[dict, Path]], version: str,
-                  reuse: Library | None = None, **extra) -> dict:
+def write_library(
+    dest: Path,
+    models: Sequence[tuple[dict, Path]],
+    version: str,
+    reuse: Library | None = None,
+    **extra,
+) -> dict:
     """Write a library folder at ``dest`` (which must not exist) from (card, weights) pairs.
 
     Weights whose checksum matches a file of ``reuse`` are hard-linked from it instead of copied.
@@ -66,12 +71,18 @@ def write_library(dest: Path, models: Sequence[tuple[dict, Path]], version: str,
         files[f"cards/{mid}.json"] = hashlib.sha256(text.encode()).hexdigest()
         rows.append(card.index_row())
     index = pd.DataFrame(rows, columns=INDEX_COLUMNS).sort_values(
-        ["material_class", "dataset", "property", "model_id"])
+        ["material_class", "dataset", "property", "model_id"]
+    )
     index.to_parquet(dest / INDEX, index=False)
     files[INDEX] = sha256(dest / INDEX)
-    manifest = {"library_version": version, "shotgun_version": __version__,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "n_models": len(rows), "files": dict(sorted(files.items())), **extra}
+    manifest = {
+        "library_version": version,
+        "shotgun_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "n_models": len(rows),
+        "files": dict(sorted(files.items())),
+        **extra,
+    }
     (dest / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
     return manifest
 
@@ -84,7 +95,7 @@ def _tag() -> str:
 def _abandoned(name: str, prefix: str) -> bool:
     """Whether ``name`` (``<prefix><host>-<pid>``) is scratch of a process of this host that is
     gone (a build killed before it could clean up)."""
-    host, _, pid = name[len(prefix):].rpartition("-")
+    host, _, pid = name[len(prefix) :].rpartition("-")
     if not name.startswith(prefix) or host != socket.gethostname() or not pid.isdigit():
         return False
     try:
@@ -161,12 +172,17 @@ def build_library(shard_dirs: Sequence[Path], out: Path, version: str, keep: int
     # Kept first: the new build, then the one it replaced (readers may still hold it, and a
     # killed build can leave a newer one that was never linked), then the newest others.
     current, replaced = final.resolve(), previous.root if previous else None
-    builds = sorted((p.resolve() for p in versions.iterdir()
-                     if p.is_dir() and not p.name.startswith(".")),
-                    key=lambda p: p.stat().st_mtime, reverse=True)
-    ranked = ([current] + [b for b in builds if b == replaced and b != current]
-              + [b for b in builds if b not in (current, replaced)])
-    for stale in ranked[max(keep, 1):]:
+    builds = sorted(
+        (p.resolve() for p in versions.iterdir() if p.is_dir() and not p.name.startswith(".")),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
+    ranked = (
+        [current]
+        + [b for b in builds if b == replaced and b != current]
+        + [b for b in builds if b not in (current, replaced)]
+    )
+    for stale in ranked[max(keep, 1) :]:
         _retire(stale, versions)
     return manifest
 

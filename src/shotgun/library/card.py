@@ -59,7 +59,7 @@ class InputScaler:
 
 @dataclass(frozen=True)
 class Reference:
-    """A few test inputs and the model's predictions for them: a loaded model must reproduce them."""
+    """A few test inputs and the model's predictions: a loaded model must reproduce them."""
 
     inputs: list[str]
     predictions: list[float]
@@ -99,17 +99,25 @@ class ModelCard:
         if not isinstance(doc, dict):
             raise CardError(f"{source}: a model card is a JSON object")
         if doc.get("card_schema", CARD_SCHEMA) > CARD_SCHEMA:
-            raise CardError(f"{source}: card_schema {doc['card_schema']} is newer than this "
-                            f"shotgun reads ({CARD_SCHEMA})")
+            raise CardError(
+                f"{source}: card_schema {doc['card_schema']} is newer than this "
+                f"shotgun reads ({CARD_SCHEMA})"
+            )
         fields = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(doc) - set(fields))
-        missing = sorted(n for n, f in fields.items() if n not in doc
-                         and f.default is dataclasses.MISSING)
+        missing = sorted(
+            n for n, f in fields.items() if n not in doc and f.default is dataclasses.MISSING
+        )
         if unknown or missing:
-            raise CardError(f"{source}: not a model card (missing keys {missing}, "
-                            f"unknown keys {unknown})")
-        nested = {"target_scaler": TargetScaler, "input_scaler": InputScaler,
-                  "metrics": Metrics, "reference": Reference}
+            raise CardError(
+                f"{source}: not a model card (missing keys {missing}, unknown keys {unknown})"
+            )
+        nested = {
+            "target_scaler": TargetScaler,
+            "input_scaler": InputScaler,
+            "metrics": Metrics,
+            "reference": Reference,
+        }
         try:
             values = {k: nested[k](**v) if k in nested else v for k, v in doc.items()}
         except TypeError as err:
@@ -193,7 +201,23 @@ class ModelCard:
         return "\n".join(lines)
 
 
-INDEX_COLUMNS = ["model_id", "material_class", "dataset", "property", "unit", "descriptor",
-                 "descriptor_version", "input_kinds", "architecture", "n_hidden", "n_train",
-                 "n_val", "n_test", "test_mae", "test_rmse", "test_r2", "mlflow_run_id",
-                 "data_hash"]
+INDEX_COLUMNS = [
+    "model_id",
+    "material_class",
+    "dataset",
+    "property",
+    "unit",
+    "descriptor",
+    "descriptor_version",
+    "input_kinds",
+    "architecture",
+    "n_hidden",
+    "n_train",
+    "n_val",
+    "n_test",
+    "test_mae",
+    "test_rmse",
+    "test_r2",
+    "mlflow_run_id",
+    "data_hash",
+]

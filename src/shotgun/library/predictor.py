@@ -7,8 +7,8 @@ pre-activation outputs of the last ``depth`` hidden layers (what transfer learni
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -31,8 +31,9 @@ class Predictor:
         self.x_std = tensors.pop("x_std").numpy()
         with torch.device("meta"):  # no random initialisation: the weights replace it
             self.net = MLP(card.architecture)
-        self.net.load_state_dict({k.removeprefix("net."): v for k, v in tensors.items()},
-                                 assign=True)
+        self.net.load_state_dict(
+            {k.removeprefix("net."): v for k, v in tensors.items()}, assign=True
+        )
         self.net.eval()
         self.y_mean = card.target_scaler.mean
         self.y_std = card.target_scaler.std
@@ -69,8 +70,9 @@ class Predictor:
         if kind is not None and kind not in d.kinds:
             d = for_kind(self.card.descriptor, kind)
             if d is None:
-                raise LibraryError(f"model {self.card.model_id} ({self.descriptor.name}) "
-                                   f"cannot take {kind} inputs")
+                raise LibraryError(
+                    f"model {self.card.model_id} ({self.descriptor.name}) cannot take {kind} inputs"
+                )
         X, ok = d.featurize(list(inputs))
         return np.where(ok[:, None], X, 0.0), ok
 
@@ -84,8 +86,13 @@ class Predictor:
         return np.where(ok[:, None], self.features_descriptors(X, depth), np.nan)
 
 
-def features_many(library: Library, model_ids: Sequence[str], inputs: Sequence[str],
-                  depth: int = 1, kind: str | None = None) -> dict[str, np.ndarray]:
+def features_many(
+    library: Library,
+    model_ids: Sequence[str],
+    inputs: Sequence[str],
+    depth: int = 1,
+    kind: str | None = None,
+) -> dict[str, np.ndarray]:
     """Neural descriptors of many models for one set of inputs (of material class ``kind``,
     bridged into each model's feature space when needed), each descriptor computed once.
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from ..checksums import sha256
-from .card import ModelCard, LibraryError
+from .card import LibraryError, ModelCard
 
 if TYPE_CHECKING:
     from .predictor import Predictor
@@ -36,7 +36,7 @@ class Library:
         self.root, self.manifest, self.index = root, manifest, index
 
     @classmethod
-    def open(cls, path: str | Path) -> "Library":
+    def open(cls, path: str | Path) -> Library:
         root = Path(path).resolve()  # pin one build even if the link moves on
         mpath = root / MANIFEST
         if not mpath.is_file():
@@ -59,7 +59,9 @@ class Library:
         if not path.is_file():
             raise LibraryError(f"{path}: missing")
         if sha256(path) != expected:
-            raise LibraryError(f"{path}: checksum mismatch (file changed since the library was built)")
+            raise LibraryError(
+                f"{path}: checksum mismatch (file changed since the library was built)"
+            )
         return path
 
     def verify(self) -> list[str]:
@@ -76,14 +78,24 @@ class Library:
                 problems.append(f"{p}: not listed in the manifest")
         return problems
 
-    def query(self, kind: str | None = None, property: str | None = None,
-              descriptor: str | None = None, dataset: str | None = None,
-              min_r2: float | None = None, top: int | None = None) -> pd.DataFrame:
+    def query(
+        self,
+        kind: str | None = None,
+        property: str | None = None,
+        descriptor: str | None = None,
+        dataset: str | None = None,
+        min_r2: float | None = None,
+        top: int | None = None,
+    ) -> pd.DataFrame:
         """Models filtered by material class, property, descriptor, dataset and test R²,
         best R² first."""
         q = self.index
-        for col, val in (("material_class", kind), ("property", property),
-                         ("descriptor", descriptor), ("dataset", dataset)):
+        for col, val in (
+            ("material_class", kind),
+            ("property", property),
+            ("descriptor", descriptor),
+            ("dataset", dataset),
+        ):
             if val is not None:
                 q = q[q[col] == val]
         if min_r2 is not None:
@@ -101,8 +113,9 @@ class Library:
             return self.index
         keys = list(zip(self.index["descriptor"], self.index["descriptor_version"]))
         first = dict(zip(keys, self.index["model_id"]))  # one card per descriptor and version
-        usable = {key: for_kind(self.card(mid).descriptor, kind) is not None
-                  for key, mid in first.items()}
+        usable = {
+            key: for_kind(self.card(mid).descriptor, kind) is not None for key, mid in first.items()
+        }
         return self.index[[usable[k] for k in keys]]
 
     def card(self, model_id: str) -> ModelCard:
@@ -122,13 +135,18 @@ def diff_libraries(a: Library, b: Library) -> dict:
     """Models added, removed, changed (same id, other weights or metrics) and unchanged."""
     ia, ib = a.index.set_index("model_id"), b.index.set_index("model_id")
     common = ia.index.intersection(ib.index)
-    changed = [m for m in common
-               if a.manifest["files"][f"models/{m}.safetensors"]
-               != b.manifest["files"][f"models/{m}.safetensors"]
-               or not ia.loc[m, ["test_mae", "test_r2"]].equals(ib.loc[m, ["test_mae", "test_r2"]])]
-    return {"a": {"path": str(a.root), "version": a.version, "n_models": len(ia)},
-            "b": {"path": str(b.root), "version": b.version, "n_models": len(ib)},
-            "added": sorted(ib.index.difference(ia.index)),
-            "removed": sorted(ia.index.difference(ib.index)),
-            "changed": sorted(changed),
-            "unchanged": len(common) - len(changed)}
+    changed = [
+        m
+        for m in common
+        if a.manifest["files"][f"models/{m}.safetensors"]
+        != b.manifest["files"][f"models/{m}.safetensors"]
+        or not ia.loc[m, ["test_mae", "test_r2"]].equals(ib.loc[m, ["test_mae", "test_r2"]])
+    ]
+    return {
+        "a": {"path": str(a.root), "version": a.version, "n_models": len(ia)},
+        "b": {"path": str(b.root), "version": b.version, "n_models": len(ib)},
+        "added": sorted(ib.index.difference(ia.index)),
+        "removed": sorted(ia.index.difference(ib.index)),
+        "changed": sorted(changed),
+        "unchanged": len(common) - len(changed),
+    }

@@ -7,21 +7,50 @@ modules import torch and Lightning, loaded when one of their names is first used
 """
 
 from ..lazy import lazy_exports
-from .architecture import architecture_name, max_width, noise_shape, sample_architecture, stable_seed
+from .architecture import (
+    architecture_name,
+    max_width,
+    noise_shape,
+    sample_architecture,
+    stable_seed,
+)
 
 __all__ = [
-    "MLP", "Batches", "DropoutNoise", "KeepBest", "StackedGroup", "adam", "architecture_name",
-    "build_network", "fit_ensemble", "fit_single", "make_trainer", "matmul_precision",
-    "max_width", "mm_dtype", "noise_shape", "quiet_lightning", "sample_architecture",
+    "MLP",
+    "Batches",
+    "DropoutNoise",
+    "KeepBest",
+    "StackedGroup",
+    "adam",
+    "architecture_name",
+    "build_network",
+    "fit_ensemble",
+    "fit_single",
+    "make_trainer",
+    "matmul_precision",
+    "max_width",
+    "mm_dtype",
+    "noise_shape",
+    "quiet_lightning",
+    "sample_architecture",
     "stable_seed",
 ]
 
-__getattr__, __dir__ = lazy_exports(__name__, {
-    "MLP": ".mlp", "build_network": ".mlp",
-    "StackedGroup": ".stacked",
-    "KeepBest": ".ensemble", "fit_ensemble": ".ensemble",
-    "fit_single": ".reference",
-    "Batches": ".trainer", "DropoutNoise": ".trainer", "adam": ".trainer",
-    "make_trainer": ".trainer", "matmul_precision": ".trainer", "mm_dtype": ".trainer",
-    "quiet_lightning": ".trainer",
-})
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "MLP": ".mlp",
+        "build_network": ".mlp",
+        "StackedGroup": ".stacked",
+        "KeepBest": ".ensemble",
+        "fit_ensemble": ".ensemble",
+        "fit_single": ".reference",
+        "Batches": ".trainer",
+        "DropoutNoise": ".trainer",
+        "adam": ".trainer",
+        "make_trainer": ".trainer",
+        "matmul_precision": ".trainer",
+        "mm_dtype": ".trainer",
+        "quiet_lightning": ".trainer",
+    },
+)

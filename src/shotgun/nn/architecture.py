@@ -6,15 +6,17 @@ An architecture is a JSON-able dict::
      "dropout": 0.1, "batch_norm": true}
 
 Each hidden layer is Linear -> Dropout -> BatchNorm -> activation (as in XenonPy.MDL); the output
-layer is a single Linear unit (:class:`shotgun.nn.mlp.MLP` builds the network). Hidden widths are sorted-descending fractions of the input width
-(or of ``base_width_cap`` when the input is wider, e.g. 2,048-bit fingerprints).
+layer is a single Linear unit (:class:`shotgun.nn.mlp.MLP` builds the network). Hidden widths are
+sorted-descending fractions of the input width (or of ``base_width_cap`` when the input is wider,
+e.g. 2,048-bit fingerprints).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -57,8 +59,10 @@ def _base_width(n_in: int, space: Mapping[str, Any]) -> int:
 
 def max_width(n_in: int, space: Mapping[str, Any]) -> int:
     """The widest hidden layer ``sample_architecture`` can draw for ``n_in`` inputs."""
-    return max(int(space.get("min_width", 8)),
-               int(round(float(space["width_fraction"][1]) * _base_width(n_in, space))))
+    return max(
+        int(space.get("min_width", 8)),
+        int(round(float(space["width_fraction"][1]) * _base_width(n_in, space))),
+    )
 
 
 def architecture_name(arch: Mapping[str, Any]) -> str:

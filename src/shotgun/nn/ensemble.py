@@ -11,7 +11,7 @@ stops is removed from its group (with its optimizer state) at the end of that ep
 group's padding narrows to the remaining models, so stopped models cost no more compute.
 
 On CPU, the groups of a step are shared among one thread per core, each running whole groups
-(forward, backward, the group's own Adam step) with one intra-op thread: about 15 % less CPU
+(forward, backward, the group's own Adam step) with one intra-op thread, which costs less CPU
 time than every operation split over the cores (``benchmarks/README.md``). With
 ``trainer.precision: bf16`` the hidden layers' matrix products take bfloat16 operands and give
 bfloat16 results (accumulated in float32); weights, Adam, BatchNorm, activations and loss stay
@@ -25,8 +25,8 @@ reference that a model trained inside an ensemble equals (up to float summation 
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Mapping, Sequence
 
 import lightning as L
 import numpy as np
@@ -48,8 +48,14 @@ class EnsembleModule(L.LightningModule):
     after every operation, which also keeps a shared machine's load from stalling them.
     """
 
-    def __init__(self, groups: Sequence[StackedGroup], optim: Mapping, noise: DropoutNoise,
-                 n_models: int, workers: int = 1):
+    def __init__(
+        self,
+        groups: Sequence[StackedGroup],
+        optim: Mapping,
+        noise: DropoutNoise,
+        n_models: int,
+        workers: int = 1,
+    ):
         super().__init__()
         self.automatic_optimization = False
         self.groups = torch.nn.ModuleList(groups)
@@ -164,13 +170,25 @@ class KeepBest(Callback):
 
     def stats(self, i: int) -> dict:
         """Fit statistics of model ``i``: its best validation MSE, best epoch and epochs run."""
-        return {"best_val_mse": float(self.best[i]), "best_epoch": int(self.best_epoch[i]),
-                "epochs": int(self.epochs[i])}
+        return {
+            "best_val_mse": float(self.best[i]),
+            "best_epoch": int(self.best_epoch[i]),
+            "epochs": int(self.epochs[i]),
+        }
 
 
-def fit_ensemble(archs: Sequence[Mapping], seeds: Sequence[int], cfg: Mapping,
-                 X_tr, y_tr, X_val, y_val, batch_seed: int, noise_seed: int,
-                 noise_shape: tuple[int, int]) -> list[tuple[dict, dict]]:
+def fit_ensemble(
+    archs: Sequence[Mapping],
+    seeds: Sequence[int],
+    cfg: Mapping,
+    X_tr,
+    y_tr,
+    X_val,
+    y_val,
+    batch_seed: int,
+    noise_seed: int,
+    noise_shape: tuple[int, int],
+) -> list[tuple[dict, dict]]:
     """Train K models together; returns (best state_dict, fit stats) per model, in input order.
 
     ``X_*``/``y_*`` are float32 tensors on the training device; ``noise_shape`` is
@@ -180,20 +198,24 @@ def fit_ensemble(archs: Sequence[Mapping], seeds: Sequence[int], cfg: Mapping,
     quiet_lightning()
     t = cfg["trainer"]
     mm = mm_dtype(cfg)
-    groups = [StackedGroup([archs[i] for i in members], [seeds[i] for i in members], members, mm)
-              for members in plan_groups(archs, int(t.get("group_size") or len(archs)))]
+    groups = [
+        StackedGroup([archs[i] for i in members], [seeds[i] for i in members], members, mm)
+        for members in plan_groups(archs, int(t.get("group_size") or len(archs)))
+    ]
     threads = torch.get_num_threads()
     workers = threads if X_tr.device.type == "cpu" else 1
-    module = EnsembleModule(groups, cfg["optim"], DropoutNoise(noise_seed, *noise_shape),
-                            len(archs), workers)
+    module = EnsembleModule(
+        groups, cfg["optim"], DropoutNoise(noise_seed, *noise_shape), len(archs), workers
+    )
 
     def where():
         return {i: (g, k) for g in module.active_groups() for k, i in enumerate(g.ids)}
 
     keep = KeepBest(where, t["patience"])
     if workers > 1:
-        module.pool = ThreadPoolExecutor(workers - 1, initializer=torch.set_num_threads,
-                                         initargs=(1,))
+        module.pool = ThreadPoolExecutor(
+            workers - 1, initializer=torch.set_num_threads, initargs=(1,)
+        )
         torch.set_num_threads(1)
     try:
         fit(cfg, module, [keep], X_tr, y_tr, X_val, y_val, batch_seed)

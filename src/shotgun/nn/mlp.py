@@ -7,7 +7,8 @@ the layout of every stored model's weights.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -17,12 +18,14 @@ ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "elu": nn.ELU, "tanh
 
 def block(n_in: int, n_out: int, arch: Mapping[str, Any]) -> nn.ModuleDict:
     """One hidden layer: ``linear``, ``dropout``, ``norm``, ``act``."""
-    return nn.ModuleDict({
-        "linear": nn.Linear(n_in, n_out),
-        "dropout": nn.Dropout(arch["dropout"]),
-        "norm": nn.BatchNorm1d(n_out) if arch["batch_norm"] else nn.Identity(),
-        "act": ACTIVATIONS[arch["activation"]](),
-    })
+    return nn.ModuleDict(
+        {
+            "linear": nn.Linear(n_in, n_out),
+            "dropout": nn.Dropout(arch["dropout"]),
+            "norm": nn.BatchNorm1d(n_out) if arch["batch_norm"] else nn.Identity(),
+            "act": ACTIVATIONS[arch["activation"]](),
+        }
+    )
 
 
 def apply_block(block: nn.ModuleDict, x):
@@ -49,8 +52,7 @@ class MLP(nn.Module):
             x = b["act"](z)
 
     def forward(self, x):
-        for z in self._pre_activations(x):
-            pass
+        *_, z = self._pre_activations(x)  # the last hidden layer's pre-activations
         return self.output(self.blocks[-1]["act"](z)).squeeze(-1)
 
     def hidden_features(self, x, depth: int = 1):

@@ -7,7 +7,7 @@ batches, same dropout noise (thresholded at the model's rate), same Adam, same e
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import lightning as L
 import torch
@@ -27,7 +27,9 @@ class MixedLinear(torch.nn.Linear):
 
     def forward(self, x):
         mm = self.mm
-        return torch.nn.functional.linear(x.to(mm), self.weight.to(mm), self.bias.to(mm)).to(x.dtype)
+        return torch.nn.functional.linear(x.to(mm), self.weight.to(mm), self.bias.to(mm)).to(
+            x.dtype
+        )
 
 
 class SharedNoiseDropout(torch.nn.Module):
@@ -40,7 +42,7 @@ class SharedNoiseDropout(torch.nn.Module):
     def forward(self, z):
         if not self.training:
             return z
-        return z * (self.u[self.layer, :, :z.shape[1]] >= self.p) / (1 - self.p)
+        return z * (self.u[self.layer, :, : z.shape[1]] >= self.p) / (1 - self.p)
 
 
 class SingleModule(L.LightningModule):
@@ -70,8 +72,18 @@ class SingleModule(L.LightningModule):
         return {k: v.detach().to("cpu").clone() for k, v in self.net.state_dict().items()}
 
 
-def fit_single(arch: Mapping, seed: int, cfg: Mapping, X_tr, y_tr, X_val, y_val,
-               batch_seed: int, noise_seed: int, noise_shape: tuple[int, int]):
+def fit_single(
+    arch: Mapping,
+    seed: int,
+    cfg: Mapping,
+    X_tr,
+    y_tr,
+    X_val,
+    y_val,
+    batch_seed: int,
+    noise_seed: int,
+    noise_shape: tuple[int, int],
+):
     """Train one plain MLP with the ensemble's protocol (the reference).
 
     Returns (best state_dict, fit stats)."""

@@ -14,7 +14,7 @@ weights load from and unstack into the ``state_dict`` of :class:`shotgun.nn.mlp.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -74,13 +74,15 @@ def _activation_grad(dh, h, family, segments, mdim):
         return aten.tanh_backward(dh, h)
     dy = torch.empty_like(h)
     for start, stop, slope in segments:
-        parts = [t if len(segments) == 1 else t.narrow(mdim, start, stop - start)
-                 for t in (dh, h, dy)]
+        parts = [
+            t if len(segments) == 1 else t.narrow(mdim, start, stop - start) for t in (dh, h, dy)
+        ]
         if slope == 0.0:
             aten.threshold_backward.grad_input(parts[0], parts[1], 0.0, grad_input=parts[2])
         else:
-            aten.leaky_relu_backward.grad_input(parts[0], parts[1], slope, True,
-                                                grad_input=parts[2])
+            aten.leaky_relu_backward.grad_input(
+                parts[0], parts[1], slope, True, grad_input=parts[2]
+            )
     return dy
 
 
@@ -135,8 +137,7 @@ class StackedGroup(nn.Module):
     """K models of one :func:`group_key`, stacked (see the module docstring). ``ids`` are the
     models' positions in the caller's list; models are kept ordered by activation slope."""
 
-    def __init__(self, archs: Sequence[Mapping], seeds: Sequence[int], ids: Sequence[int],
-                 mm=None):
+    def __init__(self, archs: Sequence[Mapping], seeds: Sequence[int], ids: Sequence[int], mm=None):
         super().__init__()
         self.mm = mm  # dtype of the hidden layers' matrix products (see trainer.mm_dtype)
         # ordered by activation slope: the activation runs on contiguous runs of models
@@ -154,7 +155,8 @@ class StackedGroup(nn.Module):
         z = torch.zeros
         self.w = nn.ParameterList(
             [nn.Parameter(z(n_in, K, widths[0]))]
-            + [nn.Parameter(z(K, ins[l], widths[l])) for l in range(1, depth)])
+            + [nn.Parameter(z(K, ins[l], widths[l])) for l in range(1, depth)]
+        )
         self.b = nn.ParameterList([nn.Parameter(z(K, wd)) for wd in widths])
         if self.batch_norm:
             self.gamma = nn.ParameterList([nn.Parameter(z(K, wd)) for wd in widths])
@@ -193,8 +195,9 @@ class StackedGroup(nn.Module):
             else:
                 self.segments.append((k, k + 1, slope))
         self.p_values = sorted(set(ps))  # per-model masks: one per rate, gathered by model
-        self.p_index = torch.tensor([self.p_values.index(p) for p in ps],
-                                    device=self.p.device)  # a buffer: follows .to()
+        self.p_index = torch.tensor(
+            [self.p_values.index(p) for p in ps], device=self.p.device
+        )  # a buffer: follows .to()
         self.widths = self._widths()
 
     # -- per-model views ---------------------------------------------------------------
@@ -203,15 +206,19 @@ class StackedGroup(nn.Module):
         h, ins = arch["hidden"], [arch["n_in"]] + arch["hidden"][:-1]
         out = []
         for l in range(self.depth):
-            w = self.w[l][:, k, :h[l]] if l == 0 else self.w[l][k, :ins[l], :h[l]]
-            out += [(f"blocks.{l}.linear.weight", w.T), (f"blocks.{l}.linear.bias",
-                                                         self.b[l][k, :h[l]])]
+            w = self.w[l][:, k, : h[l]] if l == 0 else self.w[l][k, : ins[l], : h[l]]
+            out += [
+                (f"blocks.{l}.linear.weight", w.T),
+                (f"blocks.{l}.linear.bias", self.b[l][k, : h[l]]),
+            ]
             if self.batch_norm:
-                out += [(f"blocks.{l}.norm.weight", self.gamma[l][k, :h[l]]),
-                        (f"blocks.{l}.norm.bias", self.beta[l][k, :h[l]]),
-                        (f"blocks.{l}.norm.running_mean", getattr(self, f"rm{l}")[k, :h[l]]),
-                        (f"blocks.{l}.norm.running_var", getattr(self, f"rv{l}")[k, :h[l]])]
-        out += [("output.weight", self.wo[k:k + 1, :h[-1]]), ("output.bias", self.bo[k:k + 1])]
+                out += [
+                    (f"blocks.{l}.norm.weight", self.gamma[l][k, : h[l]]),
+                    (f"blocks.{l}.norm.bias", self.beta[l][k, : h[l]]),
+                    (f"blocks.{l}.norm.running_mean", getattr(self, f"rm{l}")[k, : h[l]]),
+                    (f"blocks.{l}.norm.running_var", getattr(self, f"rv{l}")[k, : h[l]]),
+                ]
+        out += [("output.weight", self.wo[k : k + 1, : h[-1]]), ("output.bias", self.bo[k : k + 1])]
         return out
 
     def load_model(self, k: int, state: Mapping):
@@ -220,8 +227,10 @@ class StackedGroup(nn.Module):
 
     def model_state(self, k: int) -> dict:
         """State dict of model k in the layout of ``build_network(arch)``."""
-        state = {key: v.detach().to("cpu").clone().contiguous()
-                 for key, v in self._views(k, self.archs[k])}
+        state = {
+            key: v.detach().to("cpu").clone().contiguous()
+            for key, v in self._views(k, self.archs[k])
+        }
         if self.batch_norm:
             for l in range(self.depth):
                 state[f"blocks.{l}.norm.num_batches_tracked"] = torch.tensor(self.steps)
@@ -235,9 +244,12 @@ class StackedGroup(nn.Module):
         for l in range(self.depth):
             out.append((self.b[l], 0, {1: l}))
             if self.batch_norm:
-                out += [(self.gamma[l], 0, {1: l}), (self.beta[l], 0, {1: l}),
-                        (getattr(self, f"rm{l}"), 0, {1: l}),
-                        (getattr(self, f"rv{l}"), 0, {1: l})]
+                out += [
+                    (self.gamma[l], 0, {1: l}),
+                    (self.beta[l], 0, {1: l}),
+                    (getattr(self, f"rm{l}"), 0, {1: l}),
+                    (getattr(self, f"rv{l}"), 0, {1: l}),
+                ]
         return out + [(self.wo, 0, {1: self.depth - 1}), (self.bo, 0, {}), (self.p, 0, {})]
 
     def select(self, keep: Sequence[int], optimizer=None):
@@ -281,11 +293,13 @@ class StackedGroup(nn.Module):
         first layer's output is read by the next product through a strided view."""
         B, K = x.shape[0], self.K
         training = masks is not None
+        h = bdim = None  # the previous layer's activations and their batch dimension
         for l in range(self.depth):
             W = self.widths[l]
             if l == 0:  # the shared input meets all K models in one product
-                z = self._product(torch.addmm, self.b[0].view(1, -1), x,
-                                  self.w[0].view(self.n_in, -1))
+                z = self._product(
+                    torch.addmm, self.b[0].view(1, -1), x, self.w[0].view(self.n_in, -1)
+                )
                 z, bdim = z.view(B, K, W), 0
             else:
                 h_in = h if bdim == 1 else h.transpose(0, 1)
@@ -302,14 +316,16 @@ class StackedGroup(nn.Module):
                 rm = getattr(self, f"rm{l}").unsqueeze(bdim)
                 rv = getattr(self, f"rv{l}").unsqueeze(bdim)
                 if training:
-                    h = StackedBlock.apply(z, mask, gamma, beta, rm, rv, bdim, self.family,
-                                           self.segments)
+                    h = StackedBlock.apply(
+                        z, mask, gamma, beta, rm, rv, bdim, self.family, self.segments
+                    )
                     continue
                 scale = gamma * (rv + 1e-5).rsqrt()  # running statistics: an affine map
                 z = torch.addcmul(beta - rm * scale, z, scale)
             elif training:
-                h = StackedBlock.apply(z, mask, None, None, None, None, bdim, self.family,
-                                       self.segments)
+                h = StackedBlock.apply(
+                    z, mask, None, None, None, None, bdim, self.family, self.segments
+                )
                 continue
             h = activate_(z, self.family, self.segments, 1 - bdim)  # no gradient here
         if training:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Mapping
 from contextlib import contextmanager
-from typing import Mapping
 
 import torch
 
@@ -33,7 +33,7 @@ class Batches:
             return
         perm = torch.randperm(n, generator=self.gen).to(self.X.device)
         for start in range(0, n, self.batch_size):
-            sel = perm[start:start + self.batch_size]
+            sel = perm[start : start + self.batch_size]
             if len(sel) > 1 or start == 0:  # BatchNorm needs two samples
                 yield self.X[sel], self.y[sel]
 
@@ -65,8 +65,7 @@ def quiet_lightning():
 def adam(params, optim: Mapping):
     """Adam, fused into one kernel per tensor (CPU and CUDA): element-wise, so K stacked models
     update exactly as K separate optimisers would."""
-    return torch.optim.Adam(params, lr=optim["lr"], weight_decay=optim["weight_decay"],
-                            fused=True)
+    return torch.optim.Adam(params, lr=optim["lr"], weight_decay=optim["weight_decay"], fused=True)
 
 
 PRECISIONS = {"32": None, "bf16": "bfloat16"}
@@ -79,8 +78,9 @@ def mm_dtype(cfg: Mapping):
     activations and loss stay float32)."""
     precision = str(cfg["trainer"].get("precision", 32))
     if precision not in PRECISIONS:
-        raise ValueError(f"trainer.precision must be one of {sorted(PRECISIONS)}, "
-                         f"got {precision!r}")
+        raise ValueError(
+            f"trainer.precision must be one of {sorted(PRECISIONS)}, got {precision!r}"
+        )
     return PRECISIONS[precision] and getattr(torch, PRECISIONS[precision])
 
 
@@ -92,12 +92,13 @@ def matmul_precision(cfg: Mapping):
     """torch's float32 matmul precision set to ``trainer.matmul_precision`` (default
     ``highest``) for the duration, then restored. ``medium`` lets oneDNN take float32 products
     on CPUs with AVX-512: bfloat16 inside where it has fast kernels for it (AMX), float32
-    kernels elsewhere (exact on AMD Zen 5, at about twice MKL's rate); on CUDA, ``high`` and
+    kernels elsewhere (``benchmarks/README.md`` measures both); on CUDA, ``high`` and
     ``medium`` allow TF32."""
     value = str(cfg["trainer"].get("matmul_precision", "highest"))
     if value not in MATMUL_PRECISIONS:
-        raise ValueError(f"trainer.matmul_precision must be one of {list(MATMUL_PRECISIONS)}, "
-                         f"got {value!r}")
+        raise ValueError(
+            f"trainer.matmul_precision must be one of {list(MATMUL_PRECISIONS)}, got {value!r}"
+        )
     before = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision(value)
     try:
@@ -112,9 +113,16 @@ def make_trainer(cfg: Mapping, callbacks):
 
     t = cfg["trainer"]
     return L.Trainer(
-        accelerator=t["accelerator"], devices=1, max_epochs=t["max_epochs"], callbacks=callbacks,
-        logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, num_sanity_val_steps=0, deterministic="warn",
+        accelerator=t["accelerator"],
+        devices=1,
+        max_epochs=t["max_epochs"],
+        callbacks=callbacks,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        deterministic="warn",
     )
 
 
@@ -124,5 +132,8 @@ def fit(cfg: Mapping, module, callbacks, X_tr, y_tr, X_val, y_val, batch_seed: i
     t = cfg["trainer"]
     trainer = make_trainer(cfg, callbacks)
     with matmul_precision(cfg):
-        trainer.fit(module, Batches(X_tr, y_tr, t["batch_size"], batch_seed),
-                    Batches(X_val, y_val, len(y_val), None))
+        trainer.fit(
+            module,
+            Batches(X_tr, y_tr, t["batch_size"], batch_seed),
+            Batches(X_val, y_val, len(y_val), None),
+        )

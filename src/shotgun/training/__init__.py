@@ -10,12 +10,31 @@ from .config import EXECUTION_KEYS, compose_train_config, model_id
 from .grid import CONFIG_SCHEMA, GridError, Shard, load_config, resolve_sources, shards
 
 __all__ = [
-    "CONFIG_SCHEMA", "Cell", "EXECUTION_KEYS", "GridError", "Shard", "compose_train_config",
-    "finished_card", "load_cell", "load_config", "model_id", "plan_shard", "resolve_sources",
-    "shards", "split_indices", "train_shard",
+    "CONFIG_SCHEMA",
+    "Cell",
+    "EXECUTION_KEYS",
+    "GridError",
+    "Shard",
+    "compose_train_config",
+    "finished_card",
+    "load_cell",
+    "load_config",
+    "model_id",
+    "plan_shard",
+    "resolve_sources",
+    "shards",
+    "split_indices",
+    "train_shard",
 ]
 
-__getattr__, __dir__ = lazy_exports(__name__, {
-    "Cell": ".cell", "load_cell": ".cell", "split_indices": ".cell",
-    "finished_card": ".shard", "plan_shard": ".shard", "train_shard": ".shard",
-})
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "Cell": ".cell",
+        "load_cell": ".cell",
+        "split_indices": ".cell",
+        "finished_card": ".shard",
+        "plan_shard": ".shard",
+        "train_shard": ".shard",
+    },
+)

@@ -43,8 +43,9 @@ class Cell:
         return h.hexdigest()
 
 
-def load_cell(prepared: Path, features: Path, dataset: str, material_class: str,
-              prop: str, unit: str) -> Cell:
+def load_cell(
+    prepared: Path, features: Path, dataset: str, material_class: str, prop: str, unit: str
+) -> Cell:
     """Join a prepared property table with its dataset's feature table."""
     from ..descriptors import read_features
 
@@ -57,9 +58,17 @@ def load_cell(prepared: Path, features: Path, dataset: str, material_class: str,
         raise ValueError(f"{features}: no features for input {missing!r} of {prepared}")
     idx = idx.astype(int)
     good = ok[idx]
-    return Cell(dataset, material_class, prop, unit, spec,
-                targets["input"].to_numpy()[good].astype(str), X[idx[good]],
-                targets["target"].to_numpy(dtype=np.float64)[good], int((~good).sum()))
+    return Cell(
+        dataset,
+        material_class,
+        prop,
+        unit,
+        spec,
+        targets["input"].to_numpy()[good].astype(str),
+        X[idx[good]],
+        targets["target"].to_numpy(dtype=np.float64)[good],
+        int((~good).sum()),
+    )
 
 
 def split_indices(n: int, cfg: dict, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -67,7 +76,7 @@ def split_indices(n: int, cfg: dict, seed: int) -> tuple[np.ndarray, np.ndarray,
     perm = np.random.default_rng(seed).permutation(n)
     n_test = max(1, int(round(cfg["test_fraction"] * n)))
     n_val = max(1, int(round(cfg["val_fraction"] * (n - n_test))))
-    return perm[n_test + n_val:], perm[n_test:n_test + n_val], perm[:n_test]
+    return perm[n_test + n_val :], perm[n_test : n_test + n_val], perm[:n_test]
 
 
 def standardizer(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .cell import Cell
@@ -33,7 +34,10 @@ def model_id(cell: Cell, arch: dict, cfg: dict, index: int) -> str:
     """Deterministic identity of a model; the accelerator, the float32 matmul precision, the
     shard a model is in and the models it is trained with do not change it."""
     recipe = {k: v for k, v in cfg.items() if k != "trainer"}
-    recipe["trainer"] = {k: v for k, v in cfg["trainer"].items() if k not in EXECUTION_KEYS
-                         and (k, str(v)) != ("precision", "32")}  # float32: ids as before
+    recipe["trainer"] = {
+        k: v
+        for k, v in cfg["trainer"].items()
+        if k not in EXECUTION_KEYS and (k, str(v)) != ("precision", "32")
+    }  # float32: ids as before
     key = [cell.dataset, cell.property, cell.descriptor, arch, recipe, index, cell.data_hash]
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]

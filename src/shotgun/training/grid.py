@@ -12,11 +12,11 @@ cluster job, so this must stay cheap (no pandas, no torch).
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Iterator, Mapping
 
 from ..data.declarations import Dataset, load_dataset, read_yaml
 from ..errors import ShotgunError
@@ -68,7 +68,7 @@ def read_datasets(datasets_dir: str | Path, names=None) -> dict[str, Dataset]:
     return {n: load_dataset(Path(datasets_dir) / f"{n}.yaml") for n in names}
 
 
-@lru_cache(maxsize=None)
+@cache
 def applicable_descriptors(material_class: str) -> tuple[str, ...]:
     """Registered descriptors whose input kinds include ``material_class``."""
     from ..descriptors import DESCRIPTORS
@@ -90,8 +90,7 @@ def resolve_sources(config: Mapping, datasets_dir: str | Path | None = None) -> 
     named = [n for n in sources if n != ALL]
     unknown = sorted(set(named) - set(names))
     if unknown:
-        raise GridError(f"config: sources: no declaration {datasets_dir}/<name>.yaml "
-                        f"for {unknown}")
+        raise GridError(f"config: sources: no declaration {datasets_dir}/<name>.yaml for {unknown}")
     entries = {n: sources[n] for n in named}
     if ALL in sources:
         entries.update({n: sources[ALL] for n in names if n not in entries})
@@ -113,10 +112,15 @@ def resolve_sources(config: Mapping, datasets_dir: str | Path | None = None) -> 
         else:
             misfit = [d for d in descs if d not in applicable_descriptors(kind)]
             if misfit:
-                raise GridError(f"config: sources.{name}: descriptors {misfit} do not accept "
-                                f"{kind} inputs")
-        resolved[name] = {"properties": list(props), "descriptors": list(descs),
-                          "n_models": int(src["n_models"]), "max_rows": src.get("max_rows")}
+                raise GridError(
+                    f"config: sources.{name}: descriptors {misfit} do not accept {kind} inputs"
+                )
+        resolved[name] = {
+            "properties": list(props),
+            "descriptors": list(descs),
+            "n_models": int(src["n_models"]),
+            "max_rows": src.get("max_rows"),
+        }
     return resolved
 
 
@@ -147,8 +151,9 @@ def validate_config(config: Mapping, source: str = "config") -> None:
     """Raise :class:`GridError` naming ``source`` and the key when ``config`` breaks the schema."""
     from ..data.declarations import error_key
 
-    errors = sorted(_config_validator().iter_errors(config),
-                    key=lambda e: [str(p) for p in e.absolute_path])
+    errors = sorted(
+        _config_validator().iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path]
+    )
     if errors:
         raise GridError("\n".join(f"{source}: {error_key(e)}: {e.message}" for e in errors))
 

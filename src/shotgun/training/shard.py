@@ -12,14 +12,23 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from .. import __version__
-from ..library.card import CARD_SCHEMA, CardError, InputScaler, Metrics, ModelCard, Reference, TargetScaler
+from ..library.card import (
+    CARD_SCHEMA,
+    CardError,
+    InputScaler,
+    Metrics,
+    ModelCard,
+    Reference,
+    TargetScaler,
+)
 from ..metrics import regression_metrics
 from ..nn.architecture import architecture_name, noise_shape, sample_architecture, stable_seed
 from .cell import INPUT_CLIP, Cell, split_indices, standardizer
@@ -34,8 +43,10 @@ def plan_shard(cell: Cell, cfg: dict, indices: Sequence[int]) -> list[tuple[int,
     plan = []
     for i in indices:
         arch = sample_architecture(
-            cell.X.shape[1], space,
-            stable_seed(cfg["seed"], cell.dataset, cell.property, cell.descriptor["name"], i))
+            cell.X.shape[1],
+            space,
+            stable_seed(cfg["seed"], cell.dataset, cell.property, cell.descriptor["name"], i),
+        )
         plan.append((i, arch, model_id(cell, arch, cfg, i)))
     return plan
 
@@ -62,7 +73,7 @@ def _remove_stale(out_dir: Path, keep: set[str]) -> None:
 
 def _chunks(items: list, size: int):
     for start in range(0, len(items), max(1, size)):
-        yield items[start:start + size]
+        yield items[start : start + size]
 
 
 @dataclass
@@ -100,8 +111,19 @@ def _prepare(cell: Cell, cfg: dict) -> _Data:
     return _Data(tr, val, te, x_mean, x_std, y_mean, y_std, Xs, on_device, device)
 
 
-def _save_model(out_dir: Path, cell: Cell, cfg: dict, index: int, arch: dict, mid: str,
-                state: dict, fit_stats: dict, seconds: float, data: _Data, tracker) -> ModelCard:
+def _save_model(
+    out_dir: Path,
+    cell: Cell,
+    cfg: dict,
+    index: int,
+    arch: dict,
+    mid: str,
+    state: dict,
+    fit_stats: dict,
+    seconds: float,
+    data: _Data,
+    tracker,
+) -> ModelCard:
     """Write a trained model's weights, then its card (the card marks it finished)."""
     import torch
     from safetensors.torch import save_file
@@ -120,25 +142,46 @@ def _save_model(out_dir: Path, cell: Cell, cfg: dict, index: int, arch: dict, mi
     weights = out_dir / f"{mid}.safetensors"
     save_file(tensors, str(weights))
     card = ModelCard(
-        card_schema=CARD_SCHEMA, model_id=mid, material_class=cell.material_class,
-        dataset=cell.dataset, property=cell.property, unit=cell.unit, descriptor=cell.descriptor,
-        architecture=arch, architecture_name=architecture_name(arch), index=int(index),
+        card_schema=CARD_SCHEMA,
+        model_id=mid,
+        material_class=cell.material_class,
+        dataset=cell.dataset,
+        property=cell.property,
+        unit=cell.unit,
+        descriptor=cell.descriptor,
+        architecture=arch,
+        architecture_name=architecture_name(arch),
+        index=int(index),
         target_scaler=TargetScaler(data.y_mean, data.y_std),
         input_scaler=InputScaler(["x_mean", "x_std"], INPUT_CLIP),
         metrics=Metrics(test["mae"], test["rmse"], test["r2"], seconds=seconds, **fit_stats),
-        n_train=len(data.train), n_val=len(data.val), n_test=len(te),
-        n_unfeaturized=cell.n_unfeaturized, data_hash=cell.data_hash, train_config=cfg,
+        n_train=len(data.train),
+        n_val=len(data.val),
+        n_test=len(te),
+        n_unfeaturized=cell.n_unfeaturized,
+        data_hash=cell.data_hash,
+        train_config=cfg,
         reference=Reference(cell.inputs[te[:N_REFERENCE]].tolist(), pred[:N_REFERENCE].tolist()),
-        weights=weights.name, weights_sha256=hashlib.sha256(weights.read_bytes()).hexdigest(),
-        shotgun_version=__version__, device=data.device)
+        weights=weights.name,
+        weights_sha256=hashlib.sha256(weights.read_bytes()).hexdigest(),
+        shotgun_version=__version__,
+        device=data.device,
+    )
     if tracker is not None:
         card = card.replace(mlflow_run_id=tracker.log_run(card, weights))
     (out_dir / f"{mid}.json").write_text(card.to_json())
     return card
 
 
-def train_shard(cell: Cell, cfg: dict, indices: Sequence[int], out_dir: Path,
-                tracker=None, threads: int = 1, log=print) -> list[ModelCard]:
+def train_shard(
+    cell: Cell,
+    cfg: dict,
+    indices: Sequence[int],
+    out_dir: Path,
+    tracker=None,
+    threads: int = 1,
+    log=print,
+) -> list[ModelCard]:
     """Train the models ``indices`` of ``cell`` into ``out_dir``; returns their cards.
 
     Models whose card and weights are already in ``out_dir`` (a shard interrupted earlier) are
@@ -167,19 +210,26 @@ def train_shard(cell: Cell, cfg: dict, indices: Sequence[int], out_dir: Path,
     data = _prepare(cell, cfg)
     # One batch order and one dropout noise per cell: shared by every model of every shard.
     cell_key = (cfg["seed"], cell.dataset, cell.property, cell.descriptor["name"])
-    seeds = {"batch_seed": stable_seed(*cell_key, "batches"),
-             "noise_seed": stable_seed(*cell_key, "dropout"),
-             "noise_shape": noise_shape(cell.X.shape[1], cfg["model"])}
+    seeds = {
+        "batch_seed": stable_seed(*cell_key, "batches"),
+        "noise_seed": stable_seed(*cell_key, "dropout"),
+        "noise_shape": noise_shape(cell.X.shape[1], cfg["model"]),
+    }
     for chunk in _chunks(plan, int(cfg["trainer"].get("ensemble_size") or 1)):
         if all(cards[mid] is not None for _, _, mid in chunk):
             continue
         start = time.perf_counter()
-        fitted = fit_ensemble([arch for _, arch, _ in chunk],
-                              [stable_seed(cfg["seed"], mid) for _, _, mid in chunk], cfg,
-                              *data.on_device, **seeds)
+        fitted = fit_ensemble(
+            [arch for _, arch, _ in chunk],
+            [stable_seed(cfg["seed"], mid) for _, _, mid in chunk],
+            cfg,
+            *data.on_device,
+            **seeds,
+        )
         seconds = (time.perf_counter() - start) / len(chunk)
         for (index, arch, mid), (state, fit_stats) in zip(chunk, fitted):
             if cards[mid] is None:  # else finished before an interruption
-                cards[mid] = _save_model(out_dir, cell, cfg, index, arch, mid, state, fit_stats,
-                                         seconds, data, tracker)
+                cards[mid] = _save_model(
+                    out_dir, cell, cfg, index, arch, mid, state, fit_stats, seconds, data, tracker
+                )
     return [cards[mid] for _, _, mid in plan]

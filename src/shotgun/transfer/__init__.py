@@ -15,11 +15,24 @@ from ..lazy import lazy_exports
 from .options import TransferError, TransferOptions
 
 __all__ = [
-    "TransferError", "TransferModel", "TransferOptions", "TransferSummary", "run_transfer",
-    "screen_quick", "write_report", "write_transfer_map",
+    "TransferError",
+    "TransferModel",
+    "TransferOptions",
+    "TransferSummary",
+    "run_transfer",
+    "screen_quick",
+    "write_report",
+    "write_transfer_map",
 ]
 
-__getattr__, __dir__ = lazy_exports(__name__, {
-    "TransferModel": ".pipeline", "TransferSummary": ".summary", "run_transfer": ".run",
-    "screen_quick": ".screen", "write_report": ".report", "write_transfer_map": ".map",
-})
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "TransferModel": ".pipeline",
+        "TransferSummary": ".summary",
+        "run_transfer": ".run",
+        "screen_quick": ".screen",
+        "write_report": ".report",
+        "write_transfer_map": ".map",
+    },
+)

@@ -17,8 +17,7 @@ def spec_key(spec: dict) -> str:
     return json.dumps(spec, sort_keys=True)
 
 
-def candidates(library, kind: str, max_models: int | None = None,
-               model_ids=None) -> pd.DataFrame:
+def candidates(library, kind: str, max_models: int | None = None, model_ids=None) -> pd.DataFrame:
     """Index rows of the models applicable to ``kind`` inputs (among ``model_ids`` if given),
     best source test R² first; the first ``max_models`` if given."""
     cands = library.applicable(kind).sort_values(["test_r2", "model_id"], ascending=[False, True])

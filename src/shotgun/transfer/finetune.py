@@ -10,7 +10,7 @@ space, scaled and clipped exactly as :meth:`shotgun.library.Predictor.scaled` do
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import lightning as L
 import numpy as np
@@ -111,10 +111,54 @@ def _split(n: int, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
-def fine_tune(model, X: np.ndarray, y: np.ndarray, seed: int = 0, unfreeze: int = 1,
-              epochs: int = 200, lr: float = 1e-3, weight_decay: float = 1e-4,
-              batch_size: int | None = None, patience: int = 20,
-              threads: int | None = 1) -> FineTuned:
+def _check(model, X: np.ndarray, y: np.ndarray, unfreeze: int, epochs: int) -> None:
+    n_hidden = model.n_hidden
+    if not 0 <= unfreeze <= n_hidden:
+        raise ValueError(f"unfreeze must be in 0..{n_hidden}, got {unfreeze}")
+    if X.ndim != 2 or X.shape[0] != len(y) or X.shape[1] != len(model.x_mean):
+        raise ValueError(
+            f"X must be (n, {len(model.x_mean)}) with n = len(y) = {len(y)}, got {X.shape}"
+        )
+    if len(y) < 2:
+        raise ValueError(f"fine-tuning needs at least 2 rows, got {len(y)}")
+    if not (np.isfinite(X).all() and np.isfinite(y).all()):
+        raise ValueError("X and y must be finite")
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+
+
+def _split_network(model, X: np.ndarray, n_frozen: int):
+    """(a copy of the network with a fresh output unit, its trainable :class:`Tail`, the frozen
+    layers' activations of ``X``); draws the new unit's weights from torch's global RNG."""
+    net = MLP(model.card.architecture)
+    net.load_state_dict(model.net.state_dict())  # copies: the source stays untouched
+    net.output = torch.nn.Linear(net.output.in_features, 1)  # fresh head, seeded
+    net.eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    h = model.scaled(X)  # the frozen layers' activations, once
+    with torch.no_grad():
+        for block in list(net.blocks)[:n_frozen]:
+            h = apply_block(block, h)
+    tail = Tail(list(net.blocks)[n_frozen:], net.output)
+    for p in tail.parameters():
+        p.requires_grad_(True)
+    return net, tail, h
+
+
+def fine_tune(
+    model,
+    X: np.ndarray,
+    y: np.ndarray,
+    seed: int = 0,
+    unfreeze: int = 1,
+    epochs: int = 200,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-4,
+    batch_size: int | None = None,
+    patience: int = 20,
+    threads: int | None = 1,
+) -> FineTuned:
     """Fine-tune a copy of ``model.net`` (a :class:`shotgun.library.Predictor`) on descriptor
     rows ``X`` and targets ``y``; the model itself is left unchanged.
 
@@ -128,19 +172,8 @@ def fine_tune(model, X: np.ndarray, y: np.ndarray, seed: int = 0, unfreeze: int 
     """
     X = np.asarray(X, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
+    _check(model, X, y, unfreeze, epochs)
     n_hidden = model.n_hidden
-    if not 0 <= unfreeze <= n_hidden:
-        raise ValueError(f"unfreeze must be in 0..{n_hidden}, got {unfreeze}")
-    if X.ndim != 2 or X.shape[0] != len(y) or X.shape[1] != len(model.x_mean):
-        raise ValueError(f"X must be (n, {len(model.x_mean)}) with n = len(y) = {len(y)}, "
-                         f"got {X.shape}")
-    if len(y) < 2:
-        raise ValueError(f"fine-tuning needs at least 2 rows, got {len(y)}")
-    if not (np.isfinite(X).all() and np.isfinite(y).all()):
-        raise ValueError("X and y must be finite")
-    if epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {epochs}")
-
     quiet_lightning()
     y_mean, y_std = float(y.mean()), float(y.std())
     y_std = y_std if y_std > 1e-12 else 1.0
@@ -153,22 +186,17 @@ def fine_tune(model, X: np.ndarray, y: np.ndarray, seed: int = 0, unfreeze: int 
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            net = MLP(model.card.architecture)
-            net.load_state_dict(model.net.state_dict())  # copies: the source stays untouched
-            net.output = torch.nn.Linear(net.output.in_features, 1)  # fresh head, seeded
-            net.eval()
-            for p in net.parameters():
-                p.requires_grad_(False)
-            h = model.scaled(X)  # the frozen layers' activations, once
-            with torch.no_grad():
-                for block in list(net.blocks)[:n_frozen]:
-                    h = apply_block(block, h)
-            tail = Tail(list(net.blocks)[n_frozen:], net.output)
-            for p in tail.parameters():
-                p.requires_grad_(True)
-            module = FineTuneModule(tail, *((h[val], t[val]) if val is not None else (None, None)),
-                              lr, weight_decay, patience)
-            trainer = make_trainer({"trainer": {"accelerator": "cpu", "max_epochs": int(epochs)}}, [])
+            net, tail, h = _split_network(model, X, n_frozen)
+            module = FineTuneModule(
+                tail,
+                *((h[val], t[val]) if val is not None else (None, None)),
+                lr,
+                weight_decay,
+                patience,
+            )
+            trainer = make_trainer(
+                {"trainer": {"accelerator": "cpu", "max_epochs": int(epochs)}}, []
+            )
             trainer.fit(module, Batches(h[fit], t[fit], _batch_size(len(fit), batch_size), seed))
     finally:
         torch.set_num_threads(previous_threads)
@@ -177,21 +205,37 @@ def fine_tune(model, X: np.ndarray, y: np.ndarray, seed: int = 0, unfreeze: int 
     net.eval()
     for p in net.parameters():
         p.requires_grad_(False)
-    stats = {"epochs": int(module.epochs), "best_epoch": int(module.best_epoch),
-             "best_val_mse": float(module.best) if val is not None else None,
-             "n_fit": int(len(fit)), "val_rows": val, "unfreeze": int(unfreeze)}
+    stats = {
+        "epochs": int(module.epochs),
+        "best_epoch": int(module.best_epoch),
+        "best_val_mse": float(module.best) if val is not None else None,
+        "n_fit": int(len(fit)),
+        "val_rows": val,
+        "unfreeze": int(unfreeze),
+    }
     return FineTuned(model, net, y_mean, y_std, stats)
 
 
-def fine_tune_cv(model, X: np.ndarray, y: np.ndarray,
-                 splits: Sequence[tuple[np.ndarray, np.ndarray]], seed: int = 0,
-                 unfreeze: int = 1, epochs: int = 200, **kw) -> list[np.ndarray]:
+def fine_tune_cv(
+    model,
+    X: np.ndarray,
+    y: np.ndarray,
+    splits: Sequence[tuple[np.ndarray, np.ndarray]],
+    seed: int = 0,
+    unfreeze: int = 1,
+    epochs: int = 200,
+    **kw,
+) -> list[np.ndarray]:
     """For each (train, test) split: fine-tune a copy of ``model.net`` on X[train], y[train] and
     return its predictions for X[test] (in y's unit), one array per split."""
     X = np.asarray(X, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
-    return [fine_tune(model, X[train], y[train], seed=seed, unfreeze=unfreeze, epochs=epochs,
-                      **kw)(X[test]) for train, test in splits]
+    return [
+        fine_tune(model, X[train], y[train], seed=seed, unfreeze=unfreeze, epochs=epochs, **kw)(
+            X[test]
+        )
+        for train, test in splits
+    ]
 
 
 def fine_tune_top(screen, models, target, n: int, seed: int) -> list[dict]:
@@ -209,7 +253,8 @@ def fine_tune_top(screen, models, target, n: int, seed: int) -> list[dict]:
     for i in screen.chosen(0, n):
         mid = screen.pipes[i]["model_id"]
         m = models[mid]
-        preds = fine_tune_cv(m, target.raw[spec_key(m.card.descriptor)], target.y, splits,
-                             seed=seed)
+        preds = fine_tune_cv(
+            m, target.raw[spec_key(m.card.descriptor)], target.y, splits, seed=seed
+        )
         out.append({"model_id": mid, **cv_metrics(target.y, rows, np.concatenate(preds))})
     return out

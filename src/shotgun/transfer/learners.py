@@ -9,7 +9,7 @@ as scikit-learn's ``RidgeCV``), vectorised over candidates through their Gram ma
 from __future__ import annotations
 
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -55,15 +55,21 @@ def make_learner(name: str, seed: int):
         return make_pipeline(_standardizer(), BayesianRidge())
     if name == "gp":  # isotropic RBF on standardised features, noise fitted, y normalised
         kernel = ConstantKernel(1.0) * RBF(length_scale=10.0) + WhiteKernel(0.1)
-        return make_pipeline(_standardizer(), GaussianProcessRegressor(
-            kernel, normalize_y=True, random_state=seed))
+        return make_pipeline(
+            _standardizer(), GaussianProcessRegressor(kernel, normalize_y=True, random_state=seed)
+        )
     if name == "random_forest":
         return RandomForestRegressor(n_estimators=100, max_features=0.33, random_state=seed)
     if name == "mlp":  # from scratch: two hidden layers of 64, weight decay, standardised target
         return TransformedTargetRegressor(
-            make_pipeline(_standardizer(), MLPRegressor(
-                hidden_layer_sizes=(64, 64), alpha=1e-2, max_iter=200, random_state=seed)),
-            transformer=StandardScaler())
+            make_pipeline(
+                _standardizer(),
+                MLPRegressor(
+                    hidden_layer_sizes=(64, 64), alpha=1e-2, max_iter=200, random_state=seed
+                ),
+            ),
+            transformer=StandardScaler(),
+        )
     raise ValueError(f"unknown learner {name!r} (known: {', '.join(LEARNERS)})")
 
 
@@ -90,17 +96,18 @@ def _ridge_loo(M, Mt, L, w, g, yc, n) -> np.ndarray:
     ``Mt diag(1/(w+a)) g`` and the hat matrix diagonal ``L 1/(w+a)``; the unpenalised intercept
     adds 1/n to the leverage. Shapes: (C, n, r), (C, m, r), (C, n, r), (C, r), (C, r).
     """
-    D = 1.0 / (w[:, :, None] + ALPHAS[None, None, :])            # (C, r, A)
-    fit = M @ (D * g[:, :, None])                                # (C, n, A)
+    D = 1.0 / (w[:, :, None] + ALPHAS[None, None, :])  # (C, r, A)
+    fit = M @ (D * g[:, :, None])  # (C, n, A)
     lev = L @ D + 1.0 / n
-    loo = (((yc[None, :, None] - fit) / (1.0 - lev)) ** 2).mean(axis=1)   # (C, A)
-    best = loo.argmin(axis=1)                                    # first minimum, as RidgeCV
-    Db = D[np.arange(len(w)), :, best]                           # (C, r)
+    loo = (((yc[None, :, None] - fit) / (1.0 - lev)) ** 2).mean(axis=1)  # (C, A)
+    best = loo.argmin(axis=1)  # first minimum, as RidgeCV
+    Db = D[np.arange(len(w)), :, best]  # (C, r)
     return (Mt @ (Db * g)[:, :, None])[:, :, 0]
 
 
-def ridge_batch(Fs: Sequence[np.ndarray], y: np.ndarray, train: np.ndarray,
-                test: np.ndarray) -> np.ndarray:
+def ridge_batch(
+    Fs: Sequence[np.ndarray], y: np.ndarray, train: np.ndarray, test: np.ndarray
+) -> np.ndarray:
     """Ridge predictions for ``test`` from each feature matrix in ``Fs`` (rows = all samples),
     fitted on ``train``; returns (len(Fs), len(test)).
 
@@ -116,17 +123,18 @@ def ridge_batch(Fs: Sequence[np.ndarray], y: np.ndarray, train: np.ndarray,
     out = np.empty((len(Fs), len(test)))
     gram = [i for i, z in enumerate(Z) if n <= z.shape[1]]
     if gram:
-        K = np.stack([Z[i][train] @ Z[i][train].T for i in gram])     # (C, n, n)
-        Kt = np.stack([Z[i][test] @ Z[i][train].T for i in gram])     # (C, m, n)
+        K = np.stack([Z[i][train] @ Z[i][train].T for i in gram])  # (C, n, n)
+        Kt = np.stack([Z[i][test] @ Z[i][train].T for i in gram])  # (C, m, n)
         w, Q = np.linalg.eigh(K)
         w = np.clip(w, 0.0, None)
         g = Q.transpose(0, 2, 1) @ yc
-        out[gram] = _ridge_loo(Q * w[:, None, :], Kt @ Q, Q ** 2 * w[:, None, :], w, g, yc, n)
+        out[gram] = _ridge_loo(Q * w[:, None, :], Kt @ Q, Q**2 * w[:, None, :], w, g, yc, n)
     for i in (i for i in range(len(Z)) if n > Z[i].shape[1]):
         z = Z[i]
         w, V = np.linalg.eigh(z[train].T @ z[train])
         w = np.clip(w, 0.0, None)
         P = z[train] @ V
-        out[i] = _ridge_loo(P[None], (z[test] @ V)[None], (P ** 2)[None], w[None],
-                            (P.T @ yc)[None], yc, n)[0]
+        out[i] = _ridge_loo(
+            P[None], (z[test] @ V)[None], (P**2)[None], w[None], (P.T @ yc)[None], yc, n
+        )[0]
     return out + y_mean

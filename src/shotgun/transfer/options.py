@@ -11,9 +11,10 @@ the summary's record of the run all come from these fields.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from .. import MATERIAL_CLASSES
 from ..errors import ShotgunError
@@ -26,8 +27,16 @@ class TransferError(ShotgunError):
 
 
 def _option(default, help: str, type=str, choices=None, minimum=None, metavar=None):
-    return field(default=default, metadata={"help": help, "type": type, "choices": choices,
-                                            "minimum": minimum, "metavar": metavar})
+    return field(
+        default=default,
+        metadata={
+            "help": help,
+            "type": type,
+            "choices": choices,
+            "minimum": minimum,
+            "metavar": metavar,
+        },
+    )
 
 
 @dataclass(frozen=True)
@@ -35,45 +44,67 @@ class TransferOptions:
     """How to run transfer learning on one target; see the module docstring."""
 
     data: str | None = _option(None, "target table: CSV or Parquet", metavar="FILE")
-    input: str | None = _option(None, "column of SMILES, polymer repeat units or formulas",
-                                metavar="COLUMN")
+    input: str | None = _option(
+        None, "column of SMILES, polymer repeat units or formulas", metavar="COLUMN"
+    )
     target: str | None = _option(
-        None, "column of target values; on the command line also a target declaration "
-        "(config/targets/NAME.yaml) whose options the other flags override", metavar="COLUMN")
+        None,
+        "column of target values; on the command line also a target declaration "
+        "(config/targets/NAME.yaml) whose options the other flags override",
+        metavar="COLUMN",
+    )
     kind: str | None = _option(None, "material class of the inputs", choices=MATERIAL_CLASSES)
     unit: str | None = _option(None, "the target's unit (plots and report)")
     folds: int = _option(5, "K-fold cross-validation", int, minimum=2)
     seed: int = _option(0, "folds, subsamples and learners", int)
     max_models: int | None = _option(
-        None, "screen only the N candidates with the best source test R2", int, minimum=1)
+        None, "screen only the N candidates with the best source test R2", int, minimum=1
+    )
     max_depth: int = _option(2, "hidden layers used as features: 1..N", int, minimum=1)
     n: int | None = _option(None, "use a seeded subsample of N usable rows", int, minimum=10)
     learners: tuple[str, ...] = _option(
-        TRANSFER_LEARNERS, "learners on neural features (ridge screens all candidates; the others "
+        TRANSFER_LEARNERS,
+        "learners on neural features (ridge screens all candidates; the others "
         f"refine the best): comma-separated from {', '.join(LEARNERS[:4])}; random_forest is "
-        "slow on many pipelines", list, choices=LEARNERS)
-    refine: int = _option(3, "ridge-best pipelines per selection tried with the other learners",
-                          int, minimum=0)
+        "slow on many pipelines",
+        list,
+        choices=LEARNERS,
+    )
+    refine: int = _option(
+        3, "ridge-best pipelines per selection tried with the other learners", int, minimum=0
+    )
     baselines: tuple[str, ...] = _option(
-        BASELINE_LEARNERS, "from-scratch learners on the raw descriptors", list, choices=LEARNERS)
+        BASELINE_LEARNERS, "from-scratch learners on the raw descriptors", list, choices=LEARNERS
+    )
     repeats: int = _option(1, "repeated K-fold with new shuffles", int, minimum=1)
-    split: str = _option("random", "extrapolate: train on the lowest 80%% of target values, test "
-                                   "on the top 20%%", choices=SPLITS)
-    nested: bool | None = _option(None, "nested CV estimate and learning curve (default: on up "
-                                        f"to {NESTED_MAX_ROWS} rows)", bool)
-    fine_tune: int = _option(3, "fine-tune the N best source networks on the same folds (0: off)",
-                             int, minimum=0)
-    stack: int = _option(5, "stacked ensemble: mean of the top K transferred models (1: off)",
-                         int, minimum=1)
+    split: str = _option(
+        "random",
+        "extrapolate: train on the lowest 80%% of target values, test on the top 20%%",
+        choices=SPLITS,
+    )
+    nested: bool | None = _option(
+        None,
+        f"nested CV estimate and learning curve (default: on up to {NESTED_MAX_ROWS} rows)",
+        bool,
+    )
+    fine_tune: int = _option(
+        3, "fine-tune the N best source networks on the same folds (0: off)", int, minimum=0
+    )
+    stack: int = _option(
+        5, "stacked ensemble: mean of the top K transferred models (1: off)", int, minimum=1
+    )
 
     # Keys a target declaration must state; `description` and `citation` may be added.
     DECLARED = ("data", "input", "target", "kind", "unit", "folds", "seed")
     ABOUT = ("description", "citation")
 
     @classmethod
-    def from_mapping(cls, doc: Mapping[str, Any], source: str = "options",
-                     required: tuple[str, ...] = ("data", "input", "target", "kind")
-                     ) -> TransferOptions:
+    def from_mapping(
+        cls,
+        doc: Mapping[str, Any],
+        source: str = "options",
+        required: tuple[str, ...] = ("data", "input", "target", "kind"),
+    ) -> TransferOptions:
         """Options from a mapping (YAML, flags), checked: unknown keys, types, bounds, choices
         and the ``required`` keys give a :class:`TransferError` naming ``source`` and the key."""
         fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -97,8 +128,10 @@ class TransferOptions:
         return cls.from_mapping({**doc, **(overrides or {})}, source, cls.DECLARED)
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v
-                for f in dataclasses.fields(self)}
+        return {
+            f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v
+            for f in dataclasses.fields(self)
+        }
 
     def replace(self, **changes) -> TransferOptions:
         return dataclasses.replace(self, **changes)
@@ -127,14 +160,23 @@ class TransferOptions:
             default = f.default if not isinstance(f.default, tuple) else ",".join(f.default)
             help_ = meta["help"] + (f" (default {default})" if f.default is not None else "")
             if meta["type"] is bool:
-                parser.add_argument(flag, action=argparse.BooleanOptionalAction,
-                                    default=argparse.SUPPRESS, help=meta["help"])
+                parser.add_argument(
+                    flag,
+                    action=argparse.BooleanOptionalAction,
+                    default=argparse.SUPPRESS,
+                    help=meta["help"],
+                )
             elif meta["type"] is list:
                 parser.add_argument(flag, default=argparse.SUPPRESS, help=help_, metavar="A,B")
             else:
-                parser.add_argument(flag, type=meta["type"], choices=meta["choices"],
-                                    default=argparse.SUPPRESS, help=help_,
-                                    metavar=meta["metavar"])
+                parser.add_argument(
+                    flag,
+                    type=meta["type"],
+                    choices=meta["choices"],
+                    default=argparse.SUPPRESS,
+                    help=help_,
+                    metavar=meta["metavar"],
+                )
 
 
 def _checked(key: str, value: Any, meta: Mapping, source: str) -> Any:
@@ -145,12 +187,15 @@ def _checked(key: str, value: Any, meta: Mapping, source: str) -> Any:
     if kind is list:
         items = value.split(",") if isinstance(value, str) else value
         if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
-            raise TransferError(f"{source}: {key}: expected names separated by commas, got {value!r}")
+            raise TransferError(
+                f"{source}: {key}: expected names separated by commas, got {value!r}"
+            )
         value = tuple(i.strip() for i in items if i.strip())
         bad = [i for i in value if i not in choices]
         if bad or not value:
-            raise TransferError(f"{source}: {key}: unknown {bad or value!r}; choose from "
-                                f"{', '.join(choices)}")
+            raise TransferError(
+                f"{source}: {key}: unknown {bad or value!r}; choose from {', '.join(choices)}"
+            )
         return value
     if kind is bool:
         if not isinstance(value, bool):

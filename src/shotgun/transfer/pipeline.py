@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -22,8 +22,18 @@ from .learners import make_learner
 MODEL_FORMAT = "shotgun-transfer/1"
 
 
-def save_model(dest: Path, model, depth: int, learner: str, seed: int, F: np.ndarray,
-               y: np.ndarray, target: dict, metrics: dict, library) -> Path:
+def save_model(
+    dest: Path,
+    model,
+    depth: int,
+    learner: str,
+    seed: int,
+    F: np.ndarray,
+    y: np.ndarray,
+    target: dict,
+    metrics: dict,
+    library,
+) -> Path:
     """The chosen pipeline refitted on all target rows: the source network (card + weights),
     the target's neural features and values, and the learner's name and seed. Loading refits the
     (deterministic) learner on them; files are checksummed in manifest.json; no pickle."""
@@ -35,17 +45,30 @@ def save_model(dest: Path, model, depth: int, learner: str, seed: int, F: np.nda
     mid = model.card.model_id
     (dest / "source.json").write_text(json.dumps(model.card.to_dict(), indent=2, sort_keys=True))
     shutil.copyfile(library.verified(model.card.weights), dest / "source.safetensors")
-    save_file({"features": F.astype(np.float64), "y": y.astype(np.float64)},
-              str(dest / "train.safetensors"))
-    meta = {"format": MODEL_FORMAT, "source_model_id": mid, "depth": depth, "learner": learner,
-            "seed": seed, "kind": target["kind"], "input": target["input"],
-            "target": target["target"], "unit": target.get("unit"), "n_train": int(len(y)),
-            "cv": metrics,
-            "library": str(library.root), "library_version": library.version}
+    save_file(
+        {"features": F.astype(np.float64), "y": y.astype(np.float64)},
+        str(dest / "train.safetensors"),
+    )
+    meta = {
+        "format": MODEL_FORMAT,
+        "source_model_id": mid,
+        "depth": depth,
+        "learner": learner,
+        "seed": seed,
+        "kind": target["kind"],
+        "input": target["input"],
+        "target": target["target"],
+        "unit": target.get("unit"),
+        "n_train": int(len(y)),
+        "cv": metrics,
+        "library": str(library.root),
+        "library_version": library.version,
+    }
     (dest / "model.json").write_text(json.dumps(meta, indent=2))
     files = ["source.json", "source.safetensors", "train.safetensors", "model.json"]
-    (dest / "manifest.json").write_text(json.dumps(
-        {"files": {f: sha256(dest / f) for f in files}}, indent=2))
+    (dest / "manifest.json").write_text(
+        json.dumps({"files": {f: sha256(dest / f) for f in files}}, indent=2)
+    )
     return dest
 
 
@@ -70,7 +93,8 @@ class TransferModel:
         self.source = Predictor(card, path / "source.safetensors")
         train = load_file(str(path / "train.safetensors"))
         self.learner = make_learner(self.meta["learner"], self.meta["seed"]).fit(
-            train["features"], train["y"])
+            train["features"], train["y"]
+        )
 
     def predict(self, inputs: Sequence[str]) -> np.ndarray:
         F = self.source.features(inputs, self.meta["depth"], kind=self.meta["kind"])

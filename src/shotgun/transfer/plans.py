@@ -10,8 +10,8 @@ training rows. Every task needs the same thing from every pipeline, predictions 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
@@ -20,8 +20,9 @@ CURVE_SIZES = (5, 10, 20, 40)
 NESTED_MAX_ROWS = 2000  # nested CV is on by default up to this many target rows
 
 
-def make_splits(y: np.ndarray, folds: int, seed: int, repeats: int = 1,
-                split: str = "random") -> list[tuple[np.ndarray, np.ndarray]]:
+def make_splits(
+    y: np.ndarray, folds: int, seed: int, repeats: int = 1, split: str = "random"
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """(train, test) positions into ``y``: shuffled K-fold (repeated with new shuffles), or
     ``extrapolate``: train on the lowest 80 % of target values, test on the top 20 %."""
     from sklearn.model_selection import KFold, RepeatedKFold
@@ -42,6 +43,7 @@ def make_splits(y: np.ndarray, folds: int, seed: int, repeats: int = 1,
 @dataclass
 class Task:
     """One selection: inner pairs score the pipelines, ``test_pair`` (if any) is the outer test."""
+
     name: str
     train: np.ndarray
     inner: list[int]
@@ -68,8 +70,15 @@ class Plan:
         return task
 
 
-def build_plan(y: np.ndarray, folds: int, seed: int, repeats: int = 1, split: str = "random",
-               nested: bool = True, curve: Sequence[int] = CURVE_SIZES) -> Plan:
+def build_plan(
+    y: np.ndarray,
+    folds: int,
+    seed: int,
+    repeats: int = 1,
+    split: str = "random",
+    nested: bool = True,
+    curve: Sequence[int] = CURVE_SIZES,
+) -> Plan:
     """The screen on all rows; with ``nested``, one task per outer fold (inner splits of the same
     kind inside its training rows), and learning-curve tasks on seeded subsamples of size ``curve``
     of each outer training fold (only sizes smaller than that fold)."""
@@ -80,14 +89,20 @@ def build_plan(y: np.ndarray, folds: int, seed: int, repeats: int = 1, split: st
         return plan
     rng = np.random.default_rng(seed)
     for o, (train, test) in enumerate(outer):
-        plan.add_task(f"nested/{o}", train, make_splits(y[train], folds, seed + 1 + o, 1, split),
-                      test)
+        plan.add_task(
+            f"nested/{o}", train, make_splits(y[train], folds, seed + 1 + o, 1, split), test
+        )
         for n in curve:
             if n >= len(train):
                 continue
             sub = np.sort(rng.choice(train, size=n, replace=False))
-            plan.add_task(f"curve/{n}/{o}", sub,
-                          make_splits(y[sub], min(folds, n), seed + 1 + o, 1, split), test, n)
+            plan.add_task(
+                f"curve/{n}/{o}",
+                sub,
+                make_splits(y[sub], min(folds, n), seed + 1 + o, 1, split),
+                test,
+                n,
+            )
     return plan
 
 

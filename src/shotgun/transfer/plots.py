@@ -44,8 +44,11 @@ def curve_plot(path: Path, curve: pd.DataFrame, unit: str):
     for method, g in curve.groupby("method"):
         ax.plot(g["n"], g["mae"], marker="o", label=method)
     ax.set_xscale("log" if len(curve) else "linear")
-    ax.set_xlabel("training rows (transfer: ridge; baseline: ridge or random forest; "
-                  "chosen inside each outer training fold)", fontsize=7)
+    ax.set_xlabel(
+        "training rows (transfer: ridge; baseline: ridge or random forest; "
+        "chosen inside each outer training fold)",
+        fontsize=7,
+    )
     ax.set_ylabel(f"MAE on outer test folds {unit}")
     ax.legend()
     fig.tight_layout()

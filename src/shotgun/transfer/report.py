@@ -65,16 +65,23 @@ def _setup(s: TransferSummary) -> list[str]:
 def _nested(s: TransferSummary) -> list[tuple]:
     nested = s.nested
     if nested is None:
-        return [("h", 2, "Nested estimate"),
-                ("p", "Nested cross-validation was off for this run: only the selection-optimistic "
-                      "same-fold estimate below is available. Do not read a gain over the baseline "
-                      "from it.")]
+        return [
+            ("h", 2, "Nested estimate"),
+            (
+                "p",
+                "Nested cross-validation was off for this run: only the selection-optimistic "
+                "same-fold estimate below is available. Do not read a gain over the baseline "
+                "from it.",
+            ),
+        ]
     nb = nested.baseline
     text = f"{fmt(nested.outer_folds)} outer folds, {fmt(nested.inner_folds)} inner folds."
     if nested.cv_mae is not None and nb is not None and nb.cv_mae:
         gain = 1.0 - nested.cv_mae / nb.cv_mae
-        text += (f" Transfer's nested MAE is {abs(gain):.1%} "
-                 f"{'below' if gain >= 0 else 'above'} the nested baseline's.")
+        text += (
+            f" Transfer's nested MAE is {abs(gain):.1%} "
+            f"{'below' if gain >= 0 else 'above'} the nested baseline's."
+        )
     rows = [_metric_row("transfer (nested)", nested), _metric_row("baseline (nested)", nb)]
     if nested.stack is not None:
         rows.append(_metric_row("stack (nested)", nested.stack))
@@ -82,30 +89,51 @@ def _nested(s: TransferSummary) -> list[tuple]:
     chosen = nested.chosen_pipelines or nested.chosen
     base_chosen = nb.chosen if nb is not None else []
     if chosen:
-        rows = [[str(i + 1), str(c), str(base_chosen[i]) if i < len(base_chosen) else "-"]
-                for i, c in enumerate(chosen)]
-        b += [("p", "Chosen in each outer fold:"),
-              ("table", ["outer fold", "transfer", "baseline"], rows)]
+        rows = [
+            [str(i + 1), str(c), str(base_chosen[i]) if i < len(base_chosen) else "-"]
+            for i, c in enumerate(chosen)
+        ]
+        b += [
+            ("p", "Chosen in each outer fold:"),
+            ("table", ["outer fold", "transfer", "baseline"], rows),
+        ]
     return b
 
 
 def _same_folds(s: TransferSummary) -> list[tuple]:
     best, base = s.best, s.baseline
-    b = [("h", 2, "Same-fold estimates (optimistic for the best candidate)"),
-         ("table", HEADER, [
-             _metric_row(f"best transfer: {best.dataset}/{best.property} ({best.model_id}, "
-                         f"{best.descriptor}, depth {fmt(best.depth)}, {best.learner})", best),
-             _metric_row(f"best baseline: {base.name}", base)])]
+    b = [
+        ("h", 2, "Same-fold estimates (optimistic for the best candidate)"),
+        (
+            "table",
+            HEADER,
+            [
+                _metric_row(
+                    f"best transfer: {best.dataset}/{best.property} ({best.model_id}, "
+                    f"{best.descriptor}, depth {fmt(best.depth)}, {best.learner})",
+                    best,
+                ),
+                _metric_row(f"best baseline: {base.name}", base),
+            ],
+        ),
+    ]
     if s.methods:
-        rows = [[m.method, m.name + (" (winner)" if s.winner in (m.name, m.method) else "")]
-                + [fmt(getattr(m, k)) for k in METRICS] for m in s.methods]
-        b += [("h", 2, "Methods (same folds)"),
-              ("table", ["method", "name", "CV MAE", "CV RMSE", "CV R2"], rows)]
+        rows = [
+            [m.method, m.name + (" (winner)" if s.winner in (m.name, m.method) else "")]
+            + [fmt(getattr(m, k)) for k in METRICS]
+            for m in s.methods
+        ]
+        b += [
+            ("h", 2, "Methods (same folds)"),
+            ("table", ["method", "name", "CV MAE", "CV RMSE", "CV R2"], rows),
+        ]
         if s.winner is not None:
             b.append(("p", f"Winner: {s.winner}."))
     if s.baselines:
-        b += [("h", 2, "From-scratch baselines (same folds)"),
-              ("table", HEADER, [_metric_row(x.name, x) for x in s.baselines])]
+        b += [
+            ("h", 2, "From-scratch baselines (same folds)"),
+            ("table", HEADER, [_metric_row(x.name, x) for x in s.baselines]),
+        ]
     return b
 
 
@@ -115,33 +143,70 @@ def _tables(out: Path) -> list[tuple]:
     ranking_path = out / "ranking.csv"
     if ranking_path.is_file():
         r = pd.read_csv(ranking_path).sort_values("cv_mae", kind="stable").head(TOP)
-        cols = [c for c in ("model_id", "dataset", "property", "material_class", "descriptor",
-                            "architecture", "learner", "depth", *METRICS) if c in r.columns]
-        b += [("h", 2, f"Top {len(r)} candidates (same folds)"),
-              ("table", ["rank", *cols],
-               [[str(i + 1)] + [fmt(v.item() if hasattr(v, "item") else v) for v in row]
-                for i, row in enumerate(r[cols].itertuples(index=False))])]
+        cols = [
+            c
+            for c in (
+                "model_id",
+                "dataset",
+                "property",
+                "material_class",
+                "descriptor",
+                "architecture",
+                "learner",
+                "depth",
+                *METRICS,
+            )
+            if c in r.columns
+        ]
+        b += [
+            ("h", 2, f"Top {len(r)} candidates (same folds)"),
+            (
+                "table",
+                ["rank", *cols],
+                [
+                    [str(i + 1)] + [fmt(v.item() if hasattr(v, "item") else v) for v in row]
+                    for i, row in enumerate(r[cols].itertuples(index=False))
+                ],
+            ),
+        ]
     curve_path = out / "learning_curve.csv"
     curve = pd.read_csv(curve_path) if curve_path.is_file() else None
     if curve is not None and curve.empty:
-        b += [("h", 2, "Learning curve"),
-              ("p", "No learning curve: it is computed with the nested estimate, which was off.")]
+        b += [
+            ("h", 2, "Learning curve"),
+            ("p", "No learning curve: it is computed with the nested estimate, which was off."),
+        ]
     elif curve is not None or (out / "learning_curve.png").is_file():
         b.append(("h", 2, "Learning curve"))
         if curve is not None:
             mae = curve.pivot_table(index="n", columns="method", values="mae", aggfunc="mean")
-            b += [("p", "MAE on the outer test folds, the model chosen inside each outer training "
-                        "fold subsampled to n rows."),
-                  ("table", ["n training samples", *[f"MAE {m}" for m in mae.columns]],
-                   [[str(int(n))] + [fmt(float(v)) for v in row]
-                    for n, row in zip(mae.index, mae.to_numpy())])]
+            b += [
+                (
+                    "p",
+                    "MAE on the outer test folds, the model chosen inside each outer training "
+                    "fold subsampled to n rows.",
+                ),
+                (
+                    "table",
+                    ["n training samples", *[f"MAE {m}" for m in mae.columns]],
+                    [
+                        [str(int(n))] + [fmt(float(v)) for v in row]
+                        for n, row in zip(mae.index, mae.to_numpy())
+                    ],
+                ),
+            ]
         if (out / "learning_curve.png").is_file():
             b.append(("img", "learning_curve.png", "learning curve: MAE against training size"))
     if (out / "parity.png").is_file():
-        b += [("h", 2, "Parity plot"),
-              ("p", "Cross-validated predictions of the best transfer candidate and the best "
-                    "baseline against the measured values."),
-              ("img", "parity.png", "parity plot")]
+        b += [
+            ("h", 2, "Parity plot"),
+            (
+                "p",
+                "Cross-validated predictions of the best transfer candidate and the best "
+                "baseline against the measured values.",
+            ),
+            ("img", "parity.png", "parity plot"),
+        ]
     return b
 
 
@@ -149,7 +214,9 @@ def _blocks(out: Path, s: TransferSummary) -> list[tuple]:
     """The report as blocks: ("h", level, text), ("p", text), ("ul", items),
     ("table", header, rows), ("img", file, alt)."""
     unit = s.target.unit
-    b: list[tuple] = [("h", 1, f"Transfer report: {s.target.target}" + (f" [{unit}]" if unit else ""))]
+    b: list[tuple] = [
+        ("h", 1, f"Transfer report: {s.target.target}" + (f" [{unit}]" if unit else ""))
+    ]
     b += [("h", 2, "Setup"), ("ul", _setup(s))]
     b += [("h", 2, "How to read these numbers"), ("p", CAVEAT)]
     b += _nested(s) + _same_folds(s) + _tables(out)
@@ -191,8 +258,11 @@ text-align:left;font-size:.9em}th{background:#f0f0f0}img{max-width:100%}"""
 def render_html(blocks: list[tuple], folder: Path) -> str:
     e = html.escape
     title = next((blk[2] for blk in blocks if blk[0] == "h"), "report")
-    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-             f"<title>{e(title)}</title><style>{STYLE}</style></head><body>"]
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{e(title)}</title><style>{STYLE}</style></head><body>",
+    ]
     for blk in blocks:
         kind = blk[0]
         if kind == "h":
@@ -203,8 +273,9 @@ def render_html(blocks: list[tuple], folder: Path) -> str:
             parts.append("<ul>" + "".join(f"<li>{e(i)}</li>" for i in blk[1]) + "</ul>")
         elif kind == "table":
             head = "".join(f"<th>{e(str(h))}</th>" for h in blk[1])
-            body = "".join("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in row) + "</tr>"
-                           for row in blk[2])
+            body = "".join(
+                "<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in row) + "</tr>" for row in blk[2]
+            )
             parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
         elif kind == "img":
             data = base64.b64encode((folder / blk[1]).read_bytes()).decode("ascii")

@@ -34,12 +34,20 @@ from .selection import Screen, learning_curve, nested_estimate, stack
 from .summary import TransferSummary
 from .target import Target, prepare_target
 
-NOTE = ("best, stack, fine_tune and baseline are each selected on the folds that score them "
-        "(optimistic); nested is the estimate to compare")
+NOTE = (
+    "best, stack, fine_tune and baseline are each selected on the folds that score them "
+    "(optimistic); nested is the estimate to compare"
+)
 
 
-def run_transfer(library: Path, options: TransferOptions, out: Path, scheduler: str | None = None,
-                 n_workers: int = 1, curve=CURVE_SIZES) -> TransferSummary:
+def run_transfer(
+    library: Path,
+    options: TransferOptions,
+    out: Path,
+    scheduler: str | None = None,
+    n_workers: int = 1,
+    curve=CURVE_SIZES,
+) -> TransferSummary:
     """Screen the library for the target of ``options``; write summary.json, ranking.csv,
     learning_curve.csv, parity.png, learning_curve.png, the refitted best pipeline under model/,
     and a report. Many small fits: one BLAS thread each (parallel screening: ``n_workers``,
@@ -63,8 +71,9 @@ class _Screens:
 class _Run:
     """One transfer run, stage by stage (each stage logs its time on stderr)."""
 
-    def __init__(self, library: Path, options: TransferOptions, out: Path, scheduler, n_workers,
-                 curve):
+    def __init__(
+        self, library: Path, options: TransferOptions, out: Path, scheduler, n_workers, curve
+    ):
         from ..library import Library
 
         o = self.options = options
@@ -82,21 +91,28 @@ class _Run:
         self.target: Target = prepare_target(o, candidate_specs(self.lib, self.ids))
 
     def log(self, stage: str) -> None:
-        print(f"transfer: {stage} ({time.perf_counter() - self.start:.1f} s)", file=sys.stderr,
-              flush=True)
+        print(
+            f"transfer: {stage} ({time.perf_counter() - self.start:.1f} s)",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def screens(self) -> _Screens:
         """The ridge screen of every candidate, refined with the other learners, and the
         baselines, on the plan of the options (nested and the learning curve when on)."""
         o, t = self.options, self.target
         nested = o.nested if o.nested is not None else len(t.y) <= NESTED_MAX_ROWS
-        plan = build_plan(t.y, o.folds, o.seed, o.repeats, o.split, nested,
-                          self.curve if nested else ())
-        self.log(f"{len(t.y)} rows, {len(self.ids)} candidates, {len(plan.tasks)} selections on "
-                 f"{len(plan.pairs)} train/test pairs")
+        plan = build_plan(
+            t.y, o.folds, o.seed, o.repeats, o.split, nested, self.curve if nested else ()
+        )
+        self.log(
+            f"{len(t.y)} rows, {len(self.ids)} candidates, {len(plan.tasks)} selections on "
+            f"{len(plan.pairs)} train/test pairs"
+        )
         screen = Screen(plan, t.y)
-        for e in screen_all(self.lib, self.ids, t.raw, t.y, plan.pairs, o.max_depth,
-                            self.scheduler, self.n_workers):
+        for e in screen_all(
+            self.lib, self.ids, t.raw, t.y, plan.pairs, o.max_depth, self.scheduler, self.n_workers
+        ):
             screen.add(e, dict(enumerate(e.pop("preds"))))
         self.log("ridge screen done")
         refine(screen, self.features, o.learners, o.refine, o.seed)
@@ -113,53 +129,98 @@ class _Run:
         rank, base_table = ranking(s.transfer, self.cands), baseline_table(s.baseline)
         best, best_base = rank.iloc[0], base_table.iloc[0]
         score = ("cv_mae", "cv_rmse", "cv_r2")
-        methods = [{"method": "transfer", "name": f"{best['dataset']}/{best['property']} "
-                    f"d={int(best['depth'])} {best['learner']}", **_pick(best, score)},
-                   {"method": "baseline", "name": best_base["name"], **_pick(best_base, score)}]
+        methods = [
+            {
+                "method": "transfer",
+                "name": f"{best['dataset']}/{best['property']} "
+                f"d={int(best['depth'])} {best['learner']}",
+                **_pick(best, score),
+            },
+            {"method": "baseline", "name": best_base["name"], **_pick(best_base, score)},
+        ]
         stacked = stack(s.transfer, o.stack)
         if stacked is not None:
-            methods.append({"method": "stack", "name": f"mean of top {stacked['k']} transferred",
-                            **_pick(stacked, score)})
+            methods.append(
+                {
+                    "method": "stack",
+                    "name": f"mean of top {stacked['k']} transferred",
+                    **_pick(stacked, score),
+                }
+            )
         fine = self.fine_tune(s.transfer)
         if fine:
             b = min(fine, key=lambda f: f["cv_mae"])
-            methods.append({"method": "fine_tune", "name": f"{b['model_id']} (last layer + head)",
-                            **_pick(b, score)})
+            methods.append(
+                {
+                    "method": "fine_tune",
+                    "name": f"{b['model_id']} (last layer + head)",
+                    **_pick(b, score),
+                }
+            )
         methods.sort(key=lambda m: m["cv_mae"])
         nested, curve = None, []
         if s.nested:
             nested = nested_estimate(s.transfer, s.baseline, o.stack)
             curve = learning_curve(s.transfer, s.baseline)
         self.write_tables(rank, fine, curve, s, best, best_base)
-        summary = TransferSummary.from_dict({
-            "target": self.target_record(),
-            "n_samples": int(len(self.target.y)), "n_dropped": self.target.n_dropped,
-            "subsample": o.n, "folds": o.folds, "repeats": o.repeats, "split": o.split,
-            "seed": o.seed, "n_candidates": len(self.ids), "learners": list(o.learners),
-            "baseline_learners": list(o.baselines), "refine": o.refine,
-            "best": {"model_id": best["model_id"], "dataset": best["dataset"],
-                     "property": best["property"], "descriptor": best["descriptor"],
-                     "learner": best["learner"], "depth": int(best["depth"]), **_pick(best, score)},
-            "baseline": {"name": best_base["name"], **_pick(best_base, score)},
-            "baselines": [{"name": r["name"], **_pick(r, score)} for _, r in base_table.iterrows()],
-            "stack": stacked, "fine_tune": fine or None, "methods": methods,
-            "winner": methods[0]["method"], "nested": nested, "model": "model",
-            "library": str(self.library_path), "library_version": self.lib.version, "note": NOTE,
-        })
+        summary = TransferSummary.from_dict(
+            {
+                "target": self.target_record(),
+                "n_samples": int(len(self.target.y)),
+                "n_dropped": self.target.n_dropped,
+                "subsample": o.n,
+                "folds": o.folds,
+                "repeats": o.repeats,
+                "split": o.split,
+                "seed": o.seed,
+                "n_candidates": len(self.ids),
+                "learners": list(o.learners),
+                "baseline_learners": list(o.baselines),
+                "refine": o.refine,
+                "best": {
+                    "model_id": best["model_id"],
+                    "dataset": best["dataset"],
+                    "property": best["property"],
+                    "descriptor": best["descriptor"],
+                    "learner": best["learner"],
+                    "depth": int(best["depth"]),
+                    **_pick(best, score),
+                },
+                "baseline": {"name": best_base["name"], **_pick(best_base, score)},
+                "baselines": [
+                    {"name": r["name"], **_pick(r, score)} for _, r in base_table.iterrows()
+                ],
+                "stack": stacked,
+                "fine_tune": fine or None,
+                "methods": methods,
+                "winner": methods[0]["method"],
+                "nested": nested,
+                "model": "model",
+                "library": str(self.library_path),
+                "library_version": self.lib.version,
+                "note": NOTE,
+            }
+        )
         return self.finish(summary, s.transfer, best)
 
     def target_record(self) -> dict:
         o = self.options
-        return {"data": str(Path(o.data)), "input": o.input, "target": o.target, "kind": o.kind,
-                "unit": o.unit}
+        return {
+            "data": str(Path(o.data)),
+            "input": o.input,
+            "target": o.target,
+            "kind": o.kind,
+            "unit": o.unit,
+        }
 
     def fine_tune(self, screen: Screen) -> list[dict]:
         if self.options.fine_tune <= 0:
             return []
         from .finetune import fine_tune_top  # imports Lightning
 
-        fine = fine_tune_top(screen, self.models, self.target, self.options.fine_tune,
-                             self.options.seed)
+        fine = fine_tune_top(
+            screen, self.models, self.target, self.options.fine_tune, self.options.seed
+        )
         self.log("fine-tuned")
         return fine
 
@@ -170,10 +231,15 @@ class _Run:
         rank.drop(columns="pipe").to_csv(out / "ranking.csv", index=False)
         if fine:
             pd.DataFrame(fine).to_csv(out / "fine_tune.csv", index=False)
-        parity_plot(out / "parity.png", y, s.transfer.outer(int(best["pipe"])),
-                    s.baseline.outer(int(best_base["pipe"])),
-                    f"{best['dataset']}/{best['property']} d={int(best['depth'])} {best['learner']}",
-                    best_base["name"], f"{o.target} [{o.unit}]" if o.unit else o.target)
+        parity_plot(
+            out / "parity.png",
+            y,
+            s.transfer.outer(int(best["pipe"])),
+            s.baseline.outer(int(best_base["pipe"])),
+            f"{best['dataset']}/{best['property']} d={int(best['depth'])} {best['learner']}",
+            best_base["name"],
+            f"{o.target} [{o.unit}]" if o.unit else o.target,
+        )
         curve = pd.DataFrame(curve_rows, columns=["n", "method", "mae", "rmse", "r2"])
         curve.to_csv(out / "learning_curve.csv", index=False)
         curve_plot(out / "learning_curve.png", curve, f"[{o.unit}]" if o.unit else "")
@@ -184,9 +250,18 @@ class _Run:
 
         o = self.options
         pipe = screen.pipes[int(best["pipe"])]
-        save_model(self.out / "model", self.models[best["model_id"]], int(best["depth"]),
-                   best["learner"], o.seed, self.features(pipe), self.target.y,
-                   self.target_record(), _pick(best, ("cv_mae", "cv_rmse", "cv_r2")), self.lib)
+        save_model(
+            self.out / "model",
+            self.models[best["model_id"]],
+            int(best["depth"]),
+            best["learner"],
+            o.seed,
+            self.features(pipe),
+            self.target.y,
+            self.target_record(),
+            _pick(best, ("cv_mae", "cv_rmse", "cv_r2")),
+            self.lib,
+        )
         summary = summary.replace(seconds=round(time.perf_counter() - self.start, 2))
         summary.write(self.out / "summary.json")
         write_report(self.out)

@@ -23,8 +23,9 @@ def ridge_screen(models, raw: dict, y: np.ndarray, pairs, max_depth: int) -> lis
     entries, feats = [], []
     for mid, model in models:
         for depth, F in neural_features(model, raw, max_depth):
-            entries.append({"model_id": mid, "depth": depth, "learner": "ridge",
-                            "n_features": F.shape[1]})
+            entries.append(
+                {"model_id": mid, "depth": depth, "learner": "ridge", "n_features": F.shape[1]}
+            )
             feats.append(F)
     with threadpool_limits(1):  # many small problems: one BLAS thread each
         per_pair = [ridge_batch(feats, y, tr, te) for tr, te in pairs]
@@ -50,20 +51,29 @@ def screen_all(lib, ids, raw, y, pairs, max_depth, scheduler, n_workers) -> list
         n_chunks = max(1, min(len(ids), 4 * n_workers))
         chunks = [list(c) for c in np.array_split(np.array(ids, dtype=object), n_chunks) if len(c)]
         shared = client.scatter([raw, y, pairs], broadcast=True)
-        futures = [client.submit(ridge_screen_chunk, str(lib.root), c, *shared, max_depth,
-                                 pure=False) for c in chunks]
+        futures = [
+            client.submit(ridge_screen_chunk, str(lib.root), c, *shared, max_depth, pure=False)
+            for c in chunks
+        ]
         return [e for f in futures for e in f.result()]
 
 
 def pairs_of(plan: Plan, curve: bool) -> list[int]:
     """Pairs of the tasks that are (``curve``) or are not learning-curve points."""
-    return sorted({p for t in plan.tasks if t.name.startswith("curve/") == curve
-                   for p in t.inner + ([t.test_pair] if t.test_pair is not None else [])})
+    return sorted(
+        {
+            p
+            for t in plan.tasks
+            if t.name.startswith("curve/") == curve
+            for p in t.inner + ([t.test_pair] if t.test_pair is not None else [])
+        }
+    )
 
 
 def _learner_preds(name, seed, F, y, pairs, which) -> dict:
-    return {p: fit_predict(name, seed, F[pairs[p][0]], y[pairs[p][0]], F[pairs[p][1]])
-            for p in which}
+    return {
+        p: fit_predict(name, seed, F[pairs[p][0]], y[pairs[p][0]], F[pairs[p][1]]) for p in which
+    }
 
 
 def refine(screen: Screen, feature_of, learners, n_best: int, seed: int) -> int:
@@ -77,7 +87,8 @@ def refine(screen: Screen, feature_of, learners, n_best: int, seed: int) -> int:
             continue
         for i in np.argsort(scores[:, t], kind="stable")[:n_best]:
             needed.setdefault(int(i), set()).update(
-                task.inner + ([task.test_pair] if task.test_pair is not None else []))
+                task.inner + ([task.test_pair] if task.test_pair is not None else [])
+            )
     for i, pairs in sorted(needed.items()):
         pipe = screen.pipes[i]
         F = feature_of(pipe)
@@ -85,8 +96,9 @@ def refine(screen: Screen, feature_of, learners, n_best: int, seed: int) -> int:
             if learner == "ridge":
                 continue
             preds = _learner_preds(learner, seed, F, screen.y, plan.pairs, sorted(pairs))
-            screen.add({**{k: v for k, v in pipe.items() if k != "preds"}, "learner": learner},
-                       preds)
+            screen.add(
+                {**{k: v for k, v in pipe.items() if k != "preds"}, "learner": learner}, preds
+            )
     return len(screen.pipes) - base
 
 
@@ -104,8 +116,15 @@ def baselines(plan: Plan, y, raw: dict, names: dict, learners, seed: int) -> Scr
                     preds = {p: ridge_batch([X], y, *plan.pairs[p])[0] for p in which}
             else:
                 preds = _learner_preds(learner, seed, X, y, plan.pairs, which)
-            screen.add({"name": f"{learner} on {names[key]}", "learner": learner,
-                        "descriptor": names[key], "spec": key}, preds)
+            screen.add(
+                {
+                    "name": f"{learner} on {names[key]}",
+                    "learner": learner,
+                    "descriptor": names[key],
+                    "spec": key,
+                },
+                preds,
+            )
     return screen
 
 
@@ -119,25 +138,47 @@ def ranking(screen: Screen, cands: pd.DataFrame) -> pd.DataFrame:
         if not on_screen[i]:
             continue
         c = info.loc[p["model_id"]]
-        rows.append({"model_id": p["model_id"], "dataset": c["dataset"], "property": c["property"],
-                     "material_class": c["material_class"], "descriptor": c["descriptor"],
-                     "architecture": c.get("architecture", ""), "learner": p["learner"],
-                     "depth": p["depth"], "n_features": p["n_features"],
-                     **cv_metrics(screen.y, *screen.outer(i)), "pipe": i})
-    return pd.DataFrame(rows).sort_values(["cv_mae", "model_id", "depth", "learner"],
-                                          kind="stable").reset_index(drop=True)
+        rows.append(
+            {
+                "model_id": p["model_id"],
+                "dataset": c["dataset"],
+                "property": c["property"],
+                "material_class": c["material_class"],
+                "descriptor": c["descriptor"],
+                "architecture": c.get("architecture", ""),
+                "learner": p["learner"],
+                "depth": p["depth"],
+                "n_features": p["n_features"],
+                **cv_metrics(screen.y, *screen.outer(i)),
+                "pipe": i,
+            }
+        )
+    return (
+        pd.DataFrame(rows)
+        .sort_values(["cv_mae", "model_id", "depth", "learner"], kind="stable")
+        .reset_index(drop=True)
+    )
 
 
 def baseline_table(base: Screen) -> pd.DataFrame:
     """One row per baseline (learner on a raw descriptor) with its same-fold CV metrics."""
-    rows = [{"name": p["name"], "descriptor": p["descriptor"], "learner": p["learner"],
-             **cv_metrics(base.y, *base.outer(i)), "pipe": i} for i, p in enumerate(base.pipes)
-            if np.isfinite(base.scores[i][0])]
+    rows = [
+        {
+            "name": p["name"],
+            "descriptor": p["descriptor"],
+            "learner": p["learner"],
+            **cv_metrics(base.y, *base.outer(i)),
+            "pipe": i,
+        }
+        for i, p in enumerate(base.pipes)
+        if np.isfinite(base.scores[i][0])
+    ]
     return pd.DataFrame(rows).sort_values(["cv_mae", "name"], kind="stable").reset_index(drop=True)
 
 
-def screen_quick(library, inputs, y, kind: str, model_ids=None, folds: int = 5, seed: int = 0,
-                 max_depth: int = 2):
+def screen_quick(
+    library, inputs, y, kind: str, model_ids=None, folds: int = 5, seed: int = 0, max_depth: int = 2
+):
     """Ridge screen of the applicable models (or ``model_ids``) and ridge/random-forest baselines
     on the same folds: (ranking, baselines) tables with cv_mae, cv_rmse, cv_r2."""
     y = np.asarray(y, dtype=np.float64)

@@ -8,7 +8,7 @@ score it is optimistic; nested CV chooses inside each outer training fold and sc
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -51,8 +51,11 @@ class Screen:
         """The ``k`` best pipelines of task ``t`` (distinct models when k > 1), among those of
         ``learners`` if given."""
         s = self.table()[:, t]
-        order = [i for i in np.argsort(s, kind="stable") if np.isfinite(s[i])
-                 and (learners is None or self.pipes[i]["learner"] in learners)]
+        order = [
+            i
+            for i in np.argsort(s, kind="stable")
+            if np.isfinite(s[i]) and (learners is None or self.pipes[i]["learner"] in learners)
+        ]
         picked, seen = [], set()
         for i in order:
             key = self.pipes[i].get("model_id", self.pipes[i].get("name"))
@@ -89,8 +92,11 @@ def stack(screen: Screen, k: int) -> dict | None:
         return None
     rows, _ = screen.outer(top[0])
     mean = np.mean([screen.outer(i)[1] for i in top], axis=0)
-    return {"k": len(top), "model_ids": [screen.pipes[i]["model_id"] for i in top],
-            **cv_metrics(screen.y, rows, mean)}
+    return {
+        "k": len(top),
+        "model_ids": [screen.pipes[i]["model_id"] for i in top],
+        **cv_metrics(screen.y, rows, mean),
+    }
 
 
 def _tasks(plan: Plan, prefix: str) -> list[int]:
@@ -104,12 +110,16 @@ def nested_estimate(screen: Screen, base: Screen, k_stack: int) -> dict:
     outer_ids = _tasks(plan, "nested/")
     r, p, chosen = screen.selected_predictions(outer_ids)
     rb, pb, chosen_b = base.selected_predictions(outer_ids)
-    nested = {**cv_metrics(y, r, p), "chosen": [c[0]["model_id"] for c in chosen],
-              "chosen_pipelines": [f"{c[0]['model_id']} d={c[0]['depth']} {c[0]['learner']}"
-                                   for c in chosen],
-              "baseline": {**cv_metrics(y, rb, pb), "chosen": [c[0]["name"] for c in chosen_b]},
-              "outer_folds": len(outer_ids),
-              "inner_folds": len(plan.tasks[outer_ids[0]].inner)}
+    nested = {
+        **cv_metrics(y, r, p),
+        "chosen": [c[0]["model_id"] for c in chosen],
+        "chosen_pipelines": [
+            f"{c[0]['model_id']} d={c[0]['depth']} {c[0]['learner']}" for c in chosen
+        ],
+        "baseline": {**cv_metrics(y, rb, pb), "chosen": [c[0]["name"] for c in chosen_b]},
+        "outer_folds": len(outer_ids),
+        "inner_folds": len(plan.tasks[outer_ids[0]].inner),
+    }
     if k_stack > 1:
         rs, ps, _ = screen.selected_predictions(outer_ids, k_stack)
         nested["stack"] = cv_metrics(y, rs, ps)
@@ -129,6 +139,13 @@ def learning_curve(screen: Screen, base: Screen) -> list[dict]:
         for method, s in (("transfer", screen), ("baseline", base)):
             rr, pp, _ = s.selected_predictions(point, learners=CURVE_LEARNERS[method])
             m = cv_metrics(y, rr, pp)
-            rows.append({"n": n, "method": method, "mae": m["cv_mae"], "rmse": m["cv_rmse"],
-                         "r2": m["cv_r2"]})
+            rows.append(
+                {
+                    "n": n,
+                    "method": method,
+                    "mae": m["cv_mae"],
+                    "rmse": m["cv_rmse"],
+                    "r2": m["cv_r2"],
+                }
+            )
     return rows

@@ -90,20 +90,14 @@ class Score:
 
 
 @dataclass(frozen=True)
-class NestedBaseline:
-    cv_mae: float
-    cv_rmse: float
-    cv_r2: float
+class NestedBaseline(Score):
     chosen: list[str] = field(default_factory=list)  # baseline chosen per outer fold
 
 
 @dataclass(frozen=True)
-class Nested:
+class Nested(Score):
     """Nested CV: the whole selection repeated inside each outer training fold."""
 
-    cv_mae: float
-    cv_rmse: float
-    cv_r2: float
     chosen: list[str] = field(default_factory=list)  # model id per outer fold
     chosen_pipelines: list[str] = field(default_factory=list)  # "id d=depth learner"
     baseline: NestedBaseline | None = None
@@ -141,10 +135,33 @@ class TransferSummary:
     note: str = ""
 
     # Field order of summary.json.
-    ORDER = ("target", "n_samples", "n_dropped", "subsample", "folds", "repeats", "split", "seed",
-             "n_candidates", "learners", "baseline_learners", "refine", "seconds", "best",
-             "baseline", "baselines", "stack", "fine_tune", "methods", "winner", "nested",
-             "model", "library", "library_version", "note")
+    ORDER = (
+        "target",
+        "n_samples",
+        "n_dropped",
+        "subsample",
+        "folds",
+        "repeats",
+        "split",
+        "seed",
+        "n_candidates",
+        "learners",
+        "baseline_learners",
+        "refine",
+        "seconds",
+        "best",
+        "baseline",
+        "baselines",
+        "stack",
+        "fine_tune",
+        "methods",
+        "winner",
+        "nested",
+        "model",
+        "library",
+        "library_version",
+        "note",
+    )
 
     @classmethod
     def from_dict(cls, doc: dict) -> TransferSummary:
@@ -167,11 +184,16 @@ class TransferSummary:
 
 # The dataclass of each nested part, by (class, field).
 _PARTS = {
-    (TransferSummary, "target"): Target, (TransferSummary, "best"): Best,
-    (TransferSummary, "baseline"): Scored, (TransferSummary, "baselines"): Scored,
-    (TransferSummary, "stack"): Stack, (TransferSummary, "fine_tune"): FineTune,
-    (TransferSummary, "methods"): Method, (TransferSummary, "nested"): Nested,
-    (Nested, "baseline"): NestedBaseline, (Nested, "stack"): Score,
+    (TransferSummary, "target"): Target,
+    (TransferSummary, "best"): Best,
+    (TransferSummary, "baseline"): Scored,
+    (TransferSummary, "baselines"): Scored,
+    (TransferSummary, "stack"): Stack,
+    (TransferSummary, "fine_tune"): FineTune,
+    (TransferSummary, "methods"): Method,
+    (TransferSummary, "nested"): Nested,
+    (Nested, "baseline"): NestedBaseline,
+    (Nested, "stack"): Score,
 }
 
 
@@ -195,8 +217,11 @@ def _build(cls, doc: dict):
 def _plain(obj):
     """A dataclass as JSON-able dicts and lists, leaving out ``omit_none`` fields that are None."""
     if dataclasses.is_dataclass(obj):
-        return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)
-                if not (f.metadata.get("omit_none") and getattr(obj, f.name) is None)}
+        return {
+            f.name: _plain(getattr(obj, f.name))
+            for f in dataclasses.fields(obj)
+            if not (f.metadata.get("omit_none") and getattr(obj, f.name) is None)
+        }
     if isinstance(obj, (list, tuple)):
         return [_plain(v) for v in obj]
     return obj
