@@ -193,9 +193,9 @@ def test_per_model_early_stopping_and_best_weights():
     assert min(epochs) < 15
 
 
-def _cell():
+def _cell(n=300):
     rng = np.random.default_rng(1)
-    n, f = 300, 16
+    f = 16
     X = rng.normal(size=(n, f))
     y = 3 + 2 * np.tanh(X @ rng.normal(size=f) / 3)
     return Cell(
@@ -349,3 +349,51 @@ def test_grid_refuses_a_bad_config_with_one_line(tmp_path, text, message):
     assert proc.returncode == 2, proc.stdout
     assert message in proc.stderr and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("shotgun: error: ")
+
+
+def test_a_last_batch_of_one_row_still_validates(tmp_path):
+    """769 training rows at batch 128: the last batch (one row, too few for BatchNorm) is not
+    trained on, and validation still runs after every epoch (it once never ran, so no model
+    recorded a best state and the shard crashed)."""
+    cell = _cell(n=1069)
+    cfg = compose_train_config(
+        ROOT / "config" / "train", ["trainer.max_epochs=3", "trainer.patience=3"]
+    )
+    train, _, _ = split_indices(
+        len(cell.y), cfg["trainer"], stable_seed(cfg["seed"], cell.dataset, cell.property, "split")
+    )
+    assert len(train) % cfg["trainer"]["batch_size"] == 1
+    cards = train_shard(cell, cfg, range(2), tmp_path / "shard", log=lambda *a: None)
+    for card in cards:
+        assert card.failure is None and card.metrics.epochs == 3
+        assert 0 <= card.metrics.best_epoch < 3 and np.isfinite(card.metrics.best_val_mse)
+
+
+def test_a_model_that_cannot_train_is_a_recorded_outcome(tmp_path):
+    """A model whose validation loss is never finite (here: a feature column of NaN) does not
+    stop its shard: its card says why, it has no weights, a resumed shard keeps it, and a
+    library built from the shard leaves it out and lists it in its manifest."""
+    from shotgun.library import Library, build_library
+
+    cell = _cell()
+    cell.X[:, 3] = np.nan
+    cfg = compose_train_config(
+        ROOT / "config" / "train", ["trainer.max_epochs=3", "trainer.patience=2"]
+    )
+    shard = tmp_path / "0-1"
+    cards = train_shard(cell, cfg, range(2), shard, log=lambda *a: None)
+    for card in cards:
+        assert card.failure.startswith("validation loss never finite")
+        assert card.weights is None and card.metrics.test_mae is None
+        assert json.loads((shard / f"{card.model_id}.json").read_text())["failure"] == card.failure
+        assert not (shard / f"{card.model_id}.safetensors").exists()
+    again = train_shard(cell, cfg, range(2), shard, log=lambda *a: None)
+    assert again == cards
+    good = _cell()
+    good.property = "z"  # another cell: ids hash the cell, not the features
+    kept = train_shard(good, cfg, range(1), tmp_path / "good", log=lambda *a: None)
+    manifest = build_library([shard, tmp_path / "good"], tmp_path / "lib", "1")
+    lib = Library.open(tmp_path / "lib")
+    assert list(lib.index["model_id"]) == [kept[0].model_id] and lib.verify() == []
+    assert sorted(f["model_id"] for f in manifest["failed"]) == sorted(c.model_id for c in cards)
+    assert {f["failure"] for f in manifest["failed"]} == {c.failure for c in cards}

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from .library.card import ModelCard
 
 MODEL_TAG = "shotgun.model_id"
+FAILURE_TAG = "shotgun.failure"
 
 
 def resolve_uri(uri: str | None, results: Path) -> str:
@@ -99,9 +100,10 @@ class Tracker:
         finished = [r.info.run_id for r in runs if r.info.status == "FINISHED"]
         return finished[0] if finished else None
 
-    def log_run(self, card: ModelCard, weights: Path) -> str:
+    def log_run(self, card: ModelCard, weights: Path | None) -> str:
         """Log one model (card, metrics, weights); returns its run id. The run's ``card.json``
-        carries that run id."""
+        carries that run id. A model that failed to train is logged as a FAILED run with its
+        card and the reason (tag ``shotgun.failure``), without weights."""
         from mlflow.entities import Metric, Param
 
         existing = self._claim(card.model_id)
@@ -117,6 +119,8 @@ class Tracker:
             "architecture": card.architecture_name,
             "mlflow.runName": card.model_id,
         }
+        if card.failure is not None:
+            tags[FAILURE_TAG] = card.failure
         run = self.client.create_run(self.experiment_id, tags=tags)
         rid = run.info.run_id
         cfg = card.train_config
@@ -141,8 +145,9 @@ class Tracker:
             params=[Param(k, str(v)) for k, v in params.items()],
         )
         self.client.log_dict(rid, card.replace(mlflow_run_id=rid).to_dict(), "card.json")
-        self.client.log_artifact(rid, str(weights))
-        self.client.set_terminated(rid, "FINISHED")
+        if weights is not None:
+            self.client.log_artifact(rid, str(weights))
+        self.client.set_terminated(rid, "FINISHED" if card.failure is None else "FAILED")
         return rid
 
 

@@ -68,6 +68,9 @@ class Train(Command):
         cards = train_shard(cell, cfg, indices(a.models), Path(a.out), tracker, a.threads)
         for c in cards:
             m = c.metrics
+            if c.failure is not None:
+                print(f"{c.model_id} {c.architecture_name} failed: {c.failure}")
+                continue
             print(
                 f"{c.model_id} {c.architecture_name} test MAE {m.test_mae:.4g} "
                 f"R2 {m.test_r2:.3f} ({m.epochs} epochs, {m.seconds:.1f} s)"

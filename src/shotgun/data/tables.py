@@ -131,12 +131,18 @@ def read_source_table(path: Path, columns: list[str], yaml_path: Path) -> pd.Dat
 
 
 def read_table(path: Path, column: str) -> pd.DataFrame:
-    """A user's CSV or Parquet file, checked to have ``column``."""
+    """A user's CSV or Parquet file, checked to have ``column``. CSV cells are read as verbatim
+    strings: ``NaN`` is sodium nitride and ``None`` nobelium neon, not missing values (numbers
+    are converted where they are used)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     try:
-        df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+        df = (
+            pd.read_parquet(path)
+            if path.suffix == ".parquet"
+            else pd.read_csv(path, dtype=str, keep_default_na=False)
+        )
     except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
         raise ValueError(f"{path}: cannot read as a table: {err}") from err
     if column not in df.columns:

@@ -24,19 +24,20 @@ from .card import INDEX_COLUMNS, LibraryError, ModelCard
 from .store import INDEX, MANIFEST, Library
 
 
-def shard_models(shard_dirs: Iterable[Path]) -> list[tuple[ModelCard, Path]]:
-    """(card, weights path) of every model card found in the given shard folders."""
+def shard_models(shard_dirs: Iterable[Path]) -> list[tuple[ModelCard, Path | None]]:
+    """(card, weights path) of every model card found in the given shard folders (no weights
+    for a model that failed to train)."""
     found = []
     for d in shard_dirs:
         for path in sorted(Path(d).glob("*.json")):
             card = ModelCard.read(path)
-            found.append((card, Path(d) / card.weights))
+            found.append((card, Path(d) / card.weights if card.weights else None))
     return found
 
 
 def write_library(
     dest: Path,
-    models: Sequence[tuple[dict, Path]],
+    models: Sequence[tuple[ModelCard, Path | None]],
     version: str,
     reuse: Library | None = None,
     **extra,
@@ -44,16 +45,29 @@ def write_library(
     """Write a library folder at ``dest`` (which must not exist) from (card, weights) pairs.
 
     Weights whose checksum matches a file of ``reuse`` are hard-linked from it instead of copied.
+    Models that failed to train stay out; the manifest lists them under ``failed`` (id, cell,
+    reason).
     """
     (dest / "models").mkdir(parents=True)
     (dest / "cards").mkdir()
     old = reuse.manifest["files"] if reuse else {}
-    files, rows, seen = {}, [], set()
+    files, rows, seen, failed = {}, [], set(), []
     for card, weights in models:
         mid = card.model_id
         if mid in seen:
             raise LibraryError(f"{weights}: model {mid} appears twice")
         seen.add(mid)
+        if card.failure is not None:
+            failed.append(
+                {
+                    "model_id": mid,
+                    "dataset": card.dataset,
+                    "property": card.property,
+                    "descriptor": card.descriptor["name"],
+                    "failure": card.failure,
+                }
+            )
+            continue
         rel = f"models/{mid}.safetensors"
         if old.get(rel) == card.weights_sha256:
             try:
@@ -81,6 +95,7 @@ def write_library(
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "n_models": len(rows),
         "files": dict(sorted(files.items())),
+        **({"failed": failed} if failed else {}),
         **extra,
     }
     (dest / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))

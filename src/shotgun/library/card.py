@@ -30,12 +30,13 @@ class CardError(LibraryError):
 
 @dataclass(frozen=True)
 class Metrics:
-    """Test metrics in the property's unit (held-out split) and the fit's statistics."""
+    """Test metrics in the property's unit (held-out split) and the fit's statistics; a model
+    that failed to train has no test metrics and no best validation loss (None)."""
 
-    test_mae: float
-    test_rmse: float
-    test_r2: float
-    best_val_mse: float  # standardised target
+    test_mae: float | None
+    test_rmse: float | None
+    test_r2: float | None
+    best_val_mse: float | None  # standardised target
     best_epoch: int
     epochs: int
     seconds: float  # training time per model (its share of its batch)
@@ -85,13 +86,16 @@ class ModelCard:
     n_unfeaturized: int  # rows of the prepared table the descriptor could not featurize
     data_hash: str
     train_config: dict[str, Any]  # the composed Hydra config
-    reference: Reference
-    weights: str  # file name of the weights, relative to the card's folder or library
-    weights_sha256: str
+    reference: Reference | None  # None for a model that failed to train
+    weights: str | None  # file name of the weights, relative to the card's folder or library
+    weights_sha256: str | None
     shotgun_version: str
     device: str
     card_schema: int = CARD_SCHEMA
     mlflow_run_id: str | None = field(default=None)  # absent when trained without tracking
+    # Why the model failed to train (absent when it trained): such a model has no weights and
+    # no test metrics, a resumed shard does not train it again, and libraries leave it out.
+    failure: str | None = field(default=None)
 
     @classmethod
     def from_dict(cls, doc: dict, source: str = "card") -> ModelCard:
@@ -119,7 +123,9 @@ class ModelCard:
             "reference": Reference,
         }
         try:
-            values = {k: nested[k](**v) if k in nested else v for k, v in doc.items()}
+            values = {
+                k: nested[k](**v) if k in nested and v is not None else v for k, v in doc.items()
+            }
         except TypeError as err:
             raise CardError(f"{source}: {err}") from None
         return cls(**values)
@@ -134,8 +140,9 @@ class ModelCard:
 
     def to_dict(self) -> dict:
         doc = dataclasses.asdict(self)
-        if doc["mlflow_run_id"] is None:
-            del doc["mlflow_run_id"]
+        for key in ("mlflow_run_id", "failure"):  # written only when set
+            if doc[key] is None:
+                del doc[key]
         return doc
 
     def to_json(self) -> str:

@@ -24,7 +24,14 @@ class Batches:
         self.gen = None if seed is None else torch.Generator().manual_seed(seed)
 
     def __len__(self):
-        return (len(self.y) + self.batch_size - 1) // self.batch_size
+        """The batches an epoch yields. Lightning validates after the last of them: a count
+        that includes a batch never yielded would skip every validation, so no model would
+        ever record a best state."""
+        n, size = len(self.y), self.batch_size
+        full, rest = divmod(n, size)
+        if self.gen is None:
+            return 1
+        return full + (rest > 1 or (rest == 1 and full == 0))
 
     def __iter__(self):
         n = len(self.y)

@@ -52,16 +52,22 @@ def plan_shard(cell: Cell, cfg: dict, indices: Sequence[int]) -> list[tuple[int,
 
 
 def finished_card(out_dir: Path, mid: str) -> ModelCard | None:
-    """The card of model ``mid`` if its card and weights are complete and agree, else None."""
+    """The card of model ``mid`` if its card and weights are complete and agree (or its card
+    records that it failed to train), else None."""
     card_path, weights = out_dir / f"{mid}.json", out_dir / f"{mid}.safetensors"
-    if not (card_path.is_file() and weights.is_file()):
+    if not card_path.is_file():
         return None
     try:
         card = ModelCard.read(card_path)
     except CardError:  # a card cut short by a kill
         return None
-    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
-    return card if card.model_id == mid and card.weights_sha256 == digest else None
+    if card.model_id != mid:
+        return None
+    if card.failure is not None:
+        return card
+    if not weights.is_file():
+        return None
+    return card if card.weights_sha256 == hashlib.sha256(weights.read_bytes()).hexdigest() else None
 
 
 def _remove_stale(out_dir: Path, keep: set[str]) -> None:
@@ -111,6 +117,13 @@ def _prepare(cell: Cell, cfg: dict) -> _Data:
     return _Data(tr, val, te, x_mean, x_std, y_mean, y_std, Xs, on_device, device)
 
 
+def _failure(fit_stats: dict) -> str:
+    """Why a model recorded no best state."""
+    if fit_stats["epochs"] == 0:
+        return "no validation epoch ran"
+    return f"validation loss never finite in {fit_stats['epochs']} epochs (training diverged)"
+
+
 def _save_model(
     out_dir: Path,
     cell: Cell,
@@ -118,30 +131,15 @@ def _save_model(
     index: int,
     arch: dict,
     mid: str,
-    state: dict,
+    state: dict | None,
     fit_stats: dict,
     seconds: float,
     data: _Data,
     tracker,
 ) -> ModelCard:
-    """Write a trained model's weights, then its card (the card marks it finished)."""
-    import torch
-    from safetensors.torch import save_file
-
-    from ..nn.mlp import MLP
-
-    net = MLP(arch)
-    net.load_state_dict(state)
-    net.eval()
-    te = data.test
-    with torch.no_grad():
-        pred = net(data.X[te]).numpy().astype(np.float64) * data.y_std + data.y_mean
-    test = regression_metrics(cell.y[te], pred)
-    tensors = {f"net.{k}": v.contiguous() for k, v in net.state_dict().items()}
-    tensors["x_mean"], tensors["x_std"] = _tensor(data.x_mean), _tensor(data.x_std)
-    weights = out_dir / f"{mid}.safetensors"
-    save_file(tensors, str(weights))
-    card = ModelCard(
+    """Write a trained model's weights, then its card (the card marks it finished). A model
+    that recorded no best state gets a card that says why, and no weights."""
+    common = dict(
         card_schema=CARD_SCHEMA,
         model_id=mid,
         material_class=cell.material_class,
@@ -154,23 +152,60 @@ def _save_model(
         index=int(index),
         target_scaler=TargetScaler(data.y_mean, data.y_std),
         input_scaler=InputScaler(["x_mean", "x_std"], INPUT_CLIP),
-        metrics=Metrics(test["mae"], test["rmse"], test["r2"], seconds=seconds, **fit_stats),
         n_train=len(data.train),
         n_val=len(data.val),
-        n_test=len(te),
+        n_test=len(data.test),
         n_unfeaturized=cell.n_unfeaturized,
         data_hash=cell.data_hash,
         train_config=cfg,
-        reference=Reference(cell.inputs[te[:N_REFERENCE]].tolist(), pred[:N_REFERENCE].tolist()),
-        weights=weights.name,
-        weights_sha256=hashlib.sha256(weights.read_bytes()).hexdigest(),
         shotgun_version=__version__,
         device=data.device,
     )
+    if state is None:
+        weights = None
+        stats = dict(fit_stats, best_val_mse=None)
+        card = ModelCard(
+            **common,
+            metrics=Metrics(None, None, None, seconds=seconds, **stats),
+            reference=None,
+            weights=None,
+            weights_sha256=None,
+            failure=_failure(fit_stats),
+        )
+    else:
+        weights, pred = _write_weights(out_dir / f"{mid}.safetensors", arch, state, data)
+        test = regression_metrics(cell.y[data.test], pred)
+        reference = data.test[:N_REFERENCE]
+        card = ModelCard(
+            **common,
+            metrics=Metrics(test["mae"], test["rmse"], test["r2"], seconds=seconds, **fit_stats),
+            reference=Reference(cell.inputs[reference].tolist(), pred[:N_REFERENCE].tolist()),
+            weights=weights.name,
+            weights_sha256=hashlib.sha256(weights.read_bytes()).hexdigest(),
+        )
     if tracker is not None:
         card = card.replace(mlflow_run_id=tracker.log_run(card, weights))
     (out_dir / f"{mid}.json").write_text(card.to_json())
     return card
+
+
+def _write_weights(path: Path, arch: dict, state: dict, data: _Data):
+    """Save the network and the input scaler as safetensors; (path, test predictions in the
+    property's unit)."""
+    import torch
+    from safetensors.torch import save_file
+
+    from ..nn.mlp import MLP
+
+    net = MLP(arch)
+    net.load_state_dict(state)
+    net.eval()
+    with torch.no_grad():
+        pred = net(data.X[data.test]).numpy().astype(np.float64) * data.y_std + data.y_mean
+    tensors = {f"net.{k}": v.contiguous() for k, v in net.state_dict().items()}
+    tensors["x_mean"], tensors["x_std"] = _tensor(data.x_mean), _tensor(data.x_std)
+    save_file(tensors, str(path))
+    return path, pred
 
 
 def train_shard(
@@ -187,7 +222,8 @@ def train_shard(
     Models whose card and weights are already in ``out_dir`` (a shard interrupted earlier) are
     kept; the others train together, ``trainer.ensemble_size`` at a time, as one batched
     ensemble (:mod:`shotgun.nn.ensemble`). A card is written after its weights, so a card whose
-    weights checksum verifies marks a finished model.
+    weights checksum verifies marks a finished model. A model that fails to train (no finite
+    validation loss) is a recorded outcome, not an error: its card says why (``failure``).
 
     The chunks are cut from the whole plan, not from the unfinished models: a resumed shard
     trains every model in the same company as an uninterrupted one (float32 results depend on

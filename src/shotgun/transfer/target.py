@@ -26,7 +26,10 @@ def load_target(data: Path, input_col: str, target_col: str, kind: str):
         raise TransferError(str(err)) from err
     if target_col not in df.columns:
         raise TransferError(f"{data}: no column {target_col!r} (columns: {', '.join(df.columns)})")
-    y = pd.to_numeric(df[target_col], errors="coerce").to_numpy(dtype=np.float64)
+    values = df[target_col]
+    if values.dtype == object:  # CSV cells are read as text
+        values = values.astype(str).str.strip()
+    y = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
     return df[input_col].astype(str).to_numpy(), y
 
 
