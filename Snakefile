@@ -33,5 +33,6 @@ rule all:
     default_target: True
     input:
         f"{LIBRARY}.manifest.json",
+        f"{RESULTS}/library_report/report.html",
         expand(f"{RESULTS}/transfer/{{target}}/report.html", target=TARGETS),
         MAP_OUT if MAP else [],

@@ -1,5 +1,6 @@
 """Library assembly, diff, sharing, rebuilding from MLflow, and the no-pickle rule."""
 
+import dataclasses
 import io
 import json
 import multiprocessing
@@ -241,3 +242,38 @@ def test_model_cards_are_read_through_one_definition(smoke, tmp_path):
         (tmp_path / "bad.json").write_text(json.dumps(bad))
         with pytest.raises(CardError, match=re.escape(message)):
             ModelCard.read(tmp_path / "bad.json")
+
+
+def test_library_report_and_weak_models(smoke, tmp_path):
+    """`shotgun library report` counts every cell and lists a model whose test R² is below
+    zero; that model is flagged weak in the index and transfer leaves it out unless asked."""
+    from shotgun.transfer.candidates import candidates
+
+    src = Library.open(smoke / "library")
+    ids = sorted(src.applicable("inorganic")["model_id"])
+    shard = make_shard(src, ids, tmp_path / "shard")
+    card = src.card(ids[0])
+    bad = card.replace(metrics=dataclasses.replace(card.metrics, test_r2=-0.25))
+    (shard / f"{ids[0]}.json").write_text(bad.replace(weights=f"{ids[0]}.safetensors").to_json())
+    build_library([shard], tmp_path / "lib", "1")
+    lib = Library.open(tmp_path / "lib")
+    assert lib.index.set_index("model_id")["weak"].to_dict() == {m: m == ids[0] for m in ids}
+    assert ids[0] not in set(candidates(lib, "inorganic")["model_id"])
+    assert ids[0] in set(candidates(lib, "inorganic", keep_weak=True)["model_id"])
+
+    proc = run(
+        ["shotgun", "library", "report", str(tmp_path / "lib"), "--out", str(tmp_path / "report")]
+    )
+    assert proc.returncode == 0, proc.stderr
+    cells = pd.read_csv(tmp_path / "report" / "cells.csv")
+    expected = lib.index.groupby(["dataset", "property", "descriptor"]).size()
+    assert (
+        cells.set_index(["dataset", "property", "descriptor"])["models"].to_dict()
+        == expected.to_dict()
+    )
+    assert int(cells["weak"].sum()) == 1
+    md = (tmp_path / "report" / "report.md").read_text()
+    weak_section = md[md.index("## Weak models") : md.index("## Models that failed")]
+    assert ids[0] in weak_section and "-0.25" in weak_section
+    assert (tmp_path / "report" / "r2.png").read_bytes()[:4] == b"\x89PNG"
+    assert "data:image/png;base64," in (tmp_path / "report" / "report.html").read_text()

@@ -230,6 +230,8 @@ def test_snakemake_report_of_the_smoke_results(smoke, tmp_path):
         "report.html",
         "ranking.csv",
         "transfer_map.png",
+        "r2.png",
+        "cells.csv",
     ):
         assert name in text
 

@@ -191,6 +191,21 @@ class FromMlflow(Command):
         print(f"{a.out}: library {a.library_version} with {manifest['n_models']} models from {uri}")
 
 
+class Report(Command):
+    name = "report"
+    help = "source-model quality: report.md, report.html, r2.png and cells.csv"
+
+    def add_arguments(self, s):
+        s.add_argument("library")
+        s.add_argument("--out", required=True, help="output folder")
+
+    def run(self, a):
+        from ..library.report import write_library_report
+
+        paths = write_library_report(Path(a.library), Path(a.out))
+        print(f"{a.out}: " + ", ".join(p.name for p in paths))
+
+
 class LibraryGroup(Group):
     name = "library"
     help = "build, query, verify, diff and share model libraries"
@@ -204,6 +219,7 @@ class LibraryGroup(Group):
         Pack(),
         Unpack(),
         FromMlflow(),
+        Report(),
     )
 
 

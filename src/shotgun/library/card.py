@@ -180,6 +180,7 @@ class ModelCard:
             "test_r2": m.test_r2,
             "mlflow_run_id": self.mlflow_run_id or "",
             "data_hash": self.data_hash,
+            "weak": is_weak(m.test_r2),
         }
 
     def render(self) -> str:
@@ -227,4 +228,11 @@ INDEX_COLUMNS = [
     "test_r2",
     "mlflow_run_id",
     "data_hash",
+    "weak",  # test R² below zero or undefined: worse than the training mean on held-out rows
 ]
+
+
+def is_weak(test_r2: float) -> bool:
+    """A model whose test R² is below zero (or undefined) predicts its property no better than
+    the training mean: flagged in the index, left out of transfer candidates by default."""
+    return not test_r2 >= 0

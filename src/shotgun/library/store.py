@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from ..checksums import sha256
-from .card import LibraryError, ModelCard
+from .card import LibraryError, ModelCard, is_weak
 
 if TYPE_CHECKING:
     from .predictor import Predictor
@@ -44,6 +44,8 @@ class Library:
         manifest = json.loads(mpath.read_text())
         lib = cls(root, manifest, pd.DataFrame())
         lib.index = pd.read_parquet(lib.verified(INDEX))
+        if "weak" not in lib.index:  # libraries built before the flag
+            lib.index["weak"] = [is_weak(r2) for r2 in lib.index["test_r2"]]
         return lib
 
     @property

@@ -17,16 +17,23 @@ def spec_key(spec: dict) -> str:
     return json.dumps(spec, sort_keys=True)
 
 
-def candidates(library, kind: str, max_models: int | None = None, model_ids=None) -> pd.DataFrame:
+def candidates(
+    library, kind: str, max_models: int | None = None, model_ids=None, keep_weak: bool = False
+) -> pd.DataFrame:
     """Index rows of the models applicable to ``kind`` inputs (among ``model_ids`` if given),
-    best source test R² first; the first ``max_models`` if given."""
+    best source test R² first; the first ``max_models`` if given. Weak models (test R² below
+    zero, :func:`shotgun.library.card.is_weak`) are left out unless ``keep_weak``."""
     cands = library.applicable(kind).sort_values(["test_r2", "model_id"], ascending=[False, True])
     if model_ids is not None:
         cands = cands[cands["model_id"].isin(set(model_ids))]
+    n_weak = int(cands["weak"].sum())
+    if not keep_weak:
+        cands = cands[~cands["weak"]]
     if max_models:
         cands = cands.head(max_models)
     if cands.empty:
-        raise TransferError(f"{library.root}: no model in the library accepts {kind} inputs")
+        weak = f" ({n_weak} weak models left out: --keep-weak keeps them)" if n_weak else ""
+        raise TransferError(f"{library.root}: no model in the library accepts {kind} inputs{weak}")
     return cands.reset_index(drop=True)
 
 

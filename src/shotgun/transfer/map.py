@@ -56,9 +56,10 @@ def read_target(results: Path, dataset: str, prop: str, n: int, seed: int):
 
 
 def candidates(library, dataset: str, prop: str, kind: str) -> pd.DataFrame:
-    """Library models applicable to ``kind`` inputs, the target property's own models excluded."""
+    """Library models applicable to ``kind`` inputs, the target property's own models and weak
+    models excluded."""
     c = library.applicable(kind)
-    return c[~((c["dataset"] == dataset) & (c["property"] == prop))]
+    return c[~((c["dataset"] == dataset) & (c["property"] == prop)) & ~c["weak"]]
 
 
 def transfer_map(

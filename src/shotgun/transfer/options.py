@@ -60,6 +60,12 @@ class TransferOptions:
     max_models: int | None = _option(
         None, "screen only the N candidates with the best source test R2", int, minimum=1
     )
+    keep_weak: bool = _option(
+        False,
+        "keep source models whose test R2 is below zero (flagged weak in the index; "
+        "left out by default)",
+        bool,
+    )
     max_depth: int = _option(2, "hidden layers used as features: 1..N", int, minimum=1)
     n: int | None = _option(None, "use a seeded subsample of N usable rows", int, minimum=10)
     learners: tuple[str, ...] = _option(

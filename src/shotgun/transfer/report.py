@@ -1,20 +1,18 @@
 """Readable report of a transfer out folder: ``report.md`` and a self-contained ``report.html``.
 
-Both are rendered from one list of blocks (heading, paragraph, list, table, image), so they say
-the same thing; the HTML embeds the PNGs as base64 and needs no other file. Every optional part
+Both are rendered from one list of blocks (:mod:`shotgun.markup`), so they say the same thing;
+the HTML embeds the PNGs as base64 and needs no other file. Every optional part
 of ``summary.json`` (nested estimate, methods, baselines, learning curve, plots) may be missing;
 the summary is read through :class:`shotgun.transfer.summary.TransferSummary`.
 """
 
 from __future__ import annotations
 
-import base64
-import html
-import math
 from pathlib import Path
 
 import pandas as pd
 
+from ..markup import fmt, write_pages
 from .summary import TransferSummary
 
 METRICS = ("cv_mae", "cv_rmse", "cv_r2")
@@ -30,19 +28,6 @@ CAVEAT = (
 )
 
 
-def fmt(x) -> str:
-    """Numbers as 4 significant digits, everything else as text; missing values as a dash."""
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "-"
-    if isinstance(x, bool):
-        return str(x)
-    if isinstance(x, int):
-        return str(x)
-    if isinstance(x, float):
-        return f"{x:.4g}"
-    return str(x)
-
-
 def _metric_row(label: str, d) -> list:
     return [label] + [fmt(getattr(d, k, None)) for k in METRICS]
 
@@ -55,7 +40,13 @@ def _setup(s: TransferSummary) -> list[str]:
         "(input not featurizable or target missing)",
         f"cross-validation: {fmt(s.folds)} folds, repeats {fmt(s.repeats)}, "
         f"split {s.split}, seed {fmt(s.seed)}",
-        f"candidates: {fmt(s.n_candidates)} library models; learners: "
+        f"candidates: {fmt(s.n_candidates)} library models"
+        + (
+            f" ({s.n_weak_excluded} weak models left out: test R² below zero)"
+            if s.n_weak_excluded
+            else ""
+        )
+        + "; learners: "
         + ", ".join(map(str, s.learners or ["-"])),
         f"library: {s.library or '-'} (version {s.library_version or '-'})",
         f"run time: {fmt(s.seconds)} s",
@@ -225,70 +216,7 @@ def _blocks(out: Path, s: TransferSummary) -> list[tuple]:
     return b
 
 
-def _md_cell(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
-def render_markdown(blocks: list[tuple]) -> str:
-    lines: list[str] = []
-    for blk in blocks:
-        kind = blk[0]
-        if kind == "h":
-            lines += ["#" * blk[1] + " " + blk[2], ""]
-        elif kind == "p":
-            lines += [blk[1], ""]
-        elif kind == "ul":
-            lines += [f"- {item}" for item in blk[1]] + [""]
-        elif kind == "table":
-            header, rows = blk[1], blk[2]
-            lines.append("| " + " | ".join(map(_md_cell, header)) + " |")
-            lines.append("|" + "---|" * len(header))
-            lines += ["| " + " | ".join(map(_md_cell, row)) + " |" for row in rows]
-            lines.append("")
-        elif kind == "img":
-            lines += [f"![{blk[2]}]({blk[1]})", ""]
-    return "\n".join(lines)
-
-
-STYLE = """body{font-family:sans-serif;max-width:60em;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:.5em 0 1em}td,th{border:1px solid #ccc;padding:.2em .5em;
-text-align:left;font-size:.9em}th{background:#f0f0f0}img{max-width:100%}"""
-
-
-def render_html(blocks: list[tuple], folder: Path) -> str:
-    e = html.escape
-    title = next((blk[2] for blk in blocks if blk[0] == "h"), "report")
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{e(title)}</title><style>{STYLE}</style></head><body>",
-    ]
-    for blk in blocks:
-        kind = blk[0]
-        if kind == "h":
-            parts.append(f"<h{blk[1]}>{e(blk[2])}</h{blk[1]}>")
-        elif kind == "p":
-            parts.append(f"<p>{e(blk[1])}</p>")
-        elif kind == "ul":
-            parts.append("<ul>" + "".join(f"<li>{e(i)}</li>" for i in blk[1]) + "</ul>")
-        elif kind == "table":
-            head = "".join(f"<th>{e(str(h))}</th>" for h in blk[1])
-            body = "".join(
-                "<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in row) + "</tr>" for row in blk[2]
-            )
-            parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
-        elif kind == "img":
-            data = base64.b64encode((folder / blk[1]).read_bytes()).decode("ascii")
-            parts.append(f'<p><img alt="{e(blk[2])}" src="data:image/png;base64,{data}"></p>')
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
-
-
 def write_report(out: Path) -> list[Path]:
     """Write ``report.md`` and ``report.html`` for the transfer out folder ``out``."""
     out = Path(out)
-    blocks = _blocks(out, TransferSummary.read(out / "summary.json"))
-    md, page = out / "report.md", out / "report.html"
-    md.write_text(render_markdown(blocks), encoding="utf-8")
-    page.write_text(render_html(blocks, out), encoding="utf-8")
-    return [md, page]
+    return write_pages(out, _blocks(out, TransferSummary.read(out / "summary.json")))

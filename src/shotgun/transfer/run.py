@@ -85,7 +85,8 @@ class _Run:
         self.library_path, self.out = library, out
         self.scheduler, self.n_workers, self.curve = scheduler, n_workers, curve
         self.lib = Library.open(library)
-        self.cands = candidates(self.lib, o.kind, o.max_models)
+        self.cands = candidates(self.lib, o.kind, o.max_models, keep_weak=o.keep_weak)
+        self.n_weak = 0 if o.keep_weak else int(self.lib.applicable(o.kind)["weak"].sum())
         self.ids = list(self.cands["model_id"])
         self.models = ModelCache(self.lib)  # the few networks used after the screen
         self.target: Target = prepare_target(o, candidate_specs(self.lib, self.ids))
@@ -174,6 +175,7 @@ class _Run:
                 "split": o.split,
                 "seed": o.seed,
                 "n_candidates": len(self.ids),
+                "n_weak_excluded": self.n_weak,
                 "learners": list(o.learners),
                 "baseline_learners": list(o.baselines),
                 "refine": o.refine,

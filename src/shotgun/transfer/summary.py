@@ -117,6 +117,7 @@ class TransferSummary:
     best: Best
     baseline: Scored
     subsample: int | None = None
+    n_weak_excluded: int = 0  # applicable library models left out for a test R² below zero
     repeats: int = 1
     split: str = "random"
     learners: list[str] = field(default_factory=list)
@@ -145,6 +146,7 @@ class TransferSummary:
         "split",
         "seed",
         "n_candidates",
+        "n_weak_excluded",
         "learners",
         "baseline_learners",
         "refine",
