@@ -161,6 +161,26 @@ def test_matmul_precision_holds_during_training_only():
         _in_a_batch_and_alone(cfg)
 
 
+def test_auto_matmul_precision_is_float32_and_recorded(tmp_path):
+    """`auto` (the default) resolves to medium exactly where medium keeps float32 products on
+    this machine, else highest; a model trained with it is the model trained with that choice,
+    and its card records the choice."""
+    from shotgun.nn.trainer import resolve_matmul_precision
+
+    cfg = _cfg(epochs=3)
+    cfg["trainer"]["matmul_precision"] = "auto"
+    medium = dict(cfg, trainer=dict(cfg["trainer"], matmul_precision="medium"))
+    chosen = resolve_matmul_precision(cfg)
+    assert chosen == ("medium" if _exact_under(medium) else "highest")
+    resolved = dict(cfg, trainer=dict(cfg["trainer"], matmul_precision=chosen))
+    (a, stats_a), (b, stats_b) = (_in_a_batch_and_alone(c)[1] for c in (cfg, resolved))
+    assert stats_a == stats_b and all(torch.equal(a[k], b[k]) for k in a)
+    train = compose_train_config(ROOT / "config" / "train", ["trainer.max_epochs=1"])
+    assert train["trainer"]["matmul_precision"] == "auto"
+    card = train_shard(_cell(), train, [0], tmp_path / "s", log=lambda *a: None)[0]
+    assert card.train_config["trainer"]["matmul_precision"] == chosen
+
+
 def test_per_model_early_stopping_and_best_weights():
     X, y = _data()
     space = dict(SPACE, n_layers=[3, 3], dropout=0.1)

@@ -42,3 +42,9 @@ def shown_in_report(path, caption, name):
         subcategory="{target}",
         labels={"target": "{target}", "file": name},
     )
+
+
+def shard_overrides(descriptor):
+    """Hydra overrides of a shard: the accelerator and seed, `train_overrides`, then the
+    descriptor's own `descriptor_overrides` (e.g. a narrower model space for fingerprints)."""
+    return TRAIN_OVERRIDES + list(config.get("descriptor_overrides", {}).get(descriptor, []))

@@ -36,7 +36,7 @@ rule train_shard:
     params:
         declaration=lambda w: f"{DATASETS_DIR}/{w.dataset}.yaml",
         folder=lambda w, output: output[0].removesuffix(".done"),
-        overrides=" ".join(f"--override {o}" for o in TRAIN_OVERRIDES),
+        overrides=lambda w: " ".join(f"--override {o}" for o in shard_overrides(w.descriptor)),
         results=lambda w, input: os.path.dirname(input.tracking),
         uri=f"--tracking-uri {config['tracking_uri']}" if config.get("tracking_uri") else "",
         version=VERSION,

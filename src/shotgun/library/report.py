@@ -99,10 +99,11 @@ def _blocks(lib: Library, cells: pd.DataFrame) -> list[tuple]:
         )
     ]
     per_class = (
-        index.groupby(["material_class", "descriptor"])
+        index.assign(cell=index["dataset"] + "/" + index["property"])
+        .groupby(["material_class", "descriptor"])
         .agg(
             models=("model_id", "size"),
-            properties=("property", "nunique"),
+            properties=("cell", "nunique"),  # (dataset, property) pairs
             median_r2=("test_r2", "median"),
         )
         .reset_index()

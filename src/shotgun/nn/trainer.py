@@ -8,6 +8,7 @@ quiet Lightning ``Trainer`` (no logger, checkpoints, progress bar or sanity step
 
 from __future__ import annotations
 
+import functools
 import logging
 import warnings
 from collections.abc import Mapping
@@ -91,21 +92,51 @@ def mm_dtype(cfg: Mapping):
     return PRECISIONS[precision] and getattr(torch, PRECISIONS[precision])
 
 
-MATMUL_PRECISIONS = ("highest", "high", "medium")
+MATMUL_PRECISIONS = ("auto", "highest", "high", "medium")
+
+
+@functools.cache
+def float32_exact(precision: str, device: str) -> bool:
+    """Whether float32 products under torch's matmul ``precision`` stay float32 on ``device``.
+
+    A product with the identity returns its operand exactly only in float32: bfloat16 inside
+    (oneDNN on CPUs with AMX) or TF32 (CUDA) round it. The shapes are those of a training step,
+    large enough to reach the kernels training uses."""
+    x = torch.randn(128, 512, generator=torch.Generator().manual_seed(0)).to(device)
+    eye = torch.eye(512, device=device)
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(precision)
+    try:
+        return bool(torch.equal(x @ eye, x))
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
+def resolve_matmul_precision(cfg: Mapping) -> str:
+    """``trainer.matmul_precision`` of ``cfg``, with ``auto`` resolved on this machine:
+    ``medium`` where it computes true float32 (oneDNN's float32 kernels on AVX-512 CPUs without
+    AMX, faster than MKL's: ``benchmarks/README.md``), else ``highest``. The choice depends on
+    the hardware only, never on timing, so a resumed shard trains exactly as before."""
+    t = cfg["trainer"]
+    value = str(t.get("matmul_precision", "highest"))
+    if value not in MATMUL_PRECISIONS:
+        raise ValueError(
+            f"trainer.matmul_precision must be one of {list(MATMUL_PRECISIONS)}, got {value!r}"
+        )
+    if value != "auto":
+        return value
+    device = "cuda" if t.get("accelerator") == "gpu" else "cpu"
+    return "medium" if float32_exact("medium", device) else "highest"
 
 
 @contextmanager
 def matmul_precision(cfg: Mapping):
     """torch's float32 matmul precision set to ``trainer.matmul_precision`` (default
-    ``highest``) for the duration, then restored. ``medium`` lets oneDNN take float32 products
-    on CPUs with AVX-512: bfloat16 inside where it has fast kernels for it (AMX), float32
-    kernels elsewhere (``benchmarks/README.md`` measures both); on CUDA, ``high`` and
-    ``medium`` allow TF32."""
-    value = str(cfg["trainer"].get("matmul_precision", "highest"))
-    if value not in MATMUL_PRECISIONS:
-        raise ValueError(
-            f"trainer.matmul_precision must be one of {list(MATMUL_PRECISIONS)}, got {value!r}"
-        )
+    ``highest``; ``auto``: :func:`resolve_matmul_precision`) for the duration, then restored.
+    ``medium`` lets oneDNN take float32 products on CPUs with AVX-512: bfloat16 inside where it
+    has fast kernels for it (AMX), float32 kernels elsewhere; on CUDA, ``high`` and ``medium``
+    allow TF32."""
+    value = resolve_matmul_precision(cfg)
     before = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision(value)
     try:

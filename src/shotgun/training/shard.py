@@ -234,8 +234,11 @@ def train_shard(
     import torch
 
     from ..nn.ensemble import fit_ensemble
+    from ..nn.trainer import resolve_matmul_precision
 
     torch.set_num_threads(threads)
+    # `auto` resolved once, here, so that the cards record what the models were trained with.
+    cfg = {**cfg, "trainer": {**cfg["trainer"], "matmul_precision": resolve_matmul_precision(cfg)}}
     out_dir.mkdir(parents=True, exist_ok=True)
     plan = plan_shard(cell, cfg, indices)
     _remove_stale(out_dir, {mid for _, _, mid in plan})
