@@ -25,7 +25,14 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from dask.distributed import Client
 
-__all__ = ["dask_client"]
+__all__ = ["available_cpus", "dask_client"]
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask: a SLURM or container limit counts)."""
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 @contextmanager

@@ -85,8 +85,9 @@ class Featurize(Command):
         s.add_argument(
             "--n-workers",
             type=int,
-            default=1,
-            help="processes of the local Dask cluster started for large inputs",
+            default=None,
+            help="processes of the local Dask cluster started for large inputs "
+            "(default: the CPUs this process may use; 1 featurizes in-process)",
         )
         s.add_argument(
             "--scheduler",
@@ -99,6 +100,7 @@ class Featurize(Command):
     def run(self, a):
         from ..data.tables import read_table
         from ..descriptors import featurize_inputs, make_descriptor, write_features
+        from ..parallel import available_cpus
 
         d = make_descriptor(a.descriptor, parameters(a.descriptor_param))
         if a.kind not in d.kinds:
@@ -110,7 +112,7 @@ class Featurize(Command):
             X, ok, spec, names = featurize_inputs(
                 inputs,
                 d,
-                n_workers=a.n_workers,
+                n_workers=a.n_workers or available_cpus(),
                 cache_dir=a.cache,
                 progress=True,
                 scheduler_address=a.scheduler,

@@ -71,20 +71,29 @@ class FeatureCache:
         spec_path = self.dir / "spec.json"
         if not spec_path.exists():
             _atomic_write(spec_path, lambda f: f.write(self.spec_json.encode()))
-        arrays = {"keys": karr, "ok": ok}
-        Xz = np.where(ok[:, None], X, 0).astype(np.float32)
-        nnz = np.count_nonzero(Xz)
-        if nnz <= Xz.size / 4:
-            rows, cols = np.nonzero(Xz)
-            arrays.update(
-                data=Xz[rows, cols],
-                indices=cols.astype(np.int32),
-                indptr=np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=len(Xz)))]),
-            )
-        else:
-            arrays["X"] = Xz
+        arrays = {"keys": karr, "ok": ok, **_compact(X, ok)}
         _atomic_write(path, lambda f: np.savez(f, **arrays))
         return path
+
+
+def _compact(X: np.ndarray, ok: np.ndarray) -> dict[str, np.ndarray]:
+    """``X`` (zeros where not ok) as CSR arrays when at most a quarter of it is non-zero, else
+    dense. A column-major matrix is scanned in its own order, then sorted by row."""
+    if np.count_nonzero(X) - np.count_nonzero(X[~ok]) > X.size / 4:
+        return {"X": np.where(ok[:, None], X, 0).astype(np.float32)}
+    if X.flags.f_contiguous and not X.flags.c_contiguous:
+        cols, rows = np.nonzero(X.T)
+        by_row = np.argsort(rows, kind="stable")  # columns stay ascending within a row
+        rows, cols = rows[by_row], cols[by_row]
+    else:
+        rows, cols = np.nonzero(X)
+    keep = ok[rows]
+    rows, cols = rows[keep], cols[keep]
+    return {
+        "data": X[rows, cols].astype(np.float32),
+        "indices": cols.astype(np.int32),
+        "indptr": np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=len(X)))]),
+    }
 
 
 def _dense_rows(z, rows: np.ndarray, n_features: int) -> np.ndarray:

@@ -91,7 +91,8 @@ def featurize(
     if hasattr(descriptor, "featurize_sparse"):
         from .fingerprints import densify
 
-        return densify(descriptor.n_features, *(np.concatenate(part) for part in zip(*results)))
+        parts = (np.concatenate(part) for part in zip(*results))
+        return densify(descriptor.n_features, *parts, order="F")  # as feature tables store it
     return (
         np.concatenate([r[0] for r in results], axis=0),
         np.concatenate([r[1] for r in results], axis=0),
@@ -136,7 +137,10 @@ def featurize_inputs(
         keys = [cache.key(s) for s in unique]
         Xu, oku, found = cache.lookup(keys, d.n_features)
         todo = np.flatnonzero(~found)
-        if len(todo):
+        if not found.any():  # nothing cached: no copy into the lookup's matrix
+            Xu, oku = featurize(d, unique, **run)
+            cache.store(keys, Xu, oku)
+        elif len(todo):
             Xn, okn = featurize(d, [unique[i] for i in todo], **run)
             Xu[todo], oku[todo] = Xn, okn
             cache.store([keys[i] for i in todo], Xn, okn)

@@ -90,10 +90,12 @@ class Fingerprint(Descriptor):
         return lengths, indices, np.minimum(values, 65535, dtype=np.uint32).astype(np.uint16), ok
 
 
-def densify(n_features: int, lengths, indices, values, ok) -> tuple[np.ndarray, np.ndarray]:
+def densify(
+    n_features: int, lengths, indices, values, ok, order: str = "C"
+) -> tuple[np.ndarray, np.ndarray]:
     """The float32 matrix (NaN rows where not ok) of :meth:`Fingerprint.featurize_sparse`'s
-    output, and ok."""
-    X = np.zeros((len(ok), n_features), dtype=np.float32)
+    output, and ok; ``order="F"`` lays it out column-major, as a feature table stores it."""
+    X = np.zeros((len(ok), n_features), dtype=np.float32, order=order)
     X[np.repeat(np.arange(len(ok)), lengths), indices] = values
     X[~ok] = np.nan
     return X, ok
