@@ -1,8 +1,13 @@
-"""Training throughput of the factory on the standard cell, against a naive reference.
+"""Training throughput of the factory on a cell, against a naive reference.
 
-Standard cell: 5,000 samples x 290 features (the size of a composition table), architectures
-with 3 hidden layers drawn from config/train/model, 50 epochs (no early stop unless
-``--patience`` is given), batch 128.
+Cells (``--cell``):
+- ``standard``: 5,000 samples x 290 features (the size of a composition table), architectures
+  with 3 hidden layers drawn from config/train/model, 50 epochs (no early stop unless
+  ``--patience`` is given), batch 128;
+- ``qm9-ecfp``: a cell of the standard library's real shape (config/standard.yaml): 10,000
+  seeded QM9 molecules, HOMO-LUMO gap, ECFP counts (2,048 features, ~1 % non-zero), its
+  fingerprint model space (``model.base_width_cap=128``) and the shipped trainer (early
+  stopping, batch and epochs of config/train/trainer/cpu.yaml).
 
 - factory: one fresh process runs ``shotgun.training.train_shard`` on K models (batched
   ensembles, cards and safetensors written), as a shard job does; with ``--jobs J``, J such
@@ -48,10 +53,20 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 N, F, EPOCHS, BATCH = 5000, 290, 50, 128
-OVERRIDES = [f"trainer.max_epochs={EPOCHS}", f"trainer.batch_size={BATCH}", "model.n_layers=[3,3]"]
+OVERRIDES = {
+    "standard": [
+        f"trainer.max_epochs={EPOCHS}",
+        f"trainer.batch_size={BATCH}",
+        "model.n_layers=[3,3]",
+    ],
+    "qm9-ecfp": ["model.base_width_cap=128"],  # config/standard.yaml's descriptor_overrides
+}
+QM9 = ROOT / "data" / "molecules" / "qm9.csv.gz"
 
 
-def _cell():
+def _cell(kind: str):
+    if kind == "qm9-ecfp":
+        return _qm9_ecfp_cell()
     import numpy as np
 
     from shotgun.training import Cell
@@ -72,19 +87,36 @@ def _cell():
     )
 
 
-def _cfg(patience: int, precision: str, matmul_precision: str, accelerator: str):
+def _qm9_ecfp_cell(rows: int = 10_000):
+    import numpy as np
+    import pandas as pd
+
+    from shotgun.descriptors import featurize_inputs
+    from shotgun.training import Cell
+
+    df = pd.read_csv(QM9, usecols=["smiles", "gap"], dtype={"smiles": str}, keep_default_na=False)
+    df = df.sample(n=rows, random_state=0)
+    X, ok, spec, _ = featurize_inputs(df["smiles"].tolist(), "ecfp")
+    return Cell(
+        "bench",
+        "molecule",
+        "y",
+        "Ha",
+        spec,
+        df["smiles"].to_numpy()[ok],
+        X[ok],
+        df["gap"].to_numpy(dtype=np.float64)[ok],
+        int((~ok).sum()),
+    )
+
+
+def _cfg(kind: str, patience: int | None, precision: str, matmul_precision: str, accelerator: str):
     from shotgun.training import compose_train_config
 
-    return compose_train_config(
-        ROOT / "config" / "train",
-        [f"trainer={accelerator}"]
-        + OVERRIDES
-        + [
-            f"trainer.patience={patience}",
-            f"trainer.precision={precision}",
-            f"trainer.matmul_precision={matmul_precision}",
-        ],
-    )
+    overrides = [f"trainer={accelerator}", *OVERRIDES[kind]]
+    overrides += [f"trainer.patience={patience}"] if patience is not None else []
+    overrides += [f"trainer.precision={precision}", f"trainer.matmul_precision={matmul_precision}"]
+    return compose_train_config(ROOT / "config" / "train", overrides)
 
 
 def _train_flops(arch, n_train: int, epochs: int) -> float:
@@ -95,11 +127,12 @@ def _train_flops(arch, n_train: int, epochs: int) -> float:
 
 
 def factory(
+    kind: str,
     first: int,
     models: int,
     threads: int,
     out: str,
-    patience: int,
+    patience: int | None,
     precision: str,
     matmul_precision: str,
     accelerator: str,
@@ -112,29 +145,39 @@ def factory(
     from shotgun.training import split_indices, train_shard
 
     torch.set_num_threads(threads)
-    cell, cfg = _cell(), _cfg(patience, precision, matmul_precision, accelerator)
+    cell, cfg = _cell(kind), _cfg(kind, patience, precision, matmul_precision, accelerator)
     start, cpu = time.perf_counter(), time.process_time()
     cards = train_shard(cell, cfg, range(first, first + models), Path(out), threads=threads)
     _sync(accelerator)
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
-    tr, _, _ = split_indices(N, cfg["trainer"], stable_seed(cfg["seed"], "bench", "y", "split"))
+    seed = stable_seed(cfg["seed"], "bench", "y", "split")
+    tr, _, _ = split_indices(len(cell.y), cfg["trainer"], seed)
     epochs = [c.metrics.epochs for c in cards]
     flops = sum(_train_flops(c.architecture, len(tr), e) for c, e in zip(cards, epochs))
     return {"train_seconds": seconds, "train_cpu_seconds": cpu, "flops": flops, "epochs": epochs}
 
 
-def naive(index: int, threads: int, patience: int, matmul_precision: str, accelerator: str) -> dict:
+def naive(
+    kind: str,
+    index: int,
+    threads: int,
+    patience: int | None,
+    matmul_precision: str,
+    accelerator: str,
+) -> dict:
     """(child process) train one model alone with its own Lightning Trainer."""
     import torch
 
     from shotgun.nn import fit_single, noise_shape, stable_seed
-    from shotgun.training import plan_shard, split_indices
+    from shotgun.training import plan_shard, split_indices, standardizer
 
     torch.set_num_threads(threads)
-    cell, cfg = _cell(), _cfg(patience, "32", matmul_precision, accelerator)
+    cell, cfg = _cell(kind), _cfg(kind, patience, "32", matmul_precision, accelerator)
     ((_, arch, mid),) = plan_shard(cell, cfg, [index])
-    tr, val, _ = split_indices(N, cfg["trainer"], stable_seed(cfg["seed"], "bench", "y", "split"))
-    X = torch.as_tensor((cell.X - cell.X[tr].mean(0)) / cell.X[tr].std(0), dtype=torch.float32)
+    seed = stable_seed(cfg["seed"], "bench", "y", "split")
+    tr, val, _ = split_indices(len(cell.y), cfg["trainer"], seed)
+    mean, std = standardizer(cell.X[tr])
+    X = torch.as_tensor((cell.X - mean) / std, dtype=torch.float32)
     y = torch.as_tensor(cell.y, dtype=torch.float32)
     X, y = X.to(_device(accelerator)), y.to(_device(accelerator))
     start = time.perf_counter()
@@ -148,7 +191,7 @@ def naive(index: int, threads: int, patience: int, matmul_precision: str, accele
         y[val],
         batch_seed=1,
         noise_seed=2,
-        noise_shape=noise_shape(F, cfg["model"]),
+        noise_shape=noise_shape(cell.X.shape[1], cfg["model"]),
     )
     _sync(accelerator)
     return {"train_seconds": time.perf_counter() - start}
@@ -259,6 +302,24 @@ def _children(arg_lists: list[list[str]]) -> tuple[list[dict], float, float]:
     return [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs], wall, cpu
 
 
+def _shape(kind: str, patience: int | None, accelerator: str) -> dict:
+    """The cell's size and training recipe, as the JSON reports it."""
+    cfg = _cfg(kind, patience, "32", "highest", accelerator)
+    if kind == "standard":
+        samples, features, layers = N, F, "3"
+    else:
+        samples, features, layers = 10_000, 2048, "{}-{}".format(*cfg["model"]["n_layers"])
+    return {
+        "name": kind,
+        "samples": samples,
+        "features": features,
+        "hidden_layers": layers,
+        "max_epochs": cfg["trainer"]["max_epochs"],
+        "batch": cfg["trainer"]["batch_size"],
+        "patience": cfg["trainer"]["patience"],
+    }
+
+
 def _children_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
@@ -270,14 +331,16 @@ def main() -> None:
     One function (over 80 lines): the measurement is a script read top to bottom, in the order
     the JSON reports it; its parts (factory, naive, peak_gflops) are functions above."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--cell", choices=tuple(OVERRIDES), default="standard", help="see above")
     p.add_argument("--models", type=int, default=64, help="models of the factory shard")
     p.add_argument("--naive-models", type=int, default=2, help="models of the naive reference")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument(
         "--patience",
         type=int,
-        default=EPOCHS,
-        help="early-stopping patience (default: the epochs, i.e. no early stop)",
+        default=None,
+        help="early-stopping patience (default: standard cell: the epochs, i.e. no early "
+        "stop; qm9-ecfp: the shipped trainer's)",
     )
     p.add_argument(
         "--jobs",
@@ -311,10 +374,13 @@ def main() -> None:
     p.add_argument("--index", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
     a = p.parse_args()
+    if a.patience is None and a.cell == "standard":
+        a.patience = EPOCHS
     if a.child == "factory":
         print(
             json.dumps(
                 factory(
+                    a.cell,
                     a.index,
                     a.models,
                     a.threads,
@@ -328,7 +394,8 @@ def main() -> None:
         )
         return
     if a.child == "naive":
-        print(json.dumps(naive(a.index, a.threads, a.patience, a.matmul_precision, a.accelerator)))
+        args = (a.threads, a.patience, a.matmul_precision, a.accelerator)
+        print(json.dumps(naive(a.cell, a.index, *args)))
         return
 
     load_start = os.getloadavg()[0]
@@ -336,10 +403,11 @@ def main() -> None:
     if a.models % a.jobs or a.naive_models % a.jobs or a.threads % a.jobs:
         p.error("--models, --naive-models and --threads must be multiples of --jobs")
     common = [
+        "--cell",
+        a.cell,
         "--threads",
         str(a.threads // a.jobs),
-        "--patience",
-        str(a.patience),
+        *(["--patience", str(a.patience)] if a.patience is not None else []),
         "--matmul-precision",
         a.matmul_precision,
         "--accelerator",
@@ -385,14 +453,7 @@ def main() -> None:
     gflops = fac["flops"] / fac["train_seconds"] / 1e9
     naive_per_model = naive_wall / a.naive_models  # wall time per model, jobs at a time
     result = {
-        "cell": {
-            "samples": N,
-            "features": F,
-            "hidden_layers": 3,
-            "epochs": EPOCHS,
-            "batch": BATCH,
-            "patience": a.patience,
-        },
+        "cell": _shape(a.cell, a.patience, a.accelerator),
         "accelerator": a.accelerator,
         "device": _device_name(a.accelerator),
         "threads": a.threads,

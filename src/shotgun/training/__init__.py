@@ -24,6 +24,7 @@ __all__ = [
     "resolve_sources",
     "shards",
     "split_indices",
+    "standardizer",
     "train_shard",
 ]
 
@@ -33,6 +34,7 @@ __getattr__, __dir__ = lazy_exports(
         "Cell": ".cell",
         "load_cell": ".cell",
         "split_indices": ".cell",
+        "standardizer": ".cell",
         "finished_card": ".shard",
         "plan_shard": ".shard",
         "train_shard": ".shard",
