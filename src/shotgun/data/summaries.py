@@ -67,7 +67,9 @@ def summarize(
 
 def _summaries(datasets: dict, root: Path, cache_dir: Path | None, jobs: int) -> dict:
     """name -> report, or the error message; uncached datasets are cleaned in ``jobs`` processes."""
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from ..progress import progress
 
     out: dict[str, dict | str] = {}
     todo = []
@@ -81,16 +83,17 @@ def _summaries(datasets: dict, root: Path, cache_dir: Path | None, jobs: int) ->
             todo.append(name)
         else:
             out[name] = report
+    desc = "cleaning uncached datasets (counts are cached afterwards)"
     if jobs > 1 and len(todo) > 1:
         with ProcessPoolExecutor(max_workers=min(jobs, len(todo))) as pool:
-            futures = {n: pool.submit(summarize, datasets[n], root, cache_dir) for n in todo}
-            for name, fut in futures.items():
+            futures = {pool.submit(summarize, datasets[n], root, cache_dir): n for n in todo}
+            for fut in progress(as_completed(futures), desc, "datasets", len(todo)):
                 try:
-                    out[name] = fut.result()
+                    out[futures[fut]] = fut.result()
                 except DatasetError as err:
-                    out[name] = str(err)
+                    out[futures[fut]] = str(err)
     else:
-        for name in todo:
+        for name in progress(todo, desc, "datasets"):
             try:
                 out[name] = summarize(datasets[name], root, cache_dir)
             except DatasetError as err:

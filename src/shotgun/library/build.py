@@ -20,6 +20,7 @@ import pandas as pd
 
 from .. import __version__
 from ..checksums import sha256
+from ..progress import progress
 from .card import INDEX_COLUMNS, LibraryError, ModelCard
 from .store import INDEX, MANIFEST, Library
 
@@ -52,7 +53,7 @@ def write_library(
     (dest / "cards").mkdir()
     old = reuse.manifest["files"] if reuse else {}
     files, rows, seen, failed = {}, [], set(), []
-    for card, weights in models:
+    for card, weights in progress(models, f"writing library {dest.name}", "models"):
         mid = card.model_id
         if mid in seen:
             raise LibraryError(f"{weights}: model {mid} appears twice")

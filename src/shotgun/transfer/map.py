@@ -66,11 +66,13 @@ def transfer_map(
     library, results: Path, n: int = 50, seed: int = 0, folds: int = 5, log=print
 ) -> pd.DataFrame:
     """One row per applicable (source property, target property) pair; see the module doc."""
+    from ..progress import progress
     from .screen import screen_quick
 
     props = library_properties(library)
     rows = []
-    for t in props.itertuples(index=False):
+    targets = progress(props.itertuples(index=False), "transfer map", "targets", len(props))
+    for t in targets:
         cands = candidates(library, t.dataset, t.property, t.material_class)
         if cands.empty:
             log(f"{t.dataset}/{t.property}: no applicable source model, skipped")

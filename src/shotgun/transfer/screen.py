@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..progress import Progress, progress
 from .candidates import candidate_specs, candidates, loaded, neural_features
 from .learners import fit_predict, ridge_batch
 from .plans import Plan, build_plan
@@ -47,7 +48,8 @@ def screen_all(lib, ids, raw, y, pairs, max_depth, scheduler, n_workers) -> list
 
     with dask_client(scheduler, n_workers) as client:
         if client is None:
-            return ridge_screen(loaded(lib, ids), raw, y, pairs, max_depth)
+            models = progress(loaded(lib, ids), "screening library models", "models", len(ids))
+            return ridge_screen(models, raw, y, pairs, max_depth)
         n_chunks = max(1, min(len(ids), 4 * n_workers))
         chunks = [list(c) for c in np.array_split(np.array(ids, dtype=object), n_chunks) if len(c)]
         shared = client.scatter([raw, y, pairs], broadcast=True)
@@ -55,7 +57,8 @@ def screen_all(lib, ids, raw, y, pairs, max_depth, scheduler, n_workers) -> list
             client.submit(ridge_screen_chunk, str(lib.root), c, *shared, max_depth, pure=False)
             for c in chunks
         ]
-        return [e for f in futures for e in f.result()]
+        done = progress(futures, "screening library models", "chunks")
+        return [e for f in done for e in f.result()]
 
 
 def pairs_of(plan: Plan, curve: bool) -> list[int]:
@@ -70,10 +73,12 @@ def pairs_of(plan: Plan, curve: bool) -> list[int]:
     )
 
 
-def _learner_preds(name, seed, F, y, pairs, which) -> dict:
-    return {
-        p: fit_predict(name, seed, F[pairs[p][0]], y[pairs[p][0]], F[pairs[p][1]]) for p in which
-    }
+def _learner_preds(name, seed, F, y, pairs, which, bar: Progress) -> dict:
+    preds = {}
+    for p in which:
+        preds[p] = fit_predict(name, seed, F[pairs[p][0]], y[pairs[p][0]], F[pairs[p][1]])
+        bar.update()
+    return preds
 
 
 def refine(screen: Screen, feature_of, learners, n_best: int, seed: int) -> int:
@@ -89,16 +94,17 @@ def refine(screen: Screen, feature_of, learners, n_best: int, seed: int) -> int:
             needed.setdefault(int(i), set()).update(
                 task.inner + ([task.test_pair] if task.test_pair is not None else [])
             )
-    for i, pairs in sorted(needed.items()):
-        pipe = screen.pipes[i]
-        F = feature_of(pipe)
-        for learner in learners:
-            if learner == "ridge":
-                continue
-            preds = _learner_preds(learner, seed, F, screen.y, plan.pairs, sorted(pairs))
-            screen.add(
-                {**{k: v for k, v in pipe.items() if k != "preds"}, "learner": learner}, preds
-            )
+    others = [learner for learner in learners if learner != "ridge"]
+    total = len(others) * sum(len(pairs) for pairs in needed.values())
+    with Progress(total, "other learners on the best ridge pipelines", "fits") as bar:
+        for i, pairs in sorted(needed.items()):
+            pipe = screen.pipes[i]
+            F = feature_of(pipe)
+            for learner in others:
+                preds = _learner_preds(learner, seed, F, screen.y, plan.pairs, sorted(pairs), bar)
+                screen.add(
+                    {**{k: v for k, v in pipe.items() if k != "preds"}, "learner": learner}, preds
+                )
     return len(screen.pipes) - base
 
 
@@ -108,23 +114,21 @@ def baselines(plan: Plan, y, raw: dict, names: dict, learners, seed: int) -> Scr
 
     screen = Screen(plan, y)
     main, curve = pairs_of(plan, False), pairs_of(plan, True)
-    for key, X in raw.items():
-        for learner in learners:
-            which = main + curve if learner in CURVE_LEARNERS["baseline"] else main
+    runs = [
+        (key, X, learner, main + curve if learner in CURVE_LEARNERS["baseline"] else main)
+        for key, X in raw.items()
+        for learner in learners
+    ]
+    with Progress(sum(len(r[3]) for r in runs), "from-scratch baselines", "fits") as bar:
+        for key, X, learner, which in runs:
             if learner == "ridge":
                 with threadpool_limits(1):
                     preds = {p: ridge_batch([X], y, *plan.pairs[p])[0] for p in which}
+                bar.update(len(which))
             else:
-                preds = _learner_preds(learner, seed, X, y, plan.pairs, which)
-            screen.add(
-                {
-                    "name": f"{learner} on {names[key]}",
-                    "learner": learner,
-                    "descriptor": names[key],
-                    "spec": key,
-                },
-                preds,
-            )
+                preds = _learner_preds(learner, seed, X, y, plan.pairs, which, bar)
+            info = {"learner": learner, "descriptor": names[key], "spec": key}
+            screen.add({"name": f"{learner} on {names[key]}", **info}, preds)
     return screen
 
 
