@@ -3,8 +3,13 @@
 `snakemake --report` on the smoke results."""
 
 import base64
+import html
 import json
+import os
+import re
+import shutil
 
+import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
 
@@ -254,3 +259,59 @@ def test_summary_reads_and_writes_through_one_definition(tmp_path):
     assert TransferSummary.read(tmp_path / "summary.json") == s
     bare = TransferSummary.from_dict(_summary(nested=False, optional=False))
     assert bare.nested is None and bare.methods == [] and bare.to_dict()["nested"] is None
+
+
+BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
+# Loads a page into a 1,200 px wide frame and writes what it finds into its own DOM, which
+# `chromium --dump-dom` prints: whether the page scrolls sideways, and its images' sizes.
+PROBE = """<!DOCTYPE html><html><body style="margin:0">
+<iframe id="page" src="{src}" style="width:1200px;height:900px;border:0"></iframe>
+<pre id="result"></pre><script>
+document.getElementById("page").addEventListener("load", () => {{
+  const frame = document.getElementById("page"), doc = frame.contentDocument;
+  const root = doc.documentElement;
+  const images = [...doc.images].map(i => [i.complete, i.naturalWidth, i.naturalHeight]);
+  document.getElementById("result").textContent = JSON.stringify(
+    {{width: frame.contentWindow.innerWidth, scrollWidth: root.scrollWidth,
+      clientWidth: root.clientWidth, images}});
+}});
+</script></body></html>"""
+
+
+def _in_browser(page, tmp_path) -> dict:
+    """What a headless Chromium sees of ``page`` at 1,200 px."""
+    if BROWSER is None:
+        if os.environ.get("SHOTGUN_REQUIRE_BROWSER"):
+            pytest.fail("chromium is not installed (apt-get install chromium)")
+        pytest.skip("chromium is not installed")
+    probe = tmp_path / f"probe-{page.stem}.html"
+    probe.write_text(PROBE.format(src=page.resolve().as_uri()))
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--allow-file-access-from-files"]
+    proc = run([BROWSER, *flags, "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()])
+    found = re.search(r'<pre id="result">(.*?)</pre>', proc.stdout, re.S)
+    assert found and found.group(1), proc.stdout[-2000:] + proc.stderr[-2000:]
+    return json.loads(html.unescape(found.group(1)))
+
+
+def test_transfer_report_renders_in_a_real_browser(smoke, tmp_path):
+    """The smoke run's report.html at 1,200 px: nothing hidden sideways, every plot loaded, and
+    a screenshot that is not blank. A bare page with a long unbroken table cell
+    is the control: the probe must see it overflow."""
+    page = smoke / "transfer" / "esol_demo" / "report.html"
+    seen = _in_browser(page, tmp_path)
+    assert seen["width"] == 1200 and seen["scrollWidth"] <= seen["clientWidth"], seen
+    assert len(seen["images"]) == 2  # parity and learning curve
+    assert all(done and w > 100 and h > 100 for done, w, h in seen["images"]), seen
+
+    wide = tmp_path / "wide.html"
+    wide.write_text(f"<table><tr><td>{'x' * 3000}</td></tr></table>")
+    control = _in_browser(wide, tmp_path)
+    assert control["scrollWidth"] > control["clientWidth"], control
+
+    shot = tmp_path / "report.png"
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
+    proc = run([BROWSER, *flags, f"--screenshot={shot}", "--window-size=1200,1600", page.as_uri()])
+    assert shot.exists(), proc.stderr[-2000:]
+    pixels = plt.imread(shot)
+    assert pixels.shape[:2] == (1600, 1200)
+    assert pixels[..., :3].std() > 0.05  # text, tables and plots, not an empty page

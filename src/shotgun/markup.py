@@ -52,9 +52,11 @@ def render_markdown(blocks: list[tuple]) -> str:
     return "\n".join(lines)
 
 
+# Wide tables scroll inside their own box and long names wrap: the page never scrolls sideways.
 STYLE = """body{font-family:sans-serif;max-width:60em;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:.5em 0 1em}td,th{border:1px solid #ccc;padding:.2em .5em;
-text-align:left;font-size:.9em}th{background:#f0f0f0}img{max-width:100%}"""
+.table{overflow-x:auto;margin:.5em 0 1em}table{border-collapse:collapse}
+td,th{border:1px solid #ccc;padding:.2em .5em;text-align:left;font-size:.9em;
+overflow-wrap:anywhere}th{background:#f0f0f0}img{max-width:100%;height:auto}"""
 
 
 def render_html(blocks: list[tuple], folder: Path) -> str:
@@ -78,7 +80,8 @@ def render_html(blocks: list[tuple], folder: Path) -> str:
             body = "".join(
                 "<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in row) + "</tr>" for row in blk[2]
             )
-            parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+            table = f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+            parts.append(f'<div class="table">{table}</div>')
         elif kind == "img":
             data = base64.b64encode((folder / blk[1]).read_bytes()).decode("ascii")
             parts.append(f'<p><img alt="{e(blk[2])}" src="data:image/png;base64,{data}"></p>')
