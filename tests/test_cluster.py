@@ -35,12 +35,10 @@ def test_smoke_library_on_slurm_equals_the_local_one(smoke, tmp_path):
             "--slurm-no-account",
             "--slurm-init-seconds-before-status-checks",
             "1",
-            "--group-components",
-            "shards=1",
             "--until",
             "library",
         ]
-    )  # 2-core node
+    )  # the profile as shipped: groups of four shards, at most 2 CPUs asked for
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "submitted with SLURM jobid" in proc.stdout + proc.stderr
     cols = ["model_id", "dataset", "property", "architecture", "n_train", "test_mae", "test_r2"]
