@@ -26,8 +26,20 @@ FAILURE_TAG = "shotgun.failure"
 
 
 def resolve_uri(uri: str | None, results: Path) -> str:
-    """The tracking URI: ``uri`` as given, or the embedded SQLite store under ``results``."""
+    """The tracking URI: ``uri`` as given, or the embedded SQLite store under ``results``.
+    A URI with a password is refused: URIs land in configs, command lines and logs, and MLflow
+    reads a server's credentials from MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD."""
     if uri:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(uri)
+        if parts.password is not None:
+            shown = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+            raise ShotgunError(
+                f"tracking URI {shown}: remove the credentials from it and set "
+                "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD instead (a URI is written "
+                "to configs and logs)"
+            )
         return uri
     return f"sqlite:///{(Path(results) / 'mlflow.db').resolve()}"
 
