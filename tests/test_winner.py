@@ -243,12 +243,16 @@ def test_nested_choice_among_methods_recomputed_by_brute_force(smoke, tmp_path):
             feats[(mid, depth)] = m.features_descriptors(X, depth).astype(np.float64)
     assert len({mid for mid, _ in feats}) >= 2  # a stack of two distinct models
 
+    def name(key, learner):
+        return f"{learner} on composition" if key[0] == "raw" else f"{key[0]} d={key[1]} {learner}"
+
     outer = list(KFold(n_splits=4, shuffle=True, random_state=3).split(y))
-    chosen, rows, preds = [], [], []
+    chosen, pipelines, rows, preds = [], [], [], []
     for o, (tr, te) in enumerate(outer):
         inner = list(KFold(n_splits=4, shuffle=True, random_state=3 + 1 + o).split(tr))
         method, picked = _choose(feats, X, y, tr, inner, 2, 2)
         chosen.append(method)
+        pipelines.append(" + ".join(name(key, learner) for key, learner, _ in picked))
         rows.append(te)
         preds.append(
             np.mean(
@@ -256,7 +260,7 @@ def test_nested_choice_among_methods_recomputed_by_brute_force(smoke, tmp_path):
                 axis=0,
             )
         )
-    assert selected["chosen"] == chosen
+    assert selected["chosen"] == chosen and selected["chosen_pipelines"] == pipelines
     pred, truth = np.concatenate(preds), y[np.concatenate(rows)]
     assert selected["cv_mae"] == pytest.approx(np.abs(pred - truth).mean(), rel=1e-6)
     assert selected["cv_rmse"] == pytest.approx(np.sqrt(((pred - truth) ** 2).mean()), rel=1e-6)
@@ -264,6 +268,7 @@ def test_nested_choice_among_methods_recomputed_by_brute_force(smoke, tmp_path):
     # On all rows, the same rule on the outer folds picks the saved winner.
     method, picked = _choose(feats, X, y, np.arange(len(y)), outer, 2, 2)
     assert s["winner"] == method and s["saved"]["method"] == method
+    assert s["saved"]["members"] == [name(key, learner) for key, learner, _ in picked]
     meta = json.loads((tmp_path / "out" / "model" / "model.json").read_text())
     assert meta["method"] == method and len(meta["members"]) == len(picked)
     for m, (key, learner, _) in zip(meta["members"], picked):
