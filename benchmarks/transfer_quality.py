@@ -8,7 +8,9 @@ rows, as ``shotgun transfer --n N``; ``all``: every usable row, only for targets
 ``--max-all-rows`` rows) this runs ``run_transfer`` on the target's declaration with nested CV
 on and ``fine_tune=0`` (fine-tuning is not part of the nested estimate and dominates the run
 time), its other options as declared. Reported per run: the nested MAE of transfer and of the
-baseline (each choosing its pipeline inside every outer training fold), their ratio, and the
+baseline (each choosing its pipeline inside every outer training fold), their ratio, the nested
+MAE of the selected method (the rule that picks the saved model, among transfer, the stack and
+the baseline, repeated inside every outer training fold) and its ratio to the baseline's, and the
 same-fold (optimistic) best of each. The stated aim is ratio <= 0.75 at n <= 50.
 
 Each finished run is appended to OUT/rows.jsonl; the JSON last line holds all rows.
@@ -91,6 +93,10 @@ def main():
                 "nested_baseline_mae": nest.baseline.cv_mae,
                 "ratio": nest.cv_mae / nest.baseline.cv_mae,
                 "nested_stack_mae": nest.stack.cv_mae if nest.stack else None,
+                "nested_selected_mae": nest.selected.cv_mae,
+                "ratio_selected": nest.selected.cv_mae / nest.baseline.cv_mae,
+                "nested_selected_chosen": nest.selected.chosen,
+                "saved": s.saved.method,
                 "nested_transfer_r2": nest.cv_r2,
                 "nested_baseline_r2": nest.baseline.cv_r2,
                 "same_fold_transfer_mae": best.cv_mae,

@@ -36,3 +36,39 @@ def smoke(tmp_path_factory):
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return results
+
+
+def refit_saved(model_dir, library, train_inputs, y, inputs, seed):
+    """Predictions of a saved transfer winner recomputed from its model.json alone: each member's
+    learner refitted on features computed here (its source model's neural features through the
+    library, or its raw descriptor) of ``train_inputs``, applied to ``inputs``, averaged."""
+    import json
+
+    import numpy as np
+
+    from shotgun.descriptors import for_kind
+    from shotgun.transfer.learners import make_learner
+
+    meta = json.loads((Path(model_dir) / "model.json").read_text())
+    kind, preds = meta["kind"], []
+    for m in meta["members"]:
+        if "source_model_id" in m:
+            model = library.load(m["source_model_id"])
+
+            def featurize(rows, model=model, depth=m["depth"]):
+                return model.features(rows, depth, kind=kind).astype(np.float64)
+        else:
+            d = for_kind(m["descriptor"], kind)
+
+            def featurize(rows, d=d):
+                X, ok = d.featurize(list(rows))
+                return np.where(ok[:, None], X, np.nan)
+
+        F, G = featurize(train_inputs), featurize(inputs)
+        fit = np.isfinite(F).all(axis=1)
+        ok = np.isfinite(G).all(axis=1)
+        learner = make_learner(m["learner"], seed).fit(F[fit], np.asarray(y)[fit])
+        pred = np.full(len(G), np.nan)
+        pred[ok] = learner.predict(G[ok])
+        preds.append(pred)
+    return np.mean(preds, axis=0)

@@ -97,6 +97,7 @@ def _summary(nested=True, optional=True):
             },
         ]
         s["winner"] = "transfer"
+        s["saved"] = {**s["methods"][0], "members": ["abc123 d=2 ridge"]}
     s["nested"] = (
         {
             "cv_mae": 0.8567,
@@ -111,6 +112,19 @@ def _summary(nested=True, optional=True):
             },
             "outer_folds": 5,
             "inner_folds": 4,
+            "selected": {
+                "cv_mae": 0.8444,
+                "cv_rmse": 1.0555,
+                "cv_r2": 0.5155,
+                "chosen": ["transfer", "stack", "baseline", "transfer", "transfer"],
+                "chosen_pipelines": [
+                    "abc123 d=2 ridge",
+                    "abc123 d=1 ridge + def456 d=2 gp",
+                    "random_forest on ecfp",
+                    "abc123 d=2 ridge",
+                    "fff999 d=1 ridge",
+                ],
+            },
         }
         if nested
         else None
@@ -179,6 +193,9 @@ def test_report_states_the_numbers_and_embeds_the_plots(tmp_path):
         assert "selection-optimistic" in text and "nested estimate" in text.lower()
         assert "Matbench" in text
         assert "def456" in text and "fff999" in text  # chosen per outer fold
+        assert fmt(s["nested"]["selected"]["cv_mae"]) in text
+        assert "stack: abc123 d=1 ridge + def456 d=2 gp" in text  # method chosen per outer fold
+        assert "saved under model/ (shotgun predict --model): transfer, qm9/gap d=2 ridge" in text
         assert "m09" in text and "m10" not in text  # top 10 of the ranking only
     # Self-contained HTML: both PNGs inline, no link to a file beside it.
     inline = base64.b64encode(PNG).decode()

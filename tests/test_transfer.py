@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import ROOT, run
+from conftest import ROOT, refit_saved, run
 from shotgun.library import Library
 from shotgun.transfer.learners import make_learner, ridge_batch
 from shotgun.transfer.plans import build_plan, make_splits
@@ -168,7 +168,11 @@ def test_methods_refit_and_saved_model_predicts(smoke, target, tmp_path):
     s = json.loads((tmp_path / "summary.json").read_text())
     methods = {m["method"]: m for m in s["methods"]}
     assert set(methods) == {"transfer", "baseline", "stack", "fine_tune"}
-    assert s["winner"] == min(methods.values(), key=lambda m: m["cv_mae"])["method"]
+    # The winner: the least CV MAE among the methods the rule picks from (ties: the first).
+    selectable = [methods[m] for m in ("baseline", "transfer", "stack")]
+    assert s["winner"] == min(selectable, key=lambda m: m["cv_mae"])["method"]
+    assert s["saved"]["method"] == s["winner"]
+    assert s["saved"]["name"] == methods[s["winner"]]["name"]
     assert len(s["fine_tune"]) == min(2, s["n_candidates"])
     assert s["stack"]["k"] == min(3, s["n_candidates"])
     assert s["nested"] is not None and len(s["nested"]["chosen"]) == 4
@@ -177,7 +181,7 @@ def test_methods_refit_and_saved_model_predicts(smoke, target, tmp_path):
     for name in ("report.md", "report.html", "parity.png", "learning_curve.png"):
         assert (tmp_path / name).stat().st_size > 0
 
-    # The saved pipeline = the best learner refitted on all rows of the best model's features.
+    # The saved model = the winner's members refitted on all rows, averaged.
     out = tmp_path / "pred.csv"
     proc = run(
         [
@@ -196,12 +200,13 @@ def test_methods_refit_and_saved_model_predicts(smoke, target, tmp_path):
     assert proc.returncode == 0, proc.stderr
     pred = pd.read_csv(out)["target"].to_numpy()
     df = pd.read_csv(target)
+    meta = json.loads((tmp_path / "model" / "model.json").read_text())
+    assert meta["method"] == s["winner"] and meta["format"] == "shotgun-transfer/2"
+    inputs = df["formula"].tolist()
     lib = Library.open(smoke / "library")
-    m, b = lib.load(s["best"]["model_id"]), s["best"]
-    F = m.features(df["formula"].tolist(), b["depth"]).astype(np.float64)
-    ok = np.isfinite(F).all(axis=1)
-    learner = make_learner(b["learner"], 3).fit(F[ok], df["target"].to_numpy()[ok])
-    np.testing.assert_allclose(pred[ok], learner.predict(F[ok]), rtol=1e-6, atol=1e-9)
+    ref = refit_saved(tmp_path / "model", lib, inputs, df["target"].to_numpy(), inputs, 3)
+    ok = np.isfinite(ref)
+    np.testing.assert_allclose(pred[ok], ref[ok], rtol=1e-6, atol=1e-9)
     assert np.isnan(pred[7]) and ok.sum() == 39
 
     with open(tmp_path / "model" / "train.safetensors", "r+b") as f:

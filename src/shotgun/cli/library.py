@@ -1,5 +1,5 @@
 """Verbs of the library: ``library {build,list,query,show,verify,diff,pack,unpack,from-mlflow}``
-and ``predict`` (a library model or a saved transfer pipeline)."""
+and ``predict`` (a library model or the winner saved by a transfer run)."""
 
 from __future__ import annotations
 
@@ -226,8 +226,8 @@ class LibraryGroup(Group):
 class Predict(Command):
     name = "predict"
     help = (
-        "predict with a library model (output in its unit) or with a transfer pipeline saved "
-        "by `shotgun transfer`"
+        "predict with a library model (output in its unit) or with the winner saved by "
+        "`shotgun transfer` (a transfer pipeline, a stack or a baseline)"
     )
 
     def add_arguments(self, s):
@@ -260,7 +260,7 @@ class Predict(Command):
             model = Library.open(a.library).load(a.model)
             pred = model.predict(inputs, kind=a.kind)
             column = f"{model.card.property} [{model.card.unit}]"
-        else:  # a transfer pipeline saved by `shotgun transfer` (OUT/model)
+        else:  # the winner saved by `shotgun transfer` (OUT/model)
             from ..transfer import TransferModel
 
             if not (Path(a.model) / "model.json").is_file():

@@ -78,7 +78,11 @@ class Transfer(Command):
                 f"nested CV: transfer MAE {n.cv_mae:.4g}, R2 {n.cv_r2:.3f}; baseline MAE "
                 f"{n.baseline.cv_mae:.4g}, R2 {n.baseline.cv_r2:.3f}"
             )
-        print(f"refitted best pipeline: {Path(a.out) / s.model} (shotgun predict --model)")
+        if s.nested and s.nested.selected:
+            sel = s.nested.selected
+            print(f"nested CV of the selected method: MAE {sel.cv_mae:.4g}, R2 {sel.cv_r2:.3f}")
+        saved = f"{s.saved.method}, {s.saved.name}" if s.saved else s.winner
+        print(f"refitted winner ({saved}): {Path(a.out) / s.model} (shotgun predict --model)")
 
 
 class TransferMap(Command):

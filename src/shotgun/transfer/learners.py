@@ -73,13 +73,19 @@ def make_learner(name: str, seed: int):
     raise ValueError(f"unknown learner {name!r} (known: {', '.join(LEARNERS)})")
 
 
-def fit_predict(name: str, seed: int, X_train, y_train, X_test) -> np.ndarray:
-    """One learner fitted on the training rows, predictions for the test rows."""
+def fit_learner(name: str, seed: int, X_train, y_train):
+    """One learner fitted on the training rows (an MLP that stops at its iteration cap is used
+    as it is)."""
     from sklearn.exceptions import ConvergenceWarning
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        return make_learner(name, seed).fit(X_train, y_train).predict(X_test)
+        return make_learner(name, seed).fit(X_train, y_train)
+
+
+def fit_predict(name: str, seed: int, X_train, y_train, X_test) -> np.ndarray:
+    """One learner fitted on the training rows, predictions for the test rows."""
+    return fit_learner(name, seed, X_train, y_train).predict(X_test)
 
 
 def _standardise(F: np.ndarray, train: np.ndarray):

@@ -1,9 +1,14 @@
-"""The saved transfer pipeline (``OUT/model/``): the chosen pipeline refitted on all target rows,
+"""The saved model of a transfer run (``OUT/model/``): the winner refitted on all target rows,
 stored without pickle and loaded for ``shotgun predict --model``.
 
-The folder holds the source network (its card and weights), the target's neural features and
-values, and the learner's name and seed; loading refits the deterministic learner. Every file is
-checksummed in ``manifest.json`` and checked when loaded.
+The winner is one of three methods (``method`` in ``model.json``), each a list of *members*
+whose predictions are averaged: ``transfer`` (one learner on a source network's neural
+features), ``stack`` (the K transferred models of the stack) or ``baseline`` (one learner from
+scratch on a raw descriptor). The folder holds each member's training matrix and the target's
+values (``train.safetensors``), each source network's card and weights (``source-<i>.json``,
+``source-<i>.safetensors``), and each member's learner and descriptor spec (``model.json``);
+loading refits the deterministic learners. Every file is checksummed in ``manifest.json`` and
+checked when loaded.
 """
 
 from __future__ import annotations
@@ -11,49 +16,80 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..checksums import sha256
 from ..library.card import LibraryError, ModelCard
-from .learners import make_learner
+from .learners import fit_learner
 
-MODEL_FORMAT = "shotgun-transfer/1"
+MODEL_FORMAT = "shotgun-transfer/2"
+METHODS = ("transfer", "stack", "baseline")
+
+
+@dataclass
+class Member:
+    """One learner of a saved model, fitted on ``features`` of all target rows: the neural
+    features of ``source`` (a library model) at ``depth``, or the raw ``descriptor`` (a spec)."""
+
+    learner: str
+    features: np.ndarray
+    source: object = None
+    depth: int | None = None
+    descriptor: dict | None = None
 
 
 def save_model(
     dest: Path,
-    model,
-    depth: int,
-    learner: str,
+    method: str,
+    name: str,
+    members: Sequence[Member],
     seed: int,
-    F: np.ndarray,
     y: np.ndarray,
     target: dict,
     metrics: dict,
     library,
 ) -> Path:
-    """The chosen pipeline refitted on all target rows: the source network (card + weights),
-    the target's neural features and values, and the learner's name and seed. Loading refits the
-    (deterministic) learner on them; files are checksummed in manifest.json; no pickle."""
+    """The winner ``method`` (described by ``name``) refitted on all target rows: its members'
+    training matrices, the target's values, the source networks (card + weights) and each
+    learner's name and seed. Loading refits the (deterministic) learners on them; files are
+    checksummed in manifest.json; no pickle."""
     from safetensors.numpy import save_file
 
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r} (choose from {', '.join(METHODS)})")
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
-    mid = model.card.model_id
-    (dest / "source.json").write_text(json.dumps(model.card.to_dict(), indent=2, sort_keys=True))
-    shutil.copyfile(library.verified(model.card.weights), dest / "source.safetensors")
-    save_file(
-        {"features": F.astype(np.float64), "y": y.astype(np.float64)},
-        str(dest / "train.safetensors"),
-    )
+    tensors = {"y": np.asarray(y, dtype=np.float64)}
+    described, files = [], []
+    for i, m in enumerate(members):
+        tensors[f"features/{i}"] = np.asarray(m.features, dtype=np.float64)
+        if m.source is None:
+            described.append({"learner": m.learner, "descriptor": m.descriptor})
+            continue
+        card = m.source.card
+        stem = f"source-{i}"
+        (dest / f"{stem}.json").write_text(card.to_json())
+        shutil.copyfile(library.verified(card.weights), dest / f"{stem}.safetensors")
+        files += [f"{stem}.json", f"{stem}.safetensors"]
+        described.append(
+            {
+                "learner": m.learner,
+                "source_model_id": card.model_id,
+                "source": stem,
+                "depth": int(m.depth),
+                "descriptor": card.descriptor,
+            }
+        )
+    save_file(tensors, str(dest / "train.safetensors"))
     meta = {
         "format": MODEL_FORMAT,
-        "source_model_id": mid,
-        "depth": depth,
-        "learner": learner,
+        "method": method,
+        "name": name,
+        "members": described,
         "seed": seed,
         "kind": target["kind"],
         "input": target["input"],
@@ -65,7 +101,7 @@ def save_model(
         "library_version": library.version,
     }
     (dest / "model.json").write_text(json.dumps(meta, indent=2))
-    files = ["source.json", "source.safetensors", "train.safetensors", "model.json"]
+    files += ["train.safetensors", "model.json"]
     (dest / "manifest.json").write_text(
         json.dumps({"files": {f: sha256(dest / f) for f in files}}, indent=2)
     )
@@ -73,8 +109,8 @@ def save_model(
 
 
 class TransferModel:
-    """A saved transfer pipeline: ``predict(inputs)`` in the target's unit (NaN where an input
-    cannot be featurized)."""
+    """A saved transfer run's winner: ``predict(inputs)`` in the target's unit, the mean of its
+    members (NaN where an input cannot be featurized)."""
 
     def __init__(self, path: Path):
         from safetensors.numpy import load_file
@@ -87,19 +123,43 @@ class TransferModel:
             if sha256(path / name) != digest:
                 raise LibraryError(f"{path / name}: checksum mismatch (tampered or corrupt)")
         self.meta = json.loads((path / "model.json").read_text())
-        if self.meta.get("format") != MODEL_FORMAT:
-            raise LibraryError(f"{path}: not a saved transfer model ({MODEL_FORMAT})")
-        card = ModelCard.read(path / "source.json")
-        self.source = Predictor(card, path / "source.safetensors")
+        found = self.meta.get("format")
+        if found != MODEL_FORMAT:
+            raise LibraryError(
+                f"{path}: saved model format {found!r}, this release reads {MODEL_FORMAT} "
+                "(run shotgun transfer again to save it in this format)"
+            )
         train = load_file(str(path / "train.safetensors"))
-        self.learner = make_learner(self.meta["learner"], self.meta["seed"]).fit(
-            train["features"], train["y"]
-        )
+        seed = self.meta["seed"]
+        self.members = []
+        for i, m in enumerate(self.meta["members"]):
+            source = None
+            if "source" in m:
+                card = ModelCard.read(path / f"{m['source']}.json")
+                source = Predictor(card, path / f"{m['source']}.safetensors")
+            fitted = fit_learner(m["learner"], seed, train[f"features/{i}"], train["y"])
+            self.members.append((m, source, fitted))
 
     def predict(self, inputs: Sequence[str]) -> np.ndarray:
-        F = self.source.features(inputs, self.meta["depth"], kind=self.meta["kind"])
-        ok = np.isfinite(F).all(axis=1)
-        out = np.full(len(F), np.nan)
-        if ok.any():
-            out[ok] = self.learner.predict(F[ok].astype(np.float64))
-        return out
+        from ..descriptors import for_kind
+        from .candidates import spec_key
+
+        inputs, kind = [str(s) for s in inputs], self.meta["kind"]
+        raw: dict[str, tuple] = {}  # each descriptor computed once for all members
+        preds = []
+        for m, source, fitted in self.members:
+            key = spec_key(m["descriptor"])
+            if key not in raw:
+                d = for_kind(m["descriptor"], kind)
+                if d is None:
+                    raise LibraryError(f"descriptor {m['descriptor']['name']} cannot take {kind}")
+                X, ok = d.featurize(inputs)
+                raw[key] = np.where(ok[:, None], X, 0.0), ok
+            X, ok = raw[key]
+            F = X if source is None else source.features_descriptors(X, m["depth"])
+            ok = ok & np.isfinite(F).all(axis=1)
+            pred = np.full(len(F), np.nan)
+            if ok.any():
+                pred[ok] = fitted.predict(F[ok].astype(np.float64))
+            preds.append(pred)
+        return np.mean(preds, axis=0)

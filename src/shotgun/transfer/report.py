@@ -73,20 +73,38 @@ def _nested(s: TransferSummary) -> list[tuple]:
             f" Transfer's nested MAE is {abs(gain):.1%} "
             f"{'below' if gain >= 0 else 'above'} the nested baseline's."
         )
+    sel = nested.selected
+    if sel is not None:
+        text += (
+            " The selected method (transfer, stack or baseline, picked inside each outer "
+            "training fold by the rule that picks the saved model) estimates what the saved "
+            "model will do on new data."
+        )
     rows = [_metric_row("transfer (nested)", nested), _metric_row("baseline (nested)", nb)]
     if nested.stack is not None:
         rows.append(_metric_row("stack (nested)", nested.stack))
+    if sel is not None:
+        rows.append(_metric_row("selected method (nested)", sel))
     b = [("h", 2, "Nested estimate (compare this one)"), ("p", text), ("table", HEADER, rows)]
-    chosen = nested.chosen_pipelines or nested.chosen
-    base_chosen = nb.chosen if nb is not None else []
-    if chosen:
+    columns = {
+        "transfer": nested.chosen_pipelines or nested.chosen,
+        "baseline": nb.chosen if nb is not None else [],
+        "selected method": [
+            f"{m}: {p}" for m, p in zip(sel.chosen, sel.chosen_pipelines or sel.chosen)
+        ]
+        if sel is not None
+        else [],
+    }
+    columns = {k: v for k, v in columns.items() if v}
+    if columns.get("transfer"):
+        n = len(columns["transfer"])
         rows = [
-            [str(i + 1), str(c), str(base_chosen[i]) if i < len(base_chosen) else "-"]
-            for i, c in enumerate(chosen)
+            [str(i + 1)] + [str(v[i]) if i < len(v) else "-" for v in columns.values()]
+            for i in range(n)
         ]
         b += [
             ("p", "Chosen in each outer fold:"),
-            ("table", ["outer fold", "transfer", "baseline"], rows),
+            ("table", ["outer fold", *columns], rows),
         ]
     return b
 
@@ -118,7 +136,22 @@ def _same_folds(s: TransferSummary) -> list[tuple]:
             ("h", 2, "Methods (same folds)"),
             ("table", ["method", "name", "CV MAE", "CV RMSE", "CV R2"], rows),
         ]
-        if s.winner is not None:
+        if s.saved is not None:
+            b.append(
+                (
+                    "p",
+                    f"Winner, refitted on all rows and saved under {s.model}/ "
+                    f"(shotgun predict --model): {s.saved.method}, {s.saved.name} "
+                    f"({', '.join(s.saved.members)})."
+                    + (
+                        " Fine-tuning is not scored inside the outer folds, so it is reported "
+                        "and never picked."
+                        if s.fine_tune
+                        else ""
+                    ),
+                )
+            )
+        elif s.winner is not None:
             b.append(("p", f"Winner: {s.winner}."))
     if s.baselines:
         b += [

@@ -10,11 +10,14 @@ transferred models.
 Choosing the best of many candidates on the folds that score it is optimistic. Nested CV repeats
 the whole screening and selection inside each outer training fold and scores the chosen pipeline
 on the outer test fold: that estimate is the one to compare with the baseline (whose choice among
-its learners is nested the same way) and with published benchmarks.
+its learners is nested the same way) and with published benchmarks. The winner among transfer,
+the stack and the baseline is picked by one rule (``selection.select_method``), refitted on all
+rows and saved; the same rule inside each outer training fold estimates that whole procedure.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from dataclasses import dataclass
@@ -26,17 +29,19 @@ import pandas as pd
 from .candidates import ModelCache, candidate_specs, candidates
 from .learners import make_learner
 from .options import TransferError, TransferOptions
-from .pipeline import save_model
+from .pipeline import Member, save_model
 from .plans import CURVE_SIZES, NESTED_MAX_ROWS, Plan, build_plan
 from .plots import curve_plot, parity_plot
 from .screen import baseline_table, baselines, ranking, refine, screen_all
-from .selection import Screen, learning_curve, nested_estimate, stack
+from .selection import Pick, Screen, learning_curve, nested_estimate, select_method, stack
 from .summary import TransferSummary
 from .target import Target, prepare_target
 
 NOTE = (
     "best, stack, fine_tune and baseline are each selected on the folds that score them "
-    "(optimistic); nested is the estimate to compare"
+    "(optimistic); nested is the estimate to compare, nested.selected that of the procedure "
+    "that picks the saved winner (fine_tune is not scored inside the outer folds, so it is "
+    "reported, not picked)"
 )
 
 
@@ -49,8 +54,8 @@ def run_transfer(
     curve=CURVE_SIZES,
 ) -> TransferSummary:
     """Screen the library for the target of ``options``; write summary.json, ranking.csv,
-    learning_curve.csv, parity.png, learning_curve.png, the refitted best pipeline under model/,
-    and a report. Many small fits: one BLAS thread each (parallel screening: ``n_workers``,
+    learning_curve.csv, parity.png, learning_curve.png, the refitted winner under model/, and a
+    report. Many small fits: one BLAS thread each (parallel screening: ``n_workers``,
     ``scheduler``)."""
     from threadpoolctl import threadpool_limits
 
@@ -159,6 +164,8 @@ class _Run:
                 }
             )
         methods.sort(key=lambda m: m["cv_mae"])
+        winner = select_method(s.transfer, s.baseline, o.stack, 0)
+        won = next(m for m in methods if m["method"] == winner.method)
         nested, curve = None, []
         if s.nested:
             nested = nested_estimate(s.transfer, s.baseline, o.stack)
@@ -195,7 +202,8 @@ class _Run:
                 "stack": stacked,
                 "fine_tune": fine or None,
                 "methods": methods,
-                "winner": methods[0]["method"],
+                "winner": winner.method,
+                "saved": {**won, "members": winner.members},
                 "nested": nested,
                 "model": "model",
                 "library": str(self.library_path),
@@ -203,7 +211,7 @@ class _Run:
                 "note": NOTE,
             }
         )
-        return self.finish(summary, s.transfer, best)
+        return self.finish(summary, winner)
 
     def target_record(self) -> dict:
         o = self.options
@@ -246,22 +254,29 @@ class _Run:
         curve.to_csv(out / "learning_curve.csv", index=False)
         curve_plot(out / "learning_curve.png", curve, f"[{o.unit}]" if o.unit else "")
 
-    def finish(self, summary: TransferSummary, screen: Screen, best) -> TransferSummary:
-        """The best pipeline refitted and saved under model/, summary.json and the report."""
+    def members(self, pick: Pick) -> list[Member]:
+        """The learners of a picked method with their training matrices on all rows."""
+        return [
+            Member(p["learner"], self.target.raw[p["spec"]], descriptor=json.loads(p["spec"]))
+            if "spec" in p
+            else Member(p["learner"], self.features(p), self.models[p["model_id"]], int(p["depth"]))
+            for p in pick.pipes
+        ]
+
+    def finish(self, summary: TransferSummary, winner: Pick) -> TransferSummary:
+        """The winner refitted and saved under model/, summary.json and the report."""
         from .report import write_report
 
-        o = self.options
-        pipe = screen.pipes[int(best["pipe"])]
+        saved = summary.saved
         save_model(
             self.out / "model",
-            self.models[best["model_id"]],
-            int(best["depth"]),
-            best["learner"],
-            o.seed,
-            self.features(pipe),
+            winner.method,
+            saved.name,
+            self.members(winner),
+            self.options.seed,
             self.target.y,
             self.target_record(),
-            _pick(best, ("cv_mae", "cv_rmse", "cv_r2")),
+            {k: getattr(saved, k) for k in ("cv_mae", "cv_rmse", "cv_r2")},
             self.lib,
         )
         summary = summary.replace(seconds=round(time.perf_counter() - self.start, 2))

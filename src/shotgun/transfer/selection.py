@@ -1,14 +1,22 @@
 """Selection among pipelines on a plan: the screen's scores, each task's chosen pipeline, the
-stacked ensemble of the top K, and the nested estimate and learning curve built from them.
+stacked ensemble of the top K, the choice among methods, and the nested estimate and learning
+curve built from them.
 
 A pipeline is a dict (a candidate, depth and learner; or a baseline learner on a raw descriptor)
 with its predictions on the plan's pairs. Choosing the best of many pipelines on the folds that
 score it is optimistic; nested CV chooses inside each outer training fold and scores outside.
+
+The choice among methods is one rule (:func:`select_method`): in a task, each method makes its
+own choice on the task's inner folds (the best transfer pipeline, the mean of the top K distinct
+transferred models, the best baseline) and the method whose choice has the least inner-CV MAE is
+picked. On the screen's task it picks the winner that is saved; inside each outer training fold
+it gives the nested estimate of that whole procedure.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -99,13 +107,69 @@ def stack(screen: Screen, k: int) -> dict | None:
     }
 
 
+def _mean_prediction(pipes: list[dict], pair: int) -> np.ndarray:
+    return np.mean([p["preds"][pair] for p in pipes], axis=0)
+
+
+# The methods a task chooses among, in the order that breaks a tie (the simpler first).
+SELECTABLE = ("baseline", "transfer", "stack")
+
+
+@dataclass
+class Pick:
+    """A method's choice in one task: its pipelines (the prediction is their mean) and their
+    inner-CV MAE."""
+
+    method: str
+    pipes: list[dict]
+    mae: float
+
+    def predict(self, pair: int) -> np.ndarray:
+        return _mean_prediction(self.pipes, pair)
+
+    @property
+    def members(self) -> list[str]:
+        """What was chosen: ``id d=depth learner`` of each transferred model, or a baseline."""
+        return [
+            p["name"] if "name" in p else f"{p['model_id']} d={p['depth']} {p['learner']}"
+            for p in self.pipes
+        ]
+
+
+def method_picks(screen: Screen, base: Screen, k_stack: int, t: int) -> list[Pick]:
+    """Each method's choice in task ``t``, in ``SELECTABLE`` order: the best baseline, the best
+    transfer pipeline and, when ``k_stack`` > 1 and two distinct models are scored, the mean of
+    the top ``k_stack``."""
+    inner = screen.plan.tasks[t].inner
+    y_inner = np.concatenate([screen.y[screen.plan.pairs[p][1]] for p in inner])
+    by_method = {"baseline": (base, 1), "transfer": (screen, 1), "stack": (screen, k_stack)}
+    picks = []
+    for method in SELECTABLE:
+        s, k = by_method[method]
+        chosen = s.chosen(t, k)
+        if not chosen or (method == "stack" and (k <= 1 or len(chosen) < 2)):
+            continue
+        pipes = [s.pipes[i] for i in chosen]
+        pred = np.concatenate([_mean_prediction(pipes, p) for p in inner])
+        picks.append(Pick(method, pipes, float(np.abs(pred - y_inner).mean())))
+    return picks
+
+
+def select_method(screen: Screen, base: Screen, k_stack: int, t: int) -> Pick:
+    """The method picked in task ``t``: the least inner-CV MAE (a tie goes to the earlier of
+    ``SELECTABLE``)."""
+    return min(method_picks(screen, base, k_stack, t), key=lambda p: p.mae)
+
+
 def _tasks(plan: Plan, prefix: str) -> list[int]:
     return [i for i, t in enumerate(plan.tasks) if t.name.startswith(prefix)]
 
 
 def nested_estimate(screen: Screen, base: Screen, k_stack: int) -> dict:
     """The nested estimate of transfer (and of the stack of its top ``k_stack``, when > 1) and
-    of the baseline, each choosing inside every outer training fold."""
+    of the baseline, each choosing inside every outer training fold; and under ``selected``, of
+    the whole procedure: the method picked by :func:`select_method` inside every outer training
+    fold, scored on its test fold."""
     plan, y = screen.plan, screen.y
     outer_ids = _tasks(plan, "nested/")
     r, p, chosen = screen.selected_predictions(outer_ids)
@@ -123,6 +187,17 @@ def nested_estimate(screen: Screen, base: Screen, k_stack: int) -> dict:
     if k_stack > 1:
         rs, ps, _ = screen.selected_predictions(outer_ids, k_stack)
         nested["stack"] = cv_metrics(y, rs, ps)
+    picks = [select_method(screen, base, k_stack, t) for t in outer_ids]
+    test = [plan.tasks[t].test_pair for t in outer_ids]
+    nested["selected"] = {
+        **cv_metrics(
+            y,
+            np.concatenate([plan.pairs[p][1] for p in test]),
+            np.concatenate([pick.predict(p) for pick, p in zip(picks, test)]),
+        ),
+        "chosen": [pick.method for pick in picks],
+        "chosen_pipelines": [" + ".join(pick.members) for pick in picks],
+    }
     return nested
 
 

@@ -3,7 +3,8 @@ command line and the benchmarks.
 
 Scores are cross-validated (``cv_mae``, ``cv_rmse``, ``cv_r2``). ``best``, ``stack``,
 ``fine_tune``, ``baseline`` and ``methods`` are each selected on the folds that score them
-(optimistic); ``nested`` is the estimate to compare with the baseline and with published figures.
+(optimistic); ``nested`` is the estimate to compare with the baseline and with published figures,
+and ``nested.selected`` the estimate of the procedure that picks the ``winner`` (``saved``).
 Optional parts are None (or empty) when the run did not compute them.
 """
 
@@ -62,6 +63,19 @@ class Method:
 
 
 @dataclass(frozen=True)
+class Saved:
+    """The winner, refitted on all rows and saved under ``model/``: its method, name and
+    members (``id d=depth learner`` of each transferred model, or the baseline)."""
+
+    method: str
+    name: str
+    members: list[str]
+    cv_mae: float
+    cv_rmse: float
+    cv_r2: float
+
+
+@dataclass(frozen=True)
 class Stack:
     """The mean of the top ``k`` transferred models."""
 
@@ -95,6 +109,14 @@ class NestedBaseline(Score):
 
 
 @dataclass(frozen=True)
+class NestedSelected(Score):
+    """The whole procedure nested: the method picked inside each outer training fold."""
+
+    chosen: list[str] = field(default_factory=list)  # method per outer fold
+    chosen_pipelines: list[str] = field(default_factory=list)  # its members, joined by " + "
+
+
+@dataclass(frozen=True)
 class Nested(Score):
     """Nested CV: the whole selection repeated inside each outer training fold."""
 
@@ -104,6 +126,7 @@ class Nested(Score):
     outer_folds: int | None = None
     inner_folds: int | None = None
     stack: Score | None = field(default=None, metadata={"omit_none": True})
+    selected: NestedSelected | None = None
 
 
 @dataclass(frozen=True)
@@ -128,7 +151,8 @@ class TransferSummary:
     stack: Stack | None = None
     fine_tune: list[FineTune] | None = None
     methods: list[Method] = field(default_factory=list)
-    winner: str | None = None
+    winner: str | None = None  # the method picked on all rows (saved under model/)
+    saved: Saved | None = None
     nested: Nested | None = None
     model: str = "model"
     library: str = ""
@@ -158,6 +182,7 @@ class TransferSummary:
         "fine_tune",
         "methods",
         "winner",
+        "saved",
         "nested",
         "model",
         "library",
@@ -193,9 +218,11 @@ _PARTS = {
     (TransferSummary, "stack"): Stack,
     (TransferSummary, "fine_tune"): FineTune,
     (TransferSummary, "methods"): Method,
+    (TransferSummary, "saved"): Saved,
     (TransferSummary, "nested"): Nested,
     (Nested, "baseline"): NestedBaseline,
     (Nested, "stack"): Score,
+    (Nested, "selected"): NestedSelected,
 }
 
 

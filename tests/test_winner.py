@@ -1,0 +1,277 @@
+"""The saved model is the winner: one rule picks among transfer, the stack and the baseline, on
+all rows and inside each outer training fold (nested), and `model/` serves whichever it is."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import ROOT, refit_saved, run
+from shotgun.library import Library
+from shotgun.transfer.learners import make_learner
+
+GVRH = ROOT / "data" / "inorganic" / "matbench_log10_gvrh.csv"
+
+
+def transfer(smoke, data, out, *extra):
+    return run(
+        [
+            "shotgun",
+            "transfer",
+            "--library",
+            str(smoke / "library"),
+            "--data",
+            str(data),
+            "--input",
+            "formula",
+            "--target",
+            "target",
+            "--kind",
+            "inorganic",
+            "--out",
+            str(out),
+            "--folds",
+            "4",
+            "--seed",
+            "3",
+            "--fine-tune",
+            "0",
+            *extra,
+        ]
+    )
+
+
+def predict(model, data, out):
+    return run(
+        [
+            "shotgun",
+            "predict",
+            "--model",
+            str(model),
+            "--data",
+            str(data),
+            "--input",
+            "formula",
+            "--out",
+            str(out),
+        ]
+    )
+
+
+def test_a_baseline_that_wins_is_saved_and_served(smoke, tmp_path):
+    """A target equal to a composition feature: ridge on the raw descriptor fits it, so the
+    baseline wins, model/ holds it, and predict reproduces the feature on new formulas."""
+    from shotgun.descriptors import get_descriptor
+
+    d = get_descriptor("composition")
+    column = d.feature_names().index("mean:Number")
+    df = pd.read_csv(GVRH).head(460)
+    X, ok = d.featurize(df["formula"].tolist())
+    assert ok.all()
+    df["target"] = X[:, column]
+    df.head(400).to_csv(tmp_path / "train.csv", index=False)
+    new = df.tail(60)[["formula"]]
+    new.to_csv(tmp_path / "new.csv", index=False)
+
+    proc = transfer(
+        smoke,
+        tmp_path / "train.csv",
+        tmp_path / "out",
+        "--learners",
+        "ridge",
+        "--baselines",
+        "ridge,random_forest",
+        "--no-nested",
+    )
+    assert proc.returncode == 0, proc.stderr
+    s = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert s["winner"] == "baseline"
+    assert s["saved"]["method"] == "baseline"
+    assert s["saved"]["members"] == [s["baseline"]["name"]]
+    methods = {m["method"]: m for m in s["methods"]}
+    assert methods["baseline"]["cv_mae"] < methods["transfer"]["cv_mae"]
+    meta = json.loads((tmp_path / "out" / "model" / "model.json").read_text())
+    assert meta["method"] == "baseline" and len(meta["members"]) == 1
+    assert meta["members"][0]["descriptor"]["name"] == "composition"
+    assert not list((tmp_path / "out" / "model").glob("source-*"))  # no network in a baseline
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert f"saved under model/ (shotgun predict --model): baseline, {s['baseline']['name']}" in (
+        report
+    )
+
+    proc = predict(tmp_path / "out" / "model", tmp_path / "new.csv", tmp_path / "pred.csv")
+    assert proc.returncode == 0, proc.stderr
+    pred = pd.read_csv(tmp_path / "pred.csv")["target"].to_numpy()
+    # The feature itself, up to ridge's shrinkage among collinear composition features ...
+    truth = X[400:, column]
+    assert np.abs(pred - truth).mean() < 0.01 * truth.std()
+    # ... and exactly ridge refitted on the descriptor computed here.
+    lib = Library.open(smoke / "library")
+    train = df.head(400)
+    ref = refit_saved(
+        tmp_path / "out" / "model", lib, train["formula"], train["target"], new["formula"], 3
+    )
+    np.testing.assert_allclose(pred, ref, rtol=1e-6, atol=1e-9)
+
+
+def test_a_saved_stack_predicts_the_mean_of_its_members(smoke, tmp_path):
+    from shotgun.library.card import LibraryError
+    from shotgun.transfer import TransferModel
+    from shotgun.transfer.pipeline import Member, save_model
+
+    lib = Library.open(smoke / "library")
+    ids = list(lib.applicable("inorganic")["model_id"][:2])
+    assert len(ids) == 2
+    df = pd.read_csv(GVRH)
+    train, y = df["formula"][:30].tolist(), df["target"][:30].to_numpy()
+    new = df["formula"][30:45].tolist() + ["Xx2O3"]
+    spec = [(ids[0], 1, "ridge"), (ids[1], 2, "bayesian_ridge")]
+    members = []
+    for mid, depth, learner in spec:
+        m = lib.load(mid)
+        members.append(Member(learner, m.features(train, depth).astype(np.float64), m, depth))
+    target = {"kind": "inorganic", "input": "formula", "target": "target", "unit": None}
+    cv = {"cv_mae": 0.1, "cv_rmse": 0.2, "cv_r2": 0.5}
+    dest = save_model(tmp_path / "model", "stack", "mean of top 2", members, 3, y, target, cv, lib)
+
+    expected = []
+    for mid, depth, learner in spec:
+        m = lib.load(mid)
+        fitted = make_learner(learner, 3).fit(m.features(train, depth).astype(np.float64), y)
+        G = m.features(new, depth).astype(np.float64)
+        ok = np.isfinite(G).all(axis=1)
+        p = np.full(len(new), np.nan)
+        p[ok] = fitted.predict(G[ok])
+        expected.append(p)
+    got = TransferModel(dest).predict(new)
+    np.testing.assert_allclose(got[:-1], np.mean(expected, axis=0)[:-1], rtol=1e-6, atol=1e-9)
+    assert np.isnan(got[-1])
+    assert not np.allclose(expected[0][:-1], expected[1][:-1])  # the mean is of two different
+
+    # A folder of another format is refused with the format it has.
+    meta = json.loads((dest / "model.json").read_text())
+    meta["format"] = "shotgun-transfer/1"
+    (dest / "model.json").write_text(json.dumps(meta))
+    manifest = json.loads((dest / "manifest.json").read_text())
+    from shotgun.checksums import sha256
+
+    manifest["files"]["model.json"] = sha256(dest / "model.json")
+    (dest / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(LibraryError, match="format 'shotgun-transfer/1', this release reads"):
+        TransferModel(dest)
+    pd.DataFrame({"formula": new}).to_csv(tmp_path / "new.csv", index=False)
+    proc = predict(dest, tmp_path / "new.csv", tmp_path / "pred.csv")
+    assert proc.returncode == 2 and "shotgun-transfer/1" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def _choose(feats, X, y, tr, inner, refine, k_stack):
+    """Brute force of one selection on rows ``tr`` with ``inner`` splits (positions into tr):
+    every (model, depth) with ridge, the ``refine`` best also with Bayesian ridge; the best of
+    them (transfer), the mean of the top ``k_stack`` distinct models (stack), the best of ridge
+    and random forest on the raw descriptor (baseline); the method of least inner MAE (ties: the
+    earlier of baseline, transfer, stack). Returns (method, [(key, learner, F)])."""
+    truth = np.concatenate([y[tr[b]] for _, b in inner])
+
+    def inner_pred(learner, F):
+        return np.concatenate(
+            [make_learner(learner, 3).fit(F[tr[a]], y[tr[a]]).predict(F[tr[b]]) for a, b in inner]
+        )
+
+    def mae(pred):
+        return np.abs(pred - truth).mean()
+
+    pipes = [(key, "ridge", F, inner_pred("ridge", F)) for key, F in feats.items()]
+    top = sorted(range(len(pipes)), key=lambda i: mae(pipes[i][3]))[:refine]
+    pipes += [
+        (pipes[i][0], "bayesian_ridge", pipes[i][2], inner_pred("bayesian_ridge", pipes[i][2]))
+        for i in sorted(top)
+    ]
+    order = sorted(range(len(pipes)), key=lambda i: mae(pipes[i][3]))
+    stack, seen = [], set()
+    for i in order:
+        if pipes[i][0][0] not in seen:
+            stack.append(pipes[i])
+            seen.add(pipes[i][0][0])
+    stack = stack[:k_stack]
+    base = [(("raw", 0), name, X, inner_pred(name, X)) for name in ("ridge", "random_forest")]
+    options = [
+        ("baseline", [min(base, key=lambda p: mae(p[3]))]),
+        ("transfer", [pipes[order[0]]]),
+        ("stack", stack),
+    ]
+    scores = [mae(np.mean([p[3] for p in ps], axis=0)) for _, ps in options]
+    method, picked = options[int(np.argmin(scores))]
+    return method, [(key, learner, F) for key, learner, F, _ in picked]
+
+
+def test_nested_choice_among_methods_recomputed_by_brute_force(smoke, tmp_path):
+    """The method picked inside each outer training fold (refined learners, baselines and the
+    stack included), scored on its outer test fold; and the winner on all rows."""
+    from sklearn.model_selection import KFold
+
+    from shotgun.descriptors import get_descriptor
+
+    df = pd.read_csv(GVRH).head(40)
+    df.to_csv(tmp_path / "t.csv", index=False)
+    proc = transfer(
+        smoke,
+        tmp_path / "t.csv",
+        tmp_path / "out",
+        "--learners",
+        "ridge,bayesian_ridge",
+        "--refine",
+        "2",
+        "--baselines",
+        "ridge,random_forest",
+        "--stack",
+        "2",
+    )
+    assert proc.returncode == 0, proc.stderr
+    s = json.loads((tmp_path / "out" / "summary.json").read_text())
+    selected = s["nested"]["selected"]
+
+    X, ok = get_descriptor("composition").featurize(df["formula"].tolist())
+    assert ok.all()
+    y = df["target"].to_numpy()
+    lib = Library.open(smoke / "library")
+    feats = {}
+    for mid in lib.applicable("inorganic")["model_id"]:
+        m = lib.load(mid)
+        for depth in range(1, min(2, m.n_hidden) + 1):
+            feats[(mid, depth)] = m.features_descriptors(X, depth).astype(np.float64)
+    assert len({mid for mid, _ in feats}) >= 2  # a stack of two distinct models
+
+    def name(key, learner):
+        return f"{learner} on composition" if key[0] == "raw" else f"{key[0]} d={key[1]} {learner}"
+
+    outer = list(KFold(n_splits=4, shuffle=True, random_state=3).split(y))
+    chosen, pipelines, rows, preds = [], [], [], []
+    for o, (tr, te) in enumerate(outer):
+        inner = list(KFold(n_splits=4, shuffle=True, random_state=3 + 1 + o).split(tr))
+        method, picked = _choose(feats, X, y, tr, inner, 2, 2)
+        chosen.append(method)
+        pipelines.append(" + ".join(name(key, learner) for key, learner, _ in picked))
+        rows.append(te)
+        preds.append(
+            np.mean(
+                [make_learner(lr, 3).fit(F[tr], y[tr]).predict(F[te]) for _, lr, F in picked],
+                axis=0,
+            )
+        )
+    assert selected["chosen"] == chosen and selected["chosen_pipelines"] == pipelines
+    pred, truth = np.concatenate(preds), y[np.concatenate(rows)]
+    assert selected["cv_mae"] == pytest.approx(np.abs(pred - truth).mean(), rel=1e-6)
+    assert selected["cv_rmse"] == pytest.approx(np.sqrt(((pred - truth) ** 2).mean()), rel=1e-6)
+
+    # On all rows, the same rule on the outer folds picks the saved winner.
+    method, picked = _choose(feats, X, y, np.arange(len(y)), outer, 2, 2)
+    assert s["winner"] == method and s["saved"]["method"] == method
+    assert s["saved"]["members"] == [name(key, learner) for key, learner, _ in picked]
+    meta = json.loads((tmp_path / "out" / "model" / "model.json").read_text())
+    assert meta["method"] == method and len(meta["members"]) == len(picked)
+    for m, (key, learner, _) in zip(meta["members"], picked):
+        assert m["learner"] == learner
+        if key[0] != "raw":
+            assert (m["source_model_id"], m["depth"]) == key
