@@ -450,3 +450,52 @@ def test_screen_on_dask_workers_equals_in_process(smoke, target, tmp_path):
         assert proc.returncode == 0, proc.stderr
     a, b = (pd.read_csv(tmp_path / n / "ranking.csv") for n in ("local", "dask"))
     pd.testing.assert_frame_equal(a, b)
+
+
+def test_plots_show_their_numbers_and_fit_the_figure():
+    """The parity plot: the y = x line and each series' MAE and R² (computed here by hand); the
+    learning curve: its labels inside the figure, plain numbers at the measured sizes on the
+    log axis; without a curve a note and no legend, with no warning."""
+    import warnings
+
+    from shotgun.transfer.plots import curve_figure, parity_figure
+
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=30)
+    rows = np.arange(30)
+    best, base = (rows, y + 0.1 * rng.normal(size=30)), (rows, y + 0.5 * rng.normal(size=30))
+    fig = parity_figure(y, best, base, "qm9/gap d=1 ridge", "ridge on ecfp", "[eV]")
+    ax = fig.axes[0]
+    labels = [text.get_text() for text in ax.get_legend().get_texts()]
+    for pred in (best[1], base[1]):
+        mae = sum(abs(a - b) for a, b in zip(y, pred)) / len(y)
+        r2 = 1 - sum((a - b) ** 2 for a, b in zip(y, pred)) / sum((a - y.mean()) ** 2 for a in y)
+        assert any(f"MAE {mae:.3g}, R² {r2:.3f}" in label for label in labels), labels
+    (line,) = [line for line in ax.lines if line.get_label() == "y = x"]
+    np.testing.assert_array_equal(line.get_xdata(), line.get_ydata())
+    assert line.get_xdata()[0] <= min(y.min(), best[1].min(), base[1].min())
+
+    sizes = [5, 10, 20, 31]
+    curve = pd.DataFrame(
+        {
+            "n": sizes * 2,
+            "method": ["transfer"] * 4 + ["baseline"] * 4,
+            "mae": [0.9, 0.7, 0.6, 0.5, 1.0, 0.8, 0.7, 0.65],
+        }
+    )
+    fig = curve_figure(curve, "[log10(mol/L)]")
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == [str(n) for n in sizes]
+    lo, hi = ax.get_ylim()
+    shown = [t for v, t in zip(ax.get_yticks(), ax.get_yticklabels()) if lo <= v <= hi]
+    texts = [ax.xaxis.label, ax.yaxis.label, ax.title, *ax.get_xticklabels(), *shown]
+    for text in texts:
+        box = text.get_window_extent(renderer)
+        assert fig.bbox.x0 <= box.x0 and box.x1 <= fig.bbox.x1, text.get_text()
+        assert fig.bbox.y0 <= box.y0 and box.y1 <= fig.bbox.y1, text.get_text()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fig = curve_figure(curve.iloc[:0], "")
+    assert fig.axes == [] and "nested" in fig.texts[0].get_text()
