@@ -148,13 +148,14 @@ class Pack(Command):
 
     def add_arguments(self, s):
         s.add_argument("library")
-        s.add_argument("archive")
+        s.add_argument("archive", help="the .tar.gz to write")
         add_query(s)
+        s.add_argument("--force", action="store_true", help="overwrite an existing archive")
 
     def run(self, a):
         from ..library import Library, pack
 
-        n = pack(Library.open(a.library), Path(a.archive), **query_args(a))
+        n = pack(Library.open(a.library), Path(a.archive), force=a.force, **query_args(a))
         print(f"{a.archive}: {n} models")
 
 
