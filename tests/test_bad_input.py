@@ -1,12 +1,16 @@
 """The bad-input corpus (tests/data/bad/): every bad row is quarantined with its reason, every
-bad file is refused with an error naming the file, the row and the reason."""
+bad file is refused with an error naming the file, the row and the reason. Bad configs and a
+closed pipe end the command line with one line, not a traceback."""
 
 import json
+import os
+import re
+import subprocess
 
 import pandas as pd
 import pytest
 
-from conftest import ROOT, run
+from conftest import BIN, ROOT, run
 
 BAD = ROOT / "tests" / "data" / "bad"
 
@@ -81,3 +85,56 @@ def test_bad_files_are_refused(name, message, tmp_path):
     assert f"{name}.csv" in proc.stderr and message in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "report.json").exists()
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (None, "nope.yaml: file not found"),
+        ("sources: [unclosed\n", "invalid YAML"),
+        ("seed: 0\nshard_sise: 4\n", "shard_sise"),
+        ("folder", "Is a directory"),
+    ],
+)
+def test_a_bad_grid_config_is_one_line(tmp_path, text, message):
+    path = tmp_path / "nope.yaml"
+    if text == "folder":
+        path.mkdir()
+    elif text is not None:
+        path.write_text(text)
+    proc = run(["shotgun", "grid", "--configfile", str(path)])
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines and all(line.startswith(f"shotgun: error: {path}") for line in lines), lines
+    assert message in proc.stderr
+
+
+def test_a_closed_pipe_ends_the_command_quietly(tmp_path):
+    """`shotgun grid ... | head -1`: the grid of the MDL config in shards of one model is
+    megabytes, far more than a pipe holds."""
+    config = (ROOT / "config" / "mdl.yaml").read_text()
+    (tmp_path / "big.yaml").write_text(re.sub(r"(?m)^shard_size: .*$", "shard_size: 1", config))
+    proc = subprocess.Popen(
+        ["shotgun", "grid", "--configfile", str(tmp_path / "big.yaml")],
+        cwd=ROOT,
+        env=dict(os.environ, PATH=BIN + os.pathsep + os.environ["PATH"]),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert len(proc.stdout.readline().split()) == 4  # dataset property descriptor models
+    proc.stdout.close()
+    stderr = proc.stderr.read()
+    assert proc.wait(timeout=120) == 141 and stderr == ""
+
+
+def test_help_shows_defaults():
+    for verb, default in (
+        (["transfer"], "(default: 5)"),
+        (["transfer-map"], "(default: 50)"),
+        (["library", "query"], "(default: table)"),
+        (["datasets", "list"], "(default: config/datasets)"),
+    ):
+        proc = run(["shotgun", *verb, "--help"])
+        assert proc.returncode == 0 and default in " ".join(proc.stdout.split()), verb
+        assert "(default: None)" not in proc.stdout and "(default: False)" not in proc.stdout

@@ -68,7 +68,7 @@ class Query(Command):
     def add_arguments(self, s):
         s.add_argument("library")
         add_query(s)
-        s.add_argument("--format", choices=("table", "json"), default="table")
+        s.add_argument("--format", choices=("table", "json"), default="table", help="output format")
 
     def run(self, a):
         from ..library import Library
@@ -87,7 +87,7 @@ class Show(Command):
     def add_arguments(self, s):
         s.add_argument("library")
         s.add_argument("model_id")
-        s.add_argument("--format", choices=("text", "json"), default="text")
+        s.add_argument("--format", choices=("text", "json"), default="text", help="output format")
 
     def run(self, a):
         from ..library import Library
@@ -124,7 +124,7 @@ class Diff(Command):
     def add_arguments(self, s):
         s.add_argument("a")
         s.add_argument("b")
-        s.add_argument("--format", choices=("text", "json"), default="text")
+        s.add_argument("--format", choices=("text", "json"), default="text", help="output format")
 
     def run(self, a):
         from ..library import Library, diff_libraries

@@ -96,8 +96,8 @@ class TransferMap(Command):
             "--out", required=True, help="folder for transfer_map.csv and transfer_map.png"
         )
         s.add_argument("--n", type=int, default=50, help="seeded subsample of each target property")
-        s.add_argument("--seed", type=int, default=0)
-        s.add_argument("--folds", type=int, default=5)
+        s.add_argument("--seed", type=int, default=0, help="subsamples, folds and learners")
+        s.add_argument("--folds", type=int, default=5, help="K-fold cross-validation")
 
     def run(self, a):
         from ..transfer import write_transfer_map

@@ -164,7 +164,7 @@ class TransferOptions:
         for f in dataclasses.fields(cls):
             meta, flag = f.metadata, "--" + f.name.replace("_", "-")
             default = f.default if not isinstance(f.default, tuple) else ",".join(f.default)
-            help_ = meta["help"] + (f" (default {default})" if f.default is not None else "")
+            help_ = meta["help"] + (f" (default: {default})" if f.default is not None else "")
             if meta["type"] is bool:
                 parser.add_argument(
                     flag,
