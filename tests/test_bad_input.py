@@ -1,6 +1,7 @@
 """The bad-input corpus (tests/data/bad/): every bad row is quarantined with its reason, every
-bad file is refused with an error naming the file, the row and the reason. Bad configs and a
-closed pipe end the command line with one line, not a traceback."""
+bad file is refused with an error naming the file, the row and the reason. Inputs of another
+kind than expected are refused or counted; bad configs and a closed pipe end the command line
+with one line, not a traceback."""
 
 import json
 import os
@@ -85,6 +86,61 @@ def test_bad_files_are_refused(name, message, tmp_path):
     assert f"{name}.csv" in proc.stderr and message in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "report.json").exists()
+
+
+def _column(path, column):
+    from shotgun.data.tables import read_strings
+
+    return read_strings(path)[column].tolist()
+
+
+def test_inputs_read_as_their_kind():
+    """Every input of the bundled formula, SMILES and polymer tables reads as its class; SMILES
+    are not read as formulas (`CCO` is ethanol, not C2O) unless they also are one (`CO`)."""
+    from shotgun.data import check_kinds, reads_as
+
+    for path, column, kind in (
+        (ROOT / "data/inorganic/matbench_log10_kvrh.csv", "formula", "inorganic"),
+        (ROOT / "data/molecules/esol.csv", "smiles", "molecule"),
+        (ROOT / "data/polymers/polyinfo_tg.csv", "Smiles", "polymer"),
+    ):
+        inputs = _column(path, column)
+        misread = [s for s in inputs if kind not in reads_as(s)]
+        assert misread == [], (path.name, misread[:5])
+        assert check_kinds(inputs, [kind], path.name).fits.all()
+    structure = json.dumps(
+        json.loads((ROOT / "data/structures/megnet_bulk_moduli_100.json").read_text())[
+            "structures"
+        ][0]
+    )
+    assert reads_as(structure) == {"structure"}
+    assert reads_as("CCO") == {"molecule"} and reads_as("c1ccccc1O") == {"molecule"}
+    assert reads_as("*CC(*)c1ccccc1") == {"polymer"}
+    assert reads_as("Fe2O3") == reads_as("NaN") == reads_as("Ca(OH)2") == {"inorganic"}
+    assert reads_as("CO") == {"molecule", "inorganic"}
+    assert reads_as("not a material") == reads_as("") == frozenset()
+
+
+def test_inputs_of_another_kind_are_refused_or_counted():
+    from shotgun.data import InputKindError, InputKindWarning, check_kinds
+
+    smiles = _column(ROOT / "data/targets/esol_demo.csv", "smiles")
+    with pytest.raises(InputKindError) as err:
+        check_kinds(smiles, ["inorganic"], "esol_demo.csv")
+    assert re.match(
+        r"esol_demo\.csv: \d+ of 100 inputs read as formulas; \d+ as SMILES", str(err.value)
+    )
+    formulas = ["NaCl", "Fe2O3", "MgO", "CCO", "KCl", "c1ccccc1", "Xx2"]
+    with pytest.warns(InputKindWarning, match=r"2 of 7 inputs read as SMILES, not as formulas"):
+        check = check_kinds(formulas, ["inorganic"])
+    assert check.fits.tolist() == [True, True, True, False, True, False, False]
+    smiles_or_units = "SMILES or polymer repeat units"
+    with pytest.raises(
+        InputKindError, match=f"0 of 3 inputs read as {smiles_or_units}; 3 as formulas"
+    ):
+        check_kinds(["NaCl", "Fe2O3", "MgO"], ["molecule", "polymer"])
+    with pytest.warns(InputKindWarning, match=r"1 of 2 inputs have no \* \(attachment point\)"):
+        assert check_kinds(["CCO", "*CC*"], ["polymer"]).fits.all()
 
 
 @pytest.mark.parametrize(

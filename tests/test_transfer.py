@@ -1,5 +1,6 @@
 """`shotgun transfer` and `shotgun predict` on small targets against the smoke library."""
 
+import io
 import json
 
 import numpy as np
@@ -450,6 +451,45 @@ def test_screen_on_dask_workers_equals_in_process(smoke, target, tmp_path):
         assert proc.returncode == 0, proc.stderr
     a, b = (pd.read_csv(tmp_path / n / "ranking.csv") for n in ("local", "dask"))
     pd.testing.assert_frame_equal(a, b)
+
+
+def test_predict_checks_the_kind_of_its_inputs(smoke, tmp_path):
+    from shotgun.data import InputKindError, InputKindWarning
+
+    lib = Library.open(smoke / "library")
+    comp_id = lib.query(descriptor="composition", top=1)["model_id"][0]
+    comp = lib.load(comp_id)
+    fingerprint = lib.load(lib.query(descriptor="ecfp", top=1)["model_id"][0])
+    smiles = pd.read_csv(ROOT / "data" / "targets" / "esol_demo.csv")["smiles"][:20].tolist()
+    with pytest.raises(InputKindError, match=r"it takes SMILES with kind='molecule'"):
+        comp.predict(smiles)
+    assert np.isfinite(comp.predict(smiles, kind="molecule")).all()  # organic_composition
+    with pytest.raises(InputKindError, match=r"0 of 3 inputs read as SMILES or polymer repeat"):
+        fingerprint.predict(["NaCl", "Fe2O3", "MgO"])
+    ref = comp.card.reference.inputs[:3]
+    with pytest.warns(InputKindWarning, match=r"1 of 4 inputs read as SMILES, not as formulas"):
+        mixed = comp.predict(ref + ["CCO"])
+    np.testing.assert_allclose(mixed[:3], comp.predict(ref), rtol=1e-6)  # float32 batches
+    assert np.isnan(mixed[3])
+    # One string is one input, not its characters.
+    np.testing.assert_array_equal(comp.predict("NaCl"), comp.predict(["NaCl"]))
+    assert comp.predict("NaCl").shape == (1,)
+    np.testing.assert_array_equal(comp.features("NaCl", depth=2), comp.features(["NaCl"], depth=2))
+
+    data = tmp_path / "smiles.csv"
+    pd.DataFrame({"smiles": smiles}).to_csv(data, index=False)
+    predict = ["shotgun", "predict", "--library", str(smoke / "library"), "--model", comp_id]
+    proc = run([*predict, "--data", str(data), "--input", "smiles"])
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.startswith("shotgun: error: ") and proc.stderr.count("\n") == 1
+    assert "(--kind molecule)" in proc.stderr
+    data = tmp_path / "formulas.csv"
+    pd.DataFrame({"formula": [*ref, "CCO", "Qq"]}).to_csv(data, index=False)
+    proc = run([*predict, "--data", str(data), "--input", "formula"])  # no --out: still counted
+    assert proc.returncode == 0, proc.stderr
+    assert len(pd.read_csv(io.StringIO(proc.stdout))) == 5
+    assert "shotgun: warning:" in proc.stderr
+    assert f"{data}: 5 inputs, 2 not featurizable" in proc.stderr
 
 
 def test_plots_show_their_numbers_and_fit_the_figure():

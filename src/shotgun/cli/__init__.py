@@ -2,8 +2,8 @@
 
 Every verb is a :class:`shotgun.cli.command.Command` (its parser and its handler) registered
 below; user mistakes and unreadable files print one ``shotgun: error: ...`` line and exit with
-status 2, and a reader that stops early (``shotgun ... | head``) ends the command quietly with
-status 141, as SIGPIPE would.
+status 2, warnings print as ``shotgun: warning: ...``, and a reader that stops early
+(``shotgun ... | head``) ends the command quietly with status 141, as SIGPIPE would.
 """
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 
 from .. import __version__
-from ..errors import ShotgunError
+from ..errors import ShotgunError, ShotgunWarning
 from .command import HelpFormatter
 from .data import COMMANDS as DATA
 from .library import COMMANDS as LIBRARY
@@ -45,9 +46,20 @@ def _error(message: str) -> int:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    shown = warnings.showwarning
+
+    def show(message, category, *rest, **kw):
+        if issubclass(category, ShotgunWarning):
+            print(f"shotgun: warning: {message}", file=sys.stderr)
+        else:
+            shown(message, category, *rest, **kw)
+
     try:
-        status = args.func(args) or 0
-        sys.stdout.flush()  # a closed pipe fails here, not at exit
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", ShotgunWarning)
+            warnings.showwarning = show
+            status = args.func(args) or 0
+            sys.stdout.flush()  # a closed pipe fails here, not at exit
         return status
     except BrokenPipeError:  # the reader stopped (`shotgun ... | head`): exit quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

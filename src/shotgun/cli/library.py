@@ -4,6 +4,7 @@ and ``predict`` (a library model or a saved transfer pipeline)."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from .command import Command, Group, add_kind, add_library_version, add_tracking
@@ -246,7 +247,11 @@ class Predict(Command):
             "material class of the inputs when not the model's own (e.g. molecule for a "
             "composition model: through organic_composition)",
         )
-        s.add_argument("--out", help="output CSV (default: standard output)")
+        s.add_argument(
+            "--out",
+            help="output CSV (default: standard output); the count of inputs that could not be "
+            "featurized goes to standard error",
+        )
 
     def run(self, a):
         import pandas as pd
@@ -276,12 +281,12 @@ class Predict(Command):
         out = pd.DataFrame({a.input: df[a.input], column: pred})
         if a.out:
             out.to_csv(a.out, index=False)
-            print(
-                f"{a.out}: {len(out)} predictions, {int(pd.isna(pred).sum())} inputs not "
-                "featurizable"
-            )
         else:
             print(out.to_csv(index=False), end="")
+        print(
+            f"{a.out or a.data}: {len(out)} inputs, {int(pd.isna(pred).sum())} not featurizable",
+            file=sys.stderr,
+        )
 
 
 COMMANDS = [LibraryGroup(), Predict()]

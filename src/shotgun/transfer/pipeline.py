@@ -96,7 +96,9 @@ class TransferModel:
             train["features"], train["y"]
         )
 
-    def predict(self, inputs: Sequence[str]) -> np.ndarray:
+    def predict(self, inputs: str | Sequence[str]) -> np.ndarray:
+        """Predictions in the target's unit; a single string is one input, inputs not of the
+        target's kind are refused (or, when some, warned about and NaN)."""
         F = self.source.features(inputs, self.meta["depth"], kind=self.meta["kind"])
         ok = np.isfinite(F).all(axis=1)
         out = np.full(len(F), np.nan)
