@@ -2,6 +2,7 @@
 
 import io
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -320,6 +321,8 @@ def test_splits_and_plan():
         (["--folds", "50"], "fewer than --folds 50"),
         (["--folds", "1"], "folds: 1 is less than the minimum of 2"),
         (["--learners", "ridge,magic"], "learners: unknown ['magic']"),
+        (["--max-models", "0"], "max_models: 0 is less than the minimum of 1"),
+        (["--kind", "molecule"], "(--kind molecule): "),
     ],
 )
 def test_transfer_input_errors(smoke, target, tmp_path, change, message):
@@ -451,6 +454,69 @@ def test_screen_on_dask_workers_equals_in_process(smoke, target, tmp_path):
         assert proc.returncode == 0, proc.stderr
     a, b = (pd.read_csv(tmp_path / n / "ranking.csv") for n in ("local", "dask"))
     pd.testing.assert_frame_equal(a, b)
+
+
+def test_dropped_rows_are_listed_with_their_reason(smoke, target, tmp_path):
+    """Rows left out of a run are in dropped.csv with the reason; with the rows used they add
+    up to the file's rows. Under --no-nested the learning curve is a note, and the report says
+    why, without a matplotlib warning."""
+    df = pd.read_csv(target, dtype=str, keep_default_na=False)  # row 8: Xx2O3, not a formula
+    df.loc[2, "target"] = ""
+    df.loc[4, "target"] = "n/a"
+    df.loc[11, "formula"] = "CCO"  # a SMILES, which the composition descriptor would read as C2O
+    path = tmp_path / "table.csv"
+    df.to_csv(path, index=False)
+    out = tmp_path / "out"
+    opts = ["--learners", "ridge", "--baselines", "ridge", "--no-nested", "--fine-tune", "0"]
+    proc = transfer(smoke, path, out, *opts)
+    assert proc.returncode == 0, proc.stderr
+    assert (
+        f"shotgun: warning: {path} column 'formula' (--kind inorganic): 1 of 40 inputs read as "
+        "SMILES, not as formulas (e.g. 'CCO')" in proc.stderr
+    )
+    dropped = pd.read_csv(out / "dropped.csv", keep_default_na=False)
+    assert dropped.values.tolist() == [
+        [3, df["formula"][2], "missing_target", "inorganic"],
+        [5, df["formula"][4], "non_numeric_target", "inorganic"],
+        [8, "Xx2O3", "not_featurizable", ""],
+        [12, "CCO", "not_featurizable", "molecule"],
+    ]
+    assert list(dropped.columns) == ["row", "input", "reason", "reads_as"]
+    s = json.loads((out / "summary.json").read_text())
+    assert s["n_dropped"] == len(dropped) and s["n_samples"] + s["n_dropped"] == len(df)
+    assert "UserWarning" not in proc.stderr and "legend" not in proc.stderr
+    assert "No learning curve" in (out / "report.md").read_text()
+    assert (out / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_target_of_another_kind_or_without_usable_rows_is_refused(smoke, tmp_path):
+    lib = str(smoke / "library")
+    proc = run(
+        ["shotgun", "transfer", "--library", lib, "--target", "config/targets/esol_demo.yaml"]
+        + ["--kind", "inorganic", "--out", str(tmp_path / "a")]
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert re.search(
+        r"esol_demo.csv column 'smiles' \(--kind inorganic\): \d+ of 100 inputs read as "
+        r"formulas; \d+ as SMILES \(e.g. ",
+        proc.stderr,
+    )
+
+    path = tmp_path / "monomers.csv"
+    pd.DataFrame({"smiles": ["CCO", "CCN", "CCC", "c1ccccc1", "CC=C", "OCCO"], "y": ""}).to_csv(
+        path, index=False
+    )
+    flags = ["--data", str(path), "--input", "smiles", "--target", "y", "--folds", "3"]
+    out = ["--out", str(tmp_path / "b")]
+    proc = run(["shotgun", "transfer", "--library", lib, *out, *flags, "--kind", "polymer"])
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "shotgun: warning:" in proc.stderr and "6 of 6 inputs have no * (attachment point)" in (
+        proc.stderr
+    )
+    assert (
+        f"{path}: 0 usable rows of 6, fewer than --folds 3; dropped: 6 targets missing "
+        "(e.g. row 1: 'CCO')" in proc.stderr
+    )
 
 
 def test_predict_checks_the_kind_of_its_inputs(smoke, tmp_path):

@@ -59,7 +59,8 @@ class Transfer(Command):
         )
         b, base = s.best, s.baseline
         print(
-            f"{s.n_samples} samples ({s.n_dropped} dropped), {s.n_candidates} candidates, "
+            f"{s.n_samples} samples ({s.n_dropped} dropped: {Path(a.out) / 'dropped.csv'}), "
+            f"{s.n_candidates} candidates, "
             f"{s.folds}-fold CV ({s.split}), {s.seconds} s"
         )
         print(

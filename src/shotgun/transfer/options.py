@@ -53,7 +53,12 @@ class TransferOptions:
         "(config/targets/NAME.yaml) whose options the other flags override",
         metavar="COLUMN",
     )
-    kind: str | None = _option(None, "material class of the inputs", choices=MATERIAL_CLASSES)
+    kind: str | None = _option(
+        None,
+        "material class of the inputs: inputs of another kind are dropped (dropped.csv), and "
+        "refused when none or too few are of this one",
+        choices=MATERIAL_CLASSES,
+    )
     unit: str | None = _option(None, "the target's unit (plots and report)")
     folds: int = _option(5, "K-fold cross-validation", int, minimum=2)
     seed: int = _option(0, "folds, subsamples and learners", int)
