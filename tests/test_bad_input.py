@@ -194,3 +194,14 @@ def test_help_shows_defaults():
         proc = run(["shotgun", *verb, "--help"])
         assert proc.returncode == 0 and default in " ".join(proc.stdout.split()), verb
         assert "(default: None)" not in proc.stdout and "(default: False)" not in proc.stdout
+
+
+@pytest.mark.parametrize("name, content", [("table.parquet", b"not parquet"), ("table.csv", b"")])
+def test_an_unreadable_table_is_one_line(tmp_path, name, content):
+    path = tmp_path / name
+    path.write_bytes(content)
+    predict = ["shotgun", "predict", "--model", str(tmp_path)]
+    proc = run([*predict, "--data", str(path), "--input", "smiles"])
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith(f"shotgun: error: {path}: cannot read as a table: ")
+    assert proc.stderr.count("\n") == 1

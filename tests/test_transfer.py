@@ -206,6 +206,15 @@ def test_methods_refit_and_saved_model_predicts(smoke, target, tmp_path):
     np.testing.assert_allclose(pred[ok], learner.predict(F[ok]), rtol=1e-6, atol=1e-9)
     assert np.isnan(pred[7]) and ok.sum() == 39
 
+    # In Python: one string is one input; inputs of another kind are refused.
+    from shotgun.data import InputKindError
+    from shotgun.transfer import TransferModel
+
+    saved = TransferModel(tmp_path / "model")
+    np.testing.assert_allclose(saved.predict(df["formula"][0]), pred[:1], rtol=1e-6)
+    with pytest.raises(InputKindError, match=r"read as formulas; 3 as SMILES"):
+        saved.predict(["CCO", "c1ccccc1", "CC(=O)N"])
+
     with open(tmp_path / "model" / "train.safetensors", "r+b") as f:
         f.seek(-1, 2)
         f.write(b"\x00" if f.read(1) != b"\x00" else b"\x01")
