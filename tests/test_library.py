@@ -277,3 +277,35 @@ def test_library_report_and_weak_models(smoke, tmp_path):
     assert ids[0] in weak_section and "-0.25" in weak_section
     assert (tmp_path / "report" / "r2.png").read_bytes()[:4] == b"\x89PNG"
     assert "data:image/png;base64," in (tmp_path / "report" / "report.html").read_text()
+
+
+def test_pack_refuses_to_overwrite_or_to_pack_nothing(smoke, tmp_path):
+    lib = smoke / "library"
+    archive = tmp_path / "lib.tar.gz"
+    archive.write_bytes(b"an earlier archive")
+    pack = ["shotgun", "library", "pack", str(lib), str(archive)]
+    proc = run([*pack, "--kind", "polymer"])
+    assert proc.returncode == 2 and f"{archive}: exists (--force overwrites it)" in proc.stderr
+    proc = run([*pack, "--property", "no_such_property", "--force"])
+    assert proc.returncode == 2 and "no model matches the query" in proc.stderr
+    assert archive.read_bytes() == b"an earlier archive"
+    proc = run([*pack, "--kind", "polymer", "--force"])
+    assert proc.returncode == 0, proc.stderr
+    with tarfile.open(archive) as tar:
+        manifest = json.load(tar.extractfile("manifest.json"))
+    assert manifest["n_models"] == len(Library.open(lib).query(kind="polymer")) > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lib.tar.gz"]  # no scratch file left
+
+
+def test_query_refuses_unknown_kinds_descriptors_and_top(smoke):
+    lib = Library.open(smoke / "library")
+    for query, message in (
+        ({"kind": "molecules"}, "unknown kind 'molecules'; choose from molecule, polymer"),
+        ({"descriptor": "ecfp4"}, "unknown descriptor 'ecfp4'; choose from composition"),
+        ({"top": 0}, "top must be at least 1, got 0"),
+    ):
+        with pytest.raises(LibraryError, match=re.escape(message)):
+            lib.query(**query)
+    assert len(lib.query(kind="molecule", top=1)) == 1
+    proc = run(["shotgun", "library", "query", str(smoke / "library"), "--top", "0"])
+    assert proc.returncode == 2 and "top must be at least 1" in proc.stderr

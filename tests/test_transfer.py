@@ -1,6 +1,8 @@
 """`shotgun transfer` and `shotgun predict` on small targets against the smoke library."""
 
+import io
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -209,6 +211,15 @@ def test_methods_refit_and_saved_model_predicts(smoke, target, tmp_path):
     np.testing.assert_allclose(pred[ok], ref[ok], rtol=1e-6, atol=1e-9)
     assert np.isnan(pred[7]) and ok.sum() == 39
 
+    # In Python: one string is one input; inputs of another kind are refused.
+    from shotgun.data import InputKindError
+    from shotgun.transfer import TransferModel
+
+    saved = TransferModel(tmp_path / "model")
+    np.testing.assert_allclose(saved.predict(df["formula"][0]), pred[:1], rtol=1e-6)
+    with pytest.raises(InputKindError, match=r"read as formulas; 3 as SMILES"):
+        saved.predict(["CCO", "c1ccccc1", "CC(=O)N"])
+
     with open(tmp_path / "model" / "train.safetensors", "r+b") as f:
         f.seek(-1, 2)
         f.write(b"\x00" if f.read(1) != b"\x00" else b"\x01")
@@ -324,6 +335,8 @@ def test_splits_and_plan():
         (["--folds", "50"], "fewer than --folds 50"),
         (["--folds", "1"], "folds: 1 is less than the minimum of 2"),
         (["--learners", "ridge,magic"], "learners: unknown ['magic']"),
+        (["--max-models", "0"], "max_models: 0 is less than the minimum of 1"),
+        (["--kind", "molecule"], "(--kind molecule): "),
     ],
 )
 def test_transfer_input_errors(smoke, target, tmp_path, change, message):
@@ -455,3 +468,154 @@ def test_screen_on_dask_workers_equals_in_process(smoke, target, tmp_path):
         assert proc.returncode == 0, proc.stderr
     a, b = (pd.read_csv(tmp_path / n / "ranking.csv") for n in ("local", "dask"))
     pd.testing.assert_frame_equal(a, b)
+
+
+def test_dropped_rows_are_listed_with_their_reason(smoke, target, tmp_path):
+    """Rows left out of a run are in dropped.csv with the reason; with the rows used they add
+    up to the file's rows. Under --no-nested the learning curve is a note, and the report says
+    why, without a matplotlib warning."""
+    df = pd.read_csv(target, dtype=str, keep_default_na=False)  # row 8: Xx2O3, not a formula
+    df.loc[2, "target"] = ""
+    df.loc[4, "target"] = "n/a"
+    df.loc[11, "formula"] = "CCO"  # a SMILES, which the composition descriptor would read as C2O
+    path = tmp_path / "table.csv"
+    df.to_csv(path, index=False)
+    out = tmp_path / "out"
+    opts = ["--learners", "ridge", "--baselines", "ridge", "--no-nested", "--fine-tune", "0"]
+    proc = transfer(smoke, path, out, *opts)
+    assert proc.returncode == 0, proc.stderr
+    assert (
+        f"shotgun: warning: {path} column 'formula' (--kind inorganic): 1 of 40 inputs read as "
+        "SMILES, not as formulas (e.g. 'CCO')" in proc.stderr
+    )
+    dropped = pd.read_csv(out / "dropped.csv", keep_default_na=False)
+    assert dropped.values.tolist() == [
+        [3, df["formula"][2], "missing_target", "inorganic"],
+        [5, df["formula"][4], "non_numeric_target", "inorganic"],
+        [8, "Xx2O3", "not_featurizable", ""],
+        [12, "CCO", "not_featurizable", "molecule"],
+    ]
+    assert list(dropped.columns) == ["row", "input", "reason", "reads_as"]
+    s = json.loads((out / "summary.json").read_text())
+    assert s["n_dropped"] == len(dropped) and s["n_samples"] + s["n_dropped"] == len(df)
+    assert "UserWarning" not in proc.stderr and "legend" not in proc.stderr
+    assert "No learning curve" in (out / "report.md").read_text()
+    assert (out / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_target_of_another_kind_or_without_usable_rows_is_refused(smoke, tmp_path):
+    lib = str(smoke / "library")
+    proc = run(
+        ["shotgun", "transfer", "--library", lib, "--target", "config/targets/esol_demo.yaml"]
+        + ["--kind", "inorganic", "--out", str(tmp_path / "a")]
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert re.search(
+        r"esol_demo.csv column 'smiles' \(--kind inorganic\): \d+ of 100 inputs read as "
+        r"formulas; \d+ as SMILES \(e.g. ",
+        proc.stderr,
+    )
+
+    path = tmp_path / "monomers.csv"
+    pd.DataFrame({"smiles": ["CCO", "CCN", "CCC", "c1ccccc1", "CC=C", "OCCO"], "y": ""}).to_csv(
+        path, index=False
+    )
+    flags = ["--data", str(path), "--input", "smiles", "--target", "y", "--folds", "3"]
+    out = ["--out", str(tmp_path / "b")]
+    proc = run(["shotgun", "transfer", "--library", lib, *out, *flags, "--kind", "polymer"])
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "shotgun: warning:" in proc.stderr and "6 of 6 inputs have no * (attachment point)" in (
+        proc.stderr
+    )
+    assert (
+        f"{path}: 0 usable rows of 6, fewer than --folds 3; dropped: 6 targets missing "
+        "(e.g. row 1: 'CCO')" in proc.stderr
+    )
+
+
+def test_predict_checks_the_kind_of_its_inputs(smoke, tmp_path):
+    from shotgun.data import InputKindError, InputKindWarning
+
+    lib = Library.open(smoke / "library")
+    comp_id = lib.query(descriptor="composition", top=1)["model_id"][0]
+    comp = lib.load(comp_id)
+    fingerprint = lib.load(lib.query(descriptor="ecfp", top=1)["model_id"][0])
+    smiles = pd.read_csv(ROOT / "data" / "targets" / "esol_demo.csv")["smiles"][:20].tolist()
+    with pytest.raises(InputKindError, match=r"it takes SMILES with kind='molecule'"):
+        comp.predict(smiles)
+    assert np.isfinite(comp.predict(smiles, kind="molecule")).all()  # organic_composition
+    with pytest.raises(InputKindError, match=r"0 of 3 inputs read as SMILES or polymer repeat"):
+        fingerprint.predict(["NaCl", "Fe2O3", "MgO"])
+    ref = comp.card.reference.inputs[:3]
+    with pytest.warns(InputKindWarning, match=r"1 of 4 inputs read as SMILES, not as formulas"):
+        mixed = comp.predict(ref + ["CCO"])
+    np.testing.assert_allclose(mixed[:3], comp.predict(ref), rtol=1e-6)  # float32 batches
+    assert np.isnan(mixed[3])
+    # One string is one input, not its characters.
+    np.testing.assert_array_equal(comp.predict("NaCl"), comp.predict(["NaCl"]))
+    assert comp.predict("NaCl").shape == (1,)
+    np.testing.assert_array_equal(comp.features("NaCl", depth=2), comp.features(["NaCl"], depth=2))
+
+    data = tmp_path / "smiles.csv"
+    pd.DataFrame({"smiles": smiles}).to_csv(data, index=False)
+    predict = ["shotgun", "predict", "--library", str(smoke / "library"), "--model", comp_id]
+    proc = run([*predict, "--data", str(data), "--input", "smiles"])
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.startswith("shotgun: error: ") and proc.stderr.count("\n") == 1
+    assert "(--kind molecule)" in proc.stderr
+    data = tmp_path / "formulas.csv"
+    pd.DataFrame({"formula": [*ref, "CCO", "Qq"]}).to_csv(data, index=False)
+    proc = run([*predict, "--data", str(data), "--input", "formula"])  # no --out: still counted
+    assert proc.returncode == 0, proc.stderr
+    assert len(pd.read_csv(io.StringIO(proc.stdout))) == 5
+    assert "shotgun: warning:" in proc.stderr
+    assert f"{data}: 5 inputs, 2 not featurizable" in proc.stderr
+
+
+def test_plots_show_their_numbers_and_fit_the_figure():
+    """The parity plot: the y = x line and each series' MAE and R² (computed here by hand); the
+    learning curve: its labels inside the figure, plain numbers at the measured sizes on the
+    log axis; without a curve a note and no legend, with no warning."""
+    import warnings
+
+    from shotgun.transfer.plots import curve_figure, parity_figure
+
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=30)
+    rows = np.arange(30)
+    best, base = (rows, y + 0.1 * rng.normal(size=30)), (rows, y + 0.5 * rng.normal(size=30))
+    fig = parity_figure(y, best, base, "qm9/gap d=1 ridge", "ridge on ecfp", "[eV]")
+    ax = fig.axes[0]
+    labels = [text.get_text() for text in ax.get_legend().get_texts()]
+    for pred in (best[1], base[1]):
+        mae = sum(abs(a - b) for a, b in zip(y, pred)) / len(y)
+        r2 = 1 - sum((a - b) ** 2 for a, b in zip(y, pred)) / sum((a - y.mean()) ** 2 for a in y)
+        assert any(f"MAE {mae:.3g}, R² {r2:.3f}" in label for label in labels), labels
+    (line,) = [line for line in ax.lines if line.get_label() == "y = x"]
+    np.testing.assert_array_equal(line.get_xdata(), line.get_ydata())
+    assert line.get_xdata()[0] <= min(y.min(), best[1].min(), base[1].min())
+
+    sizes = [5, 10, 20, 31]
+    curve = pd.DataFrame(
+        {
+            "n": sizes * 2,
+            "method": ["transfer"] * 4 + ["baseline"] * 4,
+            "mae": [0.9, 0.7, 0.6, 0.5, 1.0, 0.8, 0.7, 0.65],
+        }
+    )
+    fig = curve_figure(curve, "[log10(mol/L)]")
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == [str(n) for n in sizes]
+    lo, hi = ax.get_ylim()
+    shown = [t for v, t in zip(ax.get_yticks(), ax.get_yticklabels()) if lo <= v <= hi]
+    texts = [ax.xaxis.label, ax.yaxis.label, ax.title, *ax.get_xticklabels(), *shown]
+    for text in texts:
+        box = text.get_window_extent(renderer)
+        assert fig.bbox.x0 <= box.x0 and box.x1 <= fig.bbox.x1, text.get_text()
+        assert fig.bbox.y0 <= box.y0 and box.y1 <= fig.bbox.y1, text.get_text()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fig = curve_figure(curve.iloc[:0], "")
+    assert fig.axes == [] and "nested" in fig.texts[0].get_text()

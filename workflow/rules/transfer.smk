@@ -23,6 +23,7 @@ rule transfer:
     output:
         summary=shown_in_report(f"{TRANSFER}/summary.json", "summary", "summary"),
         ranking=shown_in_report(f"{TRANSFER}/ranking.csv", "ranking", "ranking"),
+        dropped=shown_in_report(f"{TRANSFER}/dropped.csv", "dropped", "dropped rows"),
         curve=shown_in_report(
             f"{TRANSFER}/learning_curve.csv", "learning_curve", "learning curve (table)"
         ),

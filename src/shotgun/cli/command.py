@@ -2,8 +2,9 @@
 a :class:`Group` gathers sub-verbs (``shotgun library ...``). Flags that several verbs share are
 added by the helpers below, so they are spelled the same everywhere.
 
-A handler raises :class:`shotgun.errors.ShotgunError` (or ``ValueError``, ``FileNotFoundError``)
-for a user's mistake: ``shotgun`` prints it as one ``shotgun: error: ...`` message and exits 2.
+A handler raises :class:`shotgun.errors.ShotgunError` (or ``ValueError``, ``OSError``) for a
+user's mistake: ``shotgun`` prints it as one ``shotgun: error: ...`` message and exits 2. Every
+parser formats help with :class:`HelpFormatter`, which shows each option's default.
 Handlers import what they need when they run: ``shotgun --help`` loads no torch, Lightning or
 MLflow.
 """
@@ -14,6 +15,24 @@ import argparse
 from collections.abc import Sequence
 
 from .. import INPUT_KINDS
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Help texts that end with the option's default, where it has one worth showing (not
+    None, a flag's False or an empty list)."""
+
+    def _get_help_string(self, action) -> str:
+        text, default = action.help or "", action.default
+        if (
+            "%(default)" in text
+            or not action.option_strings
+            or default is None
+            or default is argparse.SUPPRESS
+            or isinstance(default, bool)
+            or default == []
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
 
 
 class Command:
@@ -35,6 +54,7 @@ class Command:
             self.name,
             help=self.help,
             description=self.description or self.help[:1].upper() + self.help[1:],
+            formatter_class=HelpFormatter,
         )
         self.add_arguments(parser)
         parser.set_defaults(func=self.run)
@@ -47,7 +67,9 @@ class Group(Command):
     commands: Sequence[Command] = ()
 
     def register(self, sub) -> argparse.ArgumentParser:
-        parser = sub.add_parser(self.name, help=self.help, description=self.description)
+        parser = sub.add_parser(
+            self.name, help=self.help, description=self.description, formatter_class=HelpFormatter
+        )
         inner = parser.add_subparsers(dest=f"{self.name}_command", required=True)
         for command in self.commands:
             command.register(inner)

@@ -20,7 +20,7 @@ class Prepare(Command):
         s.add_argument("--out", required=True, help="output folder")
         s.add_argument("--root", default=".", help="folder the declared data file is relative to")
         s.add_argument("--max-rows", type=int, default=None, help="seeded subsample per property")
-        s.add_argument("--seed", type=int, default=0)
+        s.add_argument("--seed", type=int, default=0, help="seed of the subsample")
 
     def run(self, a):
         import pandas as pd
@@ -136,7 +136,7 @@ class DatasetsList(Command):
             "--datasets", default="config/datasets", help="folder of dataset declarations"
         )
         s.add_argument("--root", default=".", help="folder the declared data files are relative to")
-        s.add_argument("--format", choices=("table", "json"), default="table")
+        s.add_argument("--format", choices=("table", "json"), default="table", help="output format")
         s.add_argument(
             "--cache-dir",
             default=None,

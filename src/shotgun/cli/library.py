@@ -4,6 +4,7 @@ and ``predict`` (a library model or the winner saved by a transfer run)."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from .command import Command, Group, add_kind, add_library_version, add_tracking
@@ -68,7 +69,7 @@ class Query(Command):
     def add_arguments(self, s):
         s.add_argument("library")
         add_query(s)
-        s.add_argument("--format", choices=("table", "json"), default="table")
+        s.add_argument("--format", choices=("table", "json"), default="table", help="output format")
 
     def run(self, a):
         from ..library import Library
@@ -87,7 +88,7 @@ class Show(Command):
     def add_arguments(self, s):
         s.add_argument("library")
         s.add_argument("model_id")
-        s.add_argument("--format", choices=("text", "json"), default="text")
+        s.add_argument("--format", choices=("text", "json"), default="text", help="output format")
 
     def run(self, a):
         from ..library import Library
@@ -124,7 +125,7 @@ class Diff(Command):
     def add_arguments(self, s):
         s.add_argument("a")
         s.add_argument("b")
-        s.add_argument("--format", choices=("text", "json"), default="text")
+        s.add_argument("--format", choices=("text", "json"), default="text", help="output format")
 
     def run(self, a):
         from ..library import Library, diff_libraries
@@ -148,13 +149,14 @@ class Pack(Command):
 
     def add_arguments(self, s):
         s.add_argument("library")
-        s.add_argument("archive")
+        s.add_argument("archive", help="the .tar.gz to write")
         add_query(s)
+        s.add_argument("--force", action="store_true", help="overwrite an existing archive")
 
     def run(self, a):
         from ..library import Library, pack
 
-        n = pack(Library.open(a.library), Path(a.archive), **query_args(a))
+        n = pack(Library.open(a.library), Path(a.archive), force=a.force, **query_args(a))
         print(f"{a.archive}: {n} models")
 
 
@@ -245,7 +247,11 @@ class Predict(Command):
             "material class of the inputs when not the model's own (e.g. molecule for a "
             "composition model: through organic_composition)",
         )
-        s.add_argument("--out", help="output CSV (default: standard output)")
+        s.add_argument(
+            "--out",
+            help="output CSV (default: standard output); the count of inputs that could not be "
+            "featurized goes to standard error",
+        )
 
     def run(self, a):
         import pandas as pd
@@ -275,12 +281,12 @@ class Predict(Command):
         out = pd.DataFrame({a.input: df[a.input], column: pred})
         if a.out:
             out.to_csv(a.out, index=False)
-            print(
-                f"{a.out}: {len(out)} predictions, {int(pd.isna(pred).sum())} inputs not "
-                "featurizable"
-            )
         else:
             print(out.to_csv(index=False), end="")
+        print(
+            f"{a.out or a.data}: {len(out)} inputs, {int(pd.isna(pred).sum())} not featurizable",
+            file=sys.stderr,
+        )
 
 
 COMMANDS = [LibraryGroup(), Predict()]

@@ -48,7 +48,7 @@ class Train(Command):
         add_tracking(s)
         add_library_version(s, required=False)
         s.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
-        s.add_argument("--threads", type=int, default=1)
+        s.add_argument("--threads", type=int, default=1, help="torch threads")
         s.add_argument("--done", help="completion marker written after the last model (JSON ids)")
 
     def run(self, a):

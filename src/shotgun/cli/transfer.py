@@ -59,7 +59,8 @@ class Transfer(Command):
         )
         b, base = s.best, s.baseline
         print(
-            f"{s.n_samples} samples ({s.n_dropped} dropped), {s.n_candidates} candidates, "
+            f"{s.n_samples} samples ({s.n_dropped} dropped: {Path(a.out) / 'dropped.csv'}), "
+            f"{s.n_candidates} candidates, "
             f"{s.folds}-fold CV ({s.split}), {s.seconds} s"
         )
         print(
@@ -100,8 +101,8 @@ class TransferMap(Command):
             "--out", required=True, help="folder for transfer_map.csv and transfer_map.png"
         )
         s.add_argument("--n", type=int, default=50, help="seeded subsample of each target property")
-        s.add_argument("--seed", type=int, default=0)
-        s.add_argument("--folds", type=int, default=5)
+        s.add_argument("--seed", type=int, default=0, help="subsamples, folds and learners")
+        s.add_argument("--folds", type=int, default=5, help="K-fold cross-validation")
 
     def run(self, a):
         from ..transfer import write_transfer_map

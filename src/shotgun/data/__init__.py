@@ -4,7 +4,8 @@ A dataset is declared by a YAML file (``config/datasets/qm9.yaml`` explains the 
 ``dataset.schema.json`` is the schema). ``prepare`` turns its raw table into one parquet file per
 property, a ``quarantine.csv`` of every rejected (row, property) pair with a reason code and a
 ``report.json`` whose counts add up. Inputs of each material class are read by one parser
-(:mod:`shotgun.data.inputs`), shared with the descriptors.
+(:mod:`shotgun.data.inputs`), shared with the descriptors; :func:`check_kinds` checks a column of
+inputs against the kinds a model or a transfer run expects.
 
 Declarations load without pandas (the Snakefile reads them); cleaning loads it on first use.
 """
@@ -20,16 +21,35 @@ from .declarations import (
     read_yaml,
     validate_declaration,
 )
-from .inputs import canonicalize, parse_formula, parse_smiles, parse_structure, structure_to_input
+from .inputs import (
+    KIND_NOUNS,
+    InputKindError,
+    InputKindWarning,
+    KindCheck,
+    canonicalize,
+    check_kinds,
+    input_list,
+    parse_formula,
+    parse_smiles,
+    parse_structure,
+    reads_as,
+    structure_to_input,
+)
 
 __all__ = [
     "DATASET_CLASSES",
+    "KIND_NOUNS",
     "Dataset",
     "DatasetError",
+    "InputKindError",
+    "InputKindWarning",
+    "KindCheck",
     "Property",
     "canonicalize",
+    "check_kinds",
     "clean",
     "default_cache_dir",
+    "input_list",
     "list_records",
     "load_dataset",
     "load_datasets",
@@ -40,6 +60,7 @@ __all__ = [
     "read_columns",
     "read_table",
     "read_yaml",
+    "reads_as",
     "scaffold",
     "structure_to_input",
     "summarize",

@@ -11,6 +11,10 @@ structure      JSON of a pymatgen ``Structure`` dict   :func:`parse_structure` -
 
 A parser returns None for an input it cannot read; the canonical forms return ``(canonical,
 None)`` or ``(None, reason code)``. RDKit and pymatgen are imported on first use.
+
+:func:`reads_as` tells which kinds a string reads as, and :func:`check_kinds` checks a column of
+inputs against the kinds a model or a transfer run expects: a composition model must not read
+``CCO`` as the formula C2O, nor a molecule model return blanks for a column of formulas.
 """
 
 from __future__ import annotations
@@ -19,10 +23,13 @@ import json
 import math
 import re
 import warnings
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from ..errors import ShotgunError, ShotgunWarning
 from .declarations import DATASET_CLASSES
 
 # The element symbols, by atomic number (H..Og).
@@ -199,3 +206,119 @@ def canonicalize(
 
             RDLogger.EnableLog("rdApp.error")
     return canon, reasons
+
+
+# What the inputs of each kind are called in messages.
+KIND_NOUNS = {
+    "molecule": "SMILES",
+    "polymer": "polymer repeat units",
+    "inorganic": "formulas",
+    "structure": "structures",
+}
+# Molecules and polymer repeat units are both SMILES; the descriptors of one take the other.
+SMILES_KINDS = ("molecule", "polymer")
+_SYMBOL = re.compile(r"[A-Z][a-z]?")
+
+
+class InputKindError(ShotgunError):
+    """Inputs that are not of the kind expected; the message says what they read as."""
+
+
+class InputKindWarning(ShotgunWarning):
+    """Some inputs are not of the kind expected; the message counts them."""
+
+
+def _reads_as(s: str) -> frozenset[str]:
+    if s.startswith("{"):
+        return frozenset({"structure"}) if parse_structure(s) is not None else frozenset()
+    kinds = set()
+    mol = parse_smiles(s)
+    if mol is not None and mol.GetNumAtoms():
+        kinds.add("polymer" if any(a.GetAtomicNum() == 0 for a in mol.GetAtoms()) else "molecule")
+    symbols = _SYMBOL.findall(s)
+    if parse_formula(s) is not None and not (kinds and len(set(symbols)) < len(symbols)):
+        kinds.add("inorganic")
+    return frozenset(kinds)
+
+
+def reads_as(s: Any) -> frozenset[str]:
+    """The input kinds a string reads as: ``structure`` (the JSON of a pymatgen Structure dict),
+    ``molecule`` (a SMILES), ``polymer`` (a SMILES with ``*``), ``inorganic`` (a formula); empty
+    for none. A SMILES that names an element twice is not a formula (``CCO`` is ethanol, not
+    C2O); a string such as ``CO`` reads as both."""
+    if not isinstance(s, str) or not s.strip():
+        return frozenset()
+    return _reads_as(s.strip())
+
+
+@dataclass(frozen=True)
+class KindCheck:
+    """The result of :func:`check_kinds`: ``fits`` (a bool per input) and what each input reads
+    as (``reads_as``, sets of kinds)."""
+
+    fits: Any  # numpy bool array
+    reads_as: list[frozenset[str]]
+
+
+def input_list(inputs: str | Sequence[str]) -> list[str]:
+    """``inputs`` as a list; a single string is one input (not its characters)."""
+    return [inputs] if isinstance(inputs, str) else list(inputs)
+
+
+def _examples(inputs: Sequence[str], rows: Sequence[int]) -> str:
+    return ", ".join(repr(str(inputs[i])[:40]) for i in rows[:2])
+
+
+def check_kinds(inputs: Sequence[str], kinds: Sequence[str], source: str = "inputs") -> KindCheck:
+    """Which ``inputs`` read as one of ``kinds`` (:func:`reads_as`; molecules and polymer repeat
+    units both count as SMILES).
+
+    Raises :class:`InputKindError` when no input does, or when more inputs read as another kind
+    only than as one of ``kinds``. Warns (:class:`InputKindWarning`) with counts when some read
+    as another kind (they do not fit, like inputs that read as nothing), and when inputs said to
+    be polymer repeat units have no ``*`` (or molecules have one). ``source`` (e.g. the file and
+    column) starts every message.
+    """
+    import numpy as np
+
+    wanted = set(kinds) | (set(SMILES_KINDS) if set(kinds) & set(SMILES_KINDS) else set())
+    cache: dict[str, frozenset[str]] = {}
+    read = []
+    for s in inputs:
+        if s not in cache:
+            cache[s] = reads_as(s)
+        read.append(cache[s])
+    fits = np.fromiter((bool(r & wanted) for r in read), dtype=bool, count=len(read))
+    n, n_fit = len(read), int(fits.sum())
+    label = " or ".join(dict.fromkeys(KIND_NOUNS[k] for k in kinds))
+    other = [i for i, r in enumerate(read) if r and not fits[i]]
+    seen = Counter(k for i in other for k in sorted(read[i]))
+    others = ", ".join(f"{c} as {KIND_NOUNS[k]}" for k, c in seen.most_common())
+    if n and (n_fit == 0 or len(other) > n_fit):
+        why = (
+            f"{others} (e.g. {_examples(inputs, other)})"
+            if other
+            else f"none reads as anything known (e.g. {_examples(inputs, range(n))})"
+        )
+        raise InputKindError(f"{source}: {n_fit} of {n} inputs read as {label}; {why}")
+    if other:
+        what = KIND_NOUNS[next(iter(seen))] if len(seen) == 1 else f"another kind ({others})"
+        warnings.warn(
+            f"{source}: {len(other)} of {n} inputs read as {what}, not as {label} "
+            f"(e.g. {_examples(inputs, other)}); they count as not featurizable",
+            InputKindWarning,
+            stacklevel=2,
+        )
+    for expected, stray, what in (
+        ("polymer", "molecule", "have no * (attachment point): molecules, not repeat units"),
+        ("molecule", "polymer", "have a * (attachment point): polymer repeat units"),
+    ):
+        if expected in kinds and stray not in kinds:
+            rows = [i for i, r in enumerate(read) if stray in r]
+            if rows:
+                warnings.warn(
+                    f"{source}: {len(rows)} of {n} inputs {what} (e.g. {_examples(inputs, rows)})",
+                    InputKindWarning,
+                    stacklevel=2,
+                )
+    return KindCheck(fits, read)

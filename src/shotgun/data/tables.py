@@ -143,7 +143,7 @@ def read_table(path: Path, column: str) -> pd.DataFrame:
             if path.suffix == ".parquet"
             else pd.read_csv(path, dtype=str, keep_default_na=False)
         )
-    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+    except (ValueError, OSError) as err:  # bad text, CSV or Parquet (pyarrow's errors too)
         raise ValueError(f"{path}: cannot read as a table: {err}") from err
     if column not in df.columns:
         raise ValueError(

@@ -14,23 +14,39 @@ from .card import LibraryError
 from .store import Library
 
 
-def pack(library: Library, archive: Path, **query) -> int:
-    """Write ``library`` (or the subset a query selects) to a .tar.gz; returns the model count."""
+def pack(library: Library, archive: Path, *, force: bool = False, **query) -> int:
+    """Write ``library`` (or the subset a query selects) to a .tar.gz; returns the model count.
+
+    An existing ``archive`` is refused unless ``force``, and so is a query that selects no
+    model; the archive is written to a scratch file beside it and renamed into place.
+    """
     import tarfile
     import tempfile
 
+    archive = Path(archive)
+    if archive.is_dir():
+        raise LibraryError(f"{archive}: is a folder, not an archive file")
+    if archive.exists() and not force:
+        raise LibraryError(f"{archive}: exists (--force overwrites it)")
     ids = library.query(**query)["model_id"] if query else library.index["model_id"]
+    if len(ids) == 0:
+        raise LibraryError(f"{library.root}: no model matches the query {query}")
     models = []
     for mid in ids:
         card = library.card(mid)
         models.append((card, library.verified(card.weights)))
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp) / "library"
-        extra = {"subset_of": library.version, "query": query} if query else {}
-        write_library(root, models, library.version, **extra)
-        with tarfile.open(archive, "w:gz") as tar:
-            for path in sorted(root.rglob("*")):
-                tar.add(path, arcname=path.relative_to(root).as_posix(), recursive=False)
+    scratch = archive.with_name(f".{archive.name}.packing-{os.getpid()}")
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp) / "library"
+            extra = {"subset_of": library.version, "query": query} if query else {}
+            write_library(root, models, library.version, **extra)
+            with tarfile.open(scratch, "w:gz") as tar:
+                for path in sorted(root.rglob("*")):
+                    tar.add(path, arcname=path.relative_to(root).as_posix(), recursive=False)
+        os.replace(scratch, archive)
+    finally:
+        scratch.unlink(missing_ok=True)
     return len(models)
 
 

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
+from .. import INPUT_KINDS
+from ..data.inputs import KIND_NOUNS, InputKindError, check_kinds, input_list
 from ..descriptors import for_kind, from_spec
 from ..nn.mlp import MLP
 from .card import LibraryError, ModelCard
@@ -62,26 +64,45 @@ class Predictor:
         with torch.no_grad():
             return [F.numpy() for F in self.net.hidden_features_at(self.scaled(X), depths)]
 
-    def descriptors(self, inputs: Sequence[str], kind: str | None = None):
+    def descriptors(self, inputs: str | Sequence[str], kind: str | None = None):
         """Descriptor matrix (zeros where not ok) and ok mask; ``kind`` names the inputs'
         material class when it is not the model's own (e.g. molecules for a composition model:
-        organic_composition)."""
-        d = self.descriptor
+        organic_composition). A single string is one input. Inputs are checked against the
+        kinds the model takes (:func:`shotgun.data.check_kinds`): an error when they are not of
+        those kinds, a warning when some are not (those are not ok)."""
+        inputs, d = input_list(inputs), self.descriptor
         if kind is not None and kind not in d.kinds:
             d = for_kind(self.card.descriptor, kind)
             if d is None:
                 raise LibraryError(
                     f"model {self.card.model_id} ({self.descriptor.name}) cannot take {kind} inputs"
                 )
-        X, ok = d.featurize(list(inputs))
+        kinds = d.kinds if kind is None else (kind,)
+        source = f"model {self.card.model_id} ({self.descriptor.name}, {KIND_NOUNS[kinds[0]]})"
+        try:
+            fits = check_kinds(inputs, kinds, source).fits
+        except InputKindError as err:
+            bridges = [  # the kinds the model takes through a bridge (SMILES: molecule)
+                k
+                for k in INPUT_KINDS
+                if kind is None and k not in kinds and for_kind(self.card.descriptor, k)
+            ]
+            if "molecule" in bridges and "polymer" in bridges:
+                bridges.remove("polymer")
+            hint = "".join(
+                f"; it takes {KIND_NOUNS[k]} with kind={k!r} (--kind {k})" for k in bridges
+            )
+            raise InputKindError(f"{err}{hint}") from None
+        X, ok = d.featurize(inputs)
+        ok &= fits
         return np.where(ok[:, None], X, 0.0), ok
 
-    def predict(self, inputs: Sequence[str], kind: str | None = None) -> np.ndarray:
+    def predict(self, inputs: str | Sequence[str], kind: str | None = None) -> np.ndarray:
         """Predictions for SMILES or formulas; NaN where an input cannot be featurized."""
         X, ok = self.descriptors(inputs, kind)
         return np.where(ok, self.predict_descriptors(X), np.nan)
 
-    def features(self, inputs: Sequence[str], depth: int = 1, kind: str | None = None):
+    def features(self, inputs: str | Sequence[str], depth: int = 1, kind: str | None = None):
         X, ok = self.descriptors(inputs, kind)
         return np.where(ok[:, None], self.features_descriptors(X, depth), np.nan)
 
@@ -89,7 +110,7 @@ class Predictor:
 def features_many(
     library: Library,
     model_ids: Sequence[str],
-    inputs: Sequence[str],
+    inputs: str | Sequence[str],
     depth: int = 1,
     kind: str | None = None,
 ) -> dict[str, np.ndarray]:

@@ -90,7 +90,18 @@ class Library:
         top: int | None = None,
     ) -> pd.DataFrame:
         """Models filtered by material class, property, descriptor, dataset and test R²,
-        best R² first."""
+        best R² first. An unknown kind or descriptor, or ``top`` below 1, is an error."""
+        from .. import INPUT_KINDS
+        from ..descriptors import DESCRIPTORS
+
+        if kind is not None and kind not in INPUT_KINDS:
+            raise LibraryError(f"unknown kind {kind!r}; choose from {', '.join(INPUT_KINDS)}")
+        if descriptor is not None and descriptor not in DESCRIPTORS:
+            raise LibraryError(
+                f"unknown descriptor {descriptor!r}; choose from {', '.join(DESCRIPTORS)}"
+            )
+        if top is not None and top < 1:
+            raise LibraryError(f"top must be at least 1, got {top}")
         q = self.index
         for col, val in (
             ("material_class", kind),

@@ -53,7 +53,12 @@ class TransferOptions:
         "(config/targets/NAME.yaml) whose options the other flags override",
         metavar="COLUMN",
     )
-    kind: str | None = _option(None, "material class of the inputs", choices=MATERIAL_CLASSES)
+    kind: str | None = _option(
+        None,
+        "material class of the inputs: inputs of another kind are dropped (dropped.csv), and "
+        "refused when none or too few are of this one",
+        choices=MATERIAL_CLASSES,
+    )
     unit: str | None = _option(None, "the target's unit (plots and report)")
     folds: int = _option(5, "K-fold cross-validation", int, minimum=2)
     seed: int = _option(0, "folds, subsamples and learners", int)
@@ -164,7 +169,7 @@ class TransferOptions:
         for f in dataclasses.fields(cls):
             meta, flag = f.metadata, "--" + f.name.replace("_", "-")
             default = f.default if not isinstance(f.default, tuple) else ",".join(f.default)
-            help_ = meta["help"] + (f" (default {default})" if f.default is not None else "")
+            help_ = meta["help"] + (f" (default: {default})" if f.default is not None else "")
             if meta["type"] is bool:
                 parser.add_argument(
                     flag,

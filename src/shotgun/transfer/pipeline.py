@@ -117,7 +117,7 @@ class TransferModel:
 
         from ..library.predictor import Predictor
 
-        path = Path(path)
+        path = self.path = Path(path)
         manifest = json.loads((path / "manifest.json").read_text())
         for name, digest in manifest["files"].items():
             if sha256(path / name) != digest:
@@ -140,11 +140,16 @@ class TransferModel:
             fitted = fit_learner(m["learner"], seed, train[f"features/{i}"], train["y"])
             self.members.append((m, source, fitted))
 
-    def predict(self, inputs: Sequence[str]) -> np.ndarray:
+    def predict(self, inputs: str | Sequence[str]) -> np.ndarray:
+        """Predictions in the target's unit (the mean of the members'); a single string is one
+        input, inputs not of the target's kind are refused (or, when some, warned about and
+        NaN)."""
+        from ..data.inputs import KIND_NOUNS, check_kinds, input_list
         from ..descriptors import for_kind
         from .candidates import spec_key
 
-        inputs, kind = [str(s) for s in inputs], self.meta["kind"]
+        inputs, kind = [str(s) for s in input_list(inputs)], self.meta["kind"]
+        fits = check_kinds(inputs, (kind,), f"saved model {self.path} ({KIND_NOUNS[kind]})").fits
         raw: dict[str, tuple] = {}  # each descriptor computed once for all members
         preds = []
         for m, source, fitted in self.members:
@@ -154,6 +159,7 @@ class TransferModel:
                 if d is None:
                     raise LibraryError(f"descriptor {m['descriptor']['name']} cannot take {kind}")
                 X, ok = d.featurize(inputs)
+                ok &= fits
                 raw[key] = np.where(ok[:, None], X, 0.0), ok
             X, ok = raw[key]
             F = X if source is None else source.features_descriptors(X, m["depth"])

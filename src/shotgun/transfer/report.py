@@ -37,7 +37,8 @@ def _setup(s: TransferSummary) -> list[str]:
     return [
         f"data: {t.data} (input column {t.input}, material class {t.kind})",
         f"samples: {fmt(s.n_samples)} used, {fmt(s.n_dropped)} dropped "
-        "(input not featurizable or target missing)",
+        "(listed in dropped.csv with the reason: input not featurizable as the material "
+        "class, target missing or not numeric)",
         f"cross-validation: {fmt(s.folds)} folds, repeats {fmt(s.repeats)}, "
         f"split {s.split}, seed {fmt(s.seed)}",
         f"candidates: {fmt(s.n_candidates)} library models"

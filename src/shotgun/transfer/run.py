@@ -53,10 +53,10 @@ def run_transfer(
     n_workers: int = 1,
     curve=CURVE_SIZES,
 ) -> TransferSummary:
-    """Screen the library for the target of ``options``; write summary.json, ranking.csv,
-    learning_curve.csv, parity.png, learning_curve.png, the refitted winner under model/, and a
-    report. Many small fits: one BLAS thread each (parallel screening: ``n_workers``,
-    ``scheduler``)."""
+    """Screen the library for the target of ``options``; write summary.json, dropped.csv,
+    ranking.csv, learning_curve.csv, parity.png, learning_curve.png, the refitted winner under
+    model/, and a report. Many small fits: one BLAS thread each (parallel screening:
+    ``n_workers``, ``scheduler``)."""
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1):
@@ -235,9 +235,10 @@ class _Run:
         return fine
 
     def write_tables(self, rank, fine, curve_rows, s: _Screens, best, best_base) -> None:
-        """ranking.csv, fine_tune.csv, learning_curve.csv and the two plots."""
+        """dropped.csv, ranking.csv, fine_tune.csv, learning_curve.csv and the two plots."""
         o, out, y = self.options, self.out, self.target.y
         out.mkdir(parents=True, exist_ok=True)
+        self.target.dropped.to_csv(out / "dropped.csv", index=False)
         rank.drop(columns="pipe").to_csv(out / "ranking.csv", index=False)
         if fine:
             pd.DataFrame(fine).to_csv(out / "fine_tune.csv", index=False)
