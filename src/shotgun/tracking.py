@@ -59,8 +59,8 @@ def _require_store(uri: str) -> None:
     path = sqlite_path(uri)
     if path is not None and not path.is_file():
         raise TrackingError(
-            f"{path}: no MLflow store here; give the results folder that holds mlflow.db "
-            "(--results) or the store's --tracking-uri"
+            f"{path}: no MLflow store here (give the results folder that holds mlflow.db with "
+            "--results, or --tracking-uri; `shotgun init-tracking` creates one)"
         )
 
 
