@@ -64,15 +64,18 @@ def test_model_trained_in_a_batch_equals_the_model_trained_alone():
         cfg = _cfg(epochs=4)
         together = fit_ensemble(archs, seeds, cfg, X[:180], y[:180], X[180:], y[180:], **common)
         for i in (1, 3):  # padded in a group of three; alone in its group
-            state, stats = fit_single(
+            alone = fit_single(
                 archs[i], seeds[i], cfg, X[:180], y[:180], X[180:], y[180:], **common
             )
-            assert stats["best_epoch"] == together[i][1]["best_epoch"]
-            assert stats["epochs"] == together[i][1]["epochs"]
-            assert set(state) == set(together[i][0]) == set(build_network(archs[i]).state_dict())
+            state, batched = alone.state, together[i].state
+            assert alone.stats["best_epoch"] == together[i].stats["best_epoch"]
+            assert alone.stats["epochs"] == together[i].stats["epochs"]
+            assert set(state) == set(batched) == set(build_network(archs[i]).state_dict())
             for key, value in state.items():
-                torch.testing.assert_close(
-                    together[i][0][key], value, rtol=1e-9, atol=1e-9, msg=key
+                torch.testing.assert_close(batched[key], value, rtol=1e-9, atol=1e-9, msg=key)
+            for name in ("train_loss", "val_loss"):  # the same history, epoch by epoch
+                np.testing.assert_allclose(
+                    getattr(together[i].history, name), getattr(alone.history, name), rtol=1e-9
                 )
     finally:
         torch.set_default_dtype(torch.float32)
@@ -89,7 +92,7 @@ OTHER = {"n_in": 12, "hidden": [9, 7, 5], "activation": "relu", "dropout": 0.1, 
 
 
 def _in_a_batch_and_alone(cfg):
-    """(best state, fit stats) of ARCH trained next to OTHER, and of ARCH trained alone."""
+    """The fits of ARCH trained next to OTHER and of ARCH trained alone."""
     X, y = _data()
     split = (X[:180], y[:180], X[180:], y[180:])
     common = dict(batch_seed=5, noise_seed=6, noise_shape=(5, 12))
@@ -105,8 +108,8 @@ def test_bf16_products_match_the_reference_and_differ_from_float32():
     for precision in ("32", "bf16"):
         cfg = _cfg(epochs=4)
         cfg["trainer"]["precision"] = precision
-        (together, _), (alone, _) = _in_a_batch_and_alone(cfg)
-        runs[precision] = together, alone
+        together, alone = _in_a_batch_and_alone(cfg)
+        runs[precision] = together.state, alone.state
 
     def gap(a, b):
         return max(float((a[k] - b[k]).abs().max()) for k in a if a[k].is_floating_point())
@@ -145,7 +148,8 @@ def test_matmul_precision_holds_during_training_only():
             assert torch.get_float32_matmul_precision() == "medium" != before
             raise RuntimeError("inside")
     assert torch.get_float32_matmul_precision() == before
-    (together, stats_together), (alone, stats) = _in_a_batch_and_alone(cfg)
+    fits = _in_a_batch_and_alone(cfg)
+    (together, stats_together), (alone, stats) = ((f.state, f.stats) for f in fits)
     assert torch.get_float32_matmul_precision() == before
     if _exact_under(cfg):  # float32 kernels: the same model, up to summation order
         assert stats == stats_together
@@ -173,7 +177,8 @@ def test_auto_matmul_precision_is_float32_and_recorded(tmp_path):
     chosen = resolve_matmul_precision(cfg)
     assert chosen == ("medium" if _exact_under(medium) else "highest")
     resolved = dict(cfg, trainer=dict(cfg["trainer"], matmul_precision=chosen))
-    (a, stats_a), (b, stats_b) = (_in_a_batch_and_alone(c)[1] for c in (cfg, resolved))
+    a, b = (_in_a_batch_and_alone(c)[1] for c in (cfg, resolved))
+    (a, stats_a), (b, stats_b) = (a.state, a.stats), (b.state, b.stats)
     assert stats_a == stats_b and all(torch.equal(a[k], b[k]) for k in a)
     train = compose_train_config(ROOT / "config" / "train", ["trainer.max_epochs=1"])
     assert train["trainer"]["matmul_precision"] == "auto"
@@ -199,13 +204,14 @@ def test_per_model_early_stopping_and_best_weights():
         noise_seed=2,
         noise_shape=noise_shape(12, space),
     )
-    epochs = [stats["epochs"] for _, stats in out]
+    epochs = [f.stats["epochs"] for f in out]
     assert all(
-        stats["best_epoch"] == stats["epochs"] - 2 or stats["epochs"] == 15 for _, stats in out
+        f.stats["best_epoch"] == f.stats["epochs"] - 2 or f.stats["epochs"] == 15 for f in out
     )
-    for (state, stats), arch in zip(out, archs):  # the best weights reproduce the best loss
+    for fit, arch in zip(out, archs):  # the best weights reproduce the best loss
+        stats = fit.stats
         net = build_network(arch)
-        net.load_state_dict(state)
+        net.load_state_dict(fit.state)
         net.eval()
         with torch.no_grad():
             mse = float(((net(X[180:]) - y[180:]) ** 2).mean())

@@ -5,14 +5,21 @@ it once before parallel shard jobs start, because concurrent schema creation rac
 model card and the safetensors weights as artifacts; ``mlflow.pytorch.log_model`` is not used (it
 pickles). A run is keyed by the model id (tag ``shotgun.model_id``): logging a model that already
 has a finished run returns that run instead of adding a duplicate, and a run of the same model
-left unfinished by a killed process is deleted, so each model has exactly one run.
+left unfinished by a killed process is deleted, so each model has exactly one run. A run is named
+``dataset/property/descriptor/index``, spans the model's real training time and holds its
+per-epoch losses as step metrics.
+
+A SQLite store records absolute artifact locations; ``open_store`` rebinds the store of a results
+folder that was moved or copied to the folder's own ``mlartifacts/`` (:func:`rebind`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import sqlite3
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,9 +27,19 @@ from .errors import ShotgunError
 
 if TYPE_CHECKING:
     from .library.card import ModelCard
+    from .nn import History
 
 MODEL_TAG = "shotgun.model_id"
 FAILURE_TAG = "shotgun.failure"
+# MLflow 3's UI opens an experiment of this kind on its runs (classic ML), not on GenAI traces.
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+EXPERIMENT_PREFIX = "shotgun-"
+ARTIFACTS = "mlartifacts"  # the artifact folder of a results folder's store
+MAX_BATCH = 1000  # MLflow's limit of metrics, and of entities, per log_batch call
+
+
+class TrackingError(ShotgunError):
+    """A tracking store that is missing, holds no such library version, or lost artifacts."""
 
 
 def resolve_uri(uri: str | None, results: Path) -> str:
@@ -44,8 +61,71 @@ def resolve_uri(uri: str | None, results: Path) -> str:
     return f"sqlite:///{(Path(results) / 'mlflow.db').resolve()}"
 
 
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI, else None."""
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+def _require_store(uri: str) -> None:
+    """Refuse a SQLite store that does not exist (MLflow would create an empty one)."""
+    path = sqlite_path(uri)
+    if path is not None and not path.is_file():
+        raise TrackingError(
+            f"{path}: no MLflow store here (give the results folder that holds mlflow.db with "
+            "--results, or --tracking-uri; `shotgun init-tracking` creates one)"
+        )
+
+
+def open_store(uri: str | None, results: Path, create: bool = False) -> str:
+    """The tracking URI of a command: ``uri`` as given, else the SQLite store of the results
+    folder ``results``. A store that does not exist is refused unless ``create``. The store of a
+    results folder that was moved or copied is rebound to the folder's own artifacts first."""
+    uri = resolve_uri(uri, results)
+    path = sqlite_path(uri)
+    if not create:
+        _require_store(uri)
+    if path is not None and path == (Path(results) / "mlflow.db").resolve() and path.is_file():
+        rebind(uri, Path(results) / ARTIFACTS)
+    return uri
+
+
+def rebind(uri: str, artifact_root: Path) -> list[str]:
+    """Point shotgun's experiments of a SQLite store, and their runs, at ``artifact_root``.
+
+    A SQLite store records absolute artifact locations: a copied or moved results folder would
+    read artifacts from, and write new ones into, its old place. Each experiment whose location
+    is another local folder is moved to ``artifact_root`` (the runs' locations keep their path
+    below it). Returns the names of the experiments rebound; a store already in place is not
+    written to."""
+    path = sqlite_path(uri)
+    if path is None:
+        raise TrackingError(f"{uri}: only a SQLite store can be rebound")
+    new = Path(artifact_root).resolve().as_uri()
+    rebound = []
+    # Idempotent, in one transaction: the jobs of a moved folder may all rebind it at once.
+    with closing(sqlite3.connect(path, timeout=30)) as con, con:
+        rows = con.execute(
+            "SELECT experiment_id, name, artifact_location FROM experiments "
+            "WHERE substr(name, 1, ?) = ?",
+            (len(EXPERIMENT_PREFIX), EXPERIMENT_PREFIX),
+        ).fetchall()
+        for eid, name, old in rows:
+            if old == new or not old.startswith("file:"):
+                continue
+            con.execute(
+                "UPDATE runs SET artifact_uri = ? || substr(artifact_uri, ?) "
+                "WHERE experiment_id = ? AND substr(artifact_uri, 1, ?) = ?",
+                (new, len(old) + 1, eid, len(old), old),
+            )
+            con.execute(
+                "UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?", (new, eid)
+            )
+            rebound.append(name)
+    return rebound
+
+
 def experiment_name(library_version: str) -> str:
-    return f"shotgun-library-{library_version}"
+    return f"{EXPERIMENT_PREFIX}library-{library_version}"
 
 
 def _quiet():
@@ -56,33 +136,52 @@ def _quiet():
     logging.getLogger("mlflow").setLevel(logging.WARNING)
 
 
-def init_store(uri: str, library_version: str, artifact_root: Path | None = None) -> str:
-    """Create the store and the version's experiment if missing; returns the experiment id."""
+def _client(uri: str, create: bool = False):
+    """An MlflowClient of ``uri``; a missing SQLite store is refused unless ``create``."""
     _quiet()
+    if not create:
+        _require_store(uri)
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=uri)
+    return MlflowClient(tracking_uri=uri)
+
+
+def init_store(uri: str, library_version: str, artifact_root: Path | None = None) -> str:
+    """Create the store and the version's experiment if missing; returns the experiment id."""
+    client = _client(uri, create=True)
     name = experiment_name(library_version)
     exp = client.get_experiment_by_name(name)
     if exp is not None:
+        if EXPERIMENT_KIND[0] not in exp.tags:  # a store made before the tag; a kind set since
+            client.set_experiment_tag(exp.experiment_id, *EXPERIMENT_KIND)  # stays as chosen
         return exp.experiment_id
     # A local store keeps artifacts beside it; a tracking server stores (and proxies) its own.
     local = artifact_root and not uri.startswith(("http://", "https://"))
     location = Path(artifact_root).resolve().as_uri() if local else None
-    return client.create_experiment(name, artifact_location=location)
+    return client.create_experiment(name, artifact_location=location, tags=dict([EXPERIMENT_KIND]))
+
+
+def run_name(card: ModelCard) -> str:
+    """A model's run name: ``dataset/property/descriptor/index``."""
+    return f"{card.dataset}/{card.property}/{card.descriptor['name']}/{card.index}"
+
+
+def _batches(metrics: list, params: list):
+    """(metrics, params) per log_batch call: at most MAX_BATCH metrics and entities each."""
+    first = MAX_BATCH - len(params)
+    yield metrics[:first], params
+    for start in range(first, len(metrics), MAX_BATCH):
+        yield metrics[start : start + MAX_BATCH], []
 
 
 class Tracker:
     """Logs models of one library version to an initialised store."""
 
     def __init__(self, uri: str, library_version: str):
-        _quiet()
-        from mlflow.tracking import MlflowClient
-
-        self.client = MlflowClient(tracking_uri=uri)
+        self.client = _client(uri)
         exp = self.client.get_experiment_by_name(experiment_name(library_version))
         if exp is None:
-            raise ShotgunError(
+            raise TrackingError(
                 f"{uri}: no experiment for library {library_version}; "
                 "run `shotgun init-tracking` first"
             )
@@ -112,16 +211,20 @@ class Tracker:
         finished = [r.info.run_id for r in runs if r.info.status == "FINISHED"]
         return finished[0] if finished else None
 
-    def log_run(self, card: ModelCard, weights: Path | None) -> str:
+    def log_run(self, card: ModelCard, weights: Path | None, history: History | None = None) -> str:
         """Log one model (card, metrics, weights); returns its run id. The run's ``card.json``
         carries that run id. A model that failed to train is logged as a FAILED run with its
-        card and the reason (tag ``shotgun.failure``), without weights."""
+        card and the reason (tag ``shotgun.failure``), without weights. With the model's
+        training ``history`` (:class:`shotgun.nn.History`), the run spans its training time and
+        holds its per-epoch ``train_loss`` and ``val_loss`` as step metrics (step: the epoch
+        from 0, as ``best_epoch`` counts)."""
         from mlflow.entities import Metric, Param
 
         existing = self._claim(card.model_id)
-        now = int(time.time() * 1000)
         if existing:
             return existing
+        now = int(time.time() * 1000)
+        start, end = (history.start_ms, history.end_ms) if history else (now, None)
         tags = {
             MODEL_TAG: card.model_id,
             "material_class": card.material_class,
@@ -129,11 +232,12 @@ class Tracker:
             "property": card.property,
             "descriptor": card.descriptor["name"],
             "architecture": card.architecture_name,
-            "mlflow.runName": card.model_id,
         }
         if card.failure is not None:
             tags[FAILURE_TAG] = card.failure
-        run = self.client.create_run(self.experiment_id, tags=tags)
+        run = self.client.create_run(
+            self.experiment_id, start_time=start, tags=tags, run_name=run_name(card)
+        )
         rid = run.info.run_id
         cfg = card.train_config
         params = {
@@ -148,29 +252,42 @@ class Tracker:
             "n_train": card.n_train,
             "data_hash": card.data_hash[:16],
         }
-        metrics = {
+        summary = {
             k: v for k, v in dataclasses.asdict(card.metrics).items() if isinstance(v, (int, float))
         }
-        self.client.log_batch(
-            rid,
-            metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
-            params=[Param(k, str(v)) for k, v in params.items()],
-        )
+        metrics = [Metric(k, float(v), end or now, 0) for k, v in summary.items()]
+        if history is not None:
+            for step, (train, val, t) in enumerate(
+                zip(history.train_loss, history.val_loss, history.epoch_end_ms)
+            ):
+                metrics += [Metric("train_loss", train, t, step), Metric("val_loss", val, t, step)]
+        for batch, batch_params in _batches(metrics, [Param(k, str(v)) for k, v in params.items()]):
+            self.client.log_batch(rid, metrics=batch, params=batch_params)
         self.client.log_dict(rid, card.replace(mlflow_run_id=rid).to_dict(), "card.json")
         if weights is not None:
             self.client.log_artifact(rid, str(weights))
-        self.client.set_terminated(rid, "FINISHED" if card.failure is None else "FAILED")
+        self.client.set_terminated(
+            rid, "FINISHED" if card.failure is None else "FAILED", end_time=end
+        )
         return rid
 
 
-def finished_runs(uri: str, library_version: str):
-    """(client, run) for every finished run of a library version, page by page."""
-    _quiet()
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=uri)
+def finished_runs(uri: str, library_version: str, require: bool = False):
+    """(client, run) for every finished run of a library version, page by page. With
+    ``require``, a version the store does not hold is refused (naming those it holds)."""
+    client = _client(uri)
     exp = client.get_experiment_by_name(experiment_name(library_version))
     if exp is None:
+        if require:
+            held = sorted(
+                e.name.removeprefix(experiment_name(""))
+                for e in client.search_experiments()
+                if e.name.startswith(experiment_name(""))
+            )
+            raise TrackingError(
+                f"{uri}: no library version {library_version!r} "
+                f"(versions in this store: {', '.join(held) or 'none'})"
+            )
         return
     token = None
     while True:

@@ -87,7 +87,8 @@ def add_tracking(parser, results_required: bool = False) -> None:
         "--results",
         required=results_required,
         default=None if results_required else "results",
-        help="results folder (holds the embedded MLflow store)",
+        help="results folder (holds the embedded MLflow store; a moved or copied folder's store "
+        "is rebound to its own mlartifacts/)",
     )
     parser.add_argument(
         "--tracking-uri",

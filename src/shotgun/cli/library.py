@@ -186,9 +186,9 @@ class FromMlflow(Command):
 
     def run(self, a):
         from ..library import from_mlflow
-        from ..tracking import resolve_uri
+        from ..tracking import open_store
 
-        uri = resolve_uri(a.tracking_uri, Path(a.results))
+        uri = open_store(a.tracking_uri, Path(a.results))
         manifest = from_mlflow(uri, a.library_version, Path(a.out))
         print(f"{a.out}: library {a.library_version} with {manifest['n_models']} models from {uri}")
 

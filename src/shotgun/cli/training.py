@@ -19,9 +19,9 @@ class InitTracking(Command):
         add_library_version(s)
 
     def run(self, a):
-        from ..tracking import init_store, resolve_uri
+        from ..tracking import init_store, open_store
 
-        uri = resolve_uri(a.tracking_uri, Path(a.results))
+        uri = open_store(a.tracking_uri, Path(a.results), create=True)
         exp = init_store(uri, a.library_version, Path(a.results) / "mlartifacts")
         print(f"{uri}: experiment {exp}")
 
@@ -53,7 +53,7 @@ class Train(Command):
 
     def run(self, a):
         from ..data import load_dataset
-        from ..tracking import Tracker, resolve_uri
+        from ..tracking import Tracker, open_store
         from ..training import compose_train_config, load_cell, train_shard
 
         ds = load_dataset(a.dataset)
@@ -64,7 +64,7 @@ class Train(Command):
         cfg = compose_train_config(Path(a.config_dir), a.override)
         tracker = None
         if not a.no_tracking:
-            tracker = Tracker(resolve_uri(a.tracking_uri, Path(a.results)), a.library_version)
+            tracker = Tracker(open_store(a.tracking_uri, Path(a.results)), a.library_version)
         cards = train_shard(cell, cfg, indices(a.models), Path(a.out), tracker, a.threads)
         for c in cards:
             m = c.metrics

@@ -205,7 +205,9 @@ def build_library(shard_dirs: Sequence[Path], out: Path, version: str, keep: int
 
 def from_mlflow(uri: str, library_version: str, out: Path) -> dict:
     """Rebuild a library at the new folder ``out`` from the tracking store: the card and weights
-    artifacts of every finished run of the version's experiment."""
+    artifacts of every finished run of the version's experiment. A missing store, a version it
+    does not hold, a version without a finished run and lost artifacts are refused, and ``out``
+    is then not created."""
     import tempfile
 
     from ..tracking import finished_runs
@@ -215,10 +217,23 @@ def from_mlflow(uri: str, library_version: str, out: Path) -> dict:
         raise LibraryError(f"{out}: exists")
     with tempfile.TemporaryDirectory() as tmp:
         models = []
-        for client, run in finished_runs(uri, library_version):
-            rid, d = run.info.run_id, Path(tmp) / run.info.run_id
+        for client, run in finished_runs(uri, library_version, require=True):
+            d = Path(tmp) / run.info.run_id
             d.mkdir()
-            card = ModelCard.read(Path(client.download_artifacts(rid, "card.json", str(d))))
-            name = f"{card.model_id}.safetensors"
-            models.append((card, Path(client.download_artifacts(rid, name, str(d)))))
+            card = ModelCard.read(_download(client, run, "card.json", d))
+            models.append((card, _download(client, run, f"{card.model_id}.safetensors", d)))
+        if not models:
+            raise LibraryError(f"{uri}: library version {library_version!r} has no finished run")
         return write_library(out, models, library_version, source=uri)
+
+
+def _download(client, run, name: str, dest: Path) -> Path:
+    """One artifact of a run, downloaded to ``dest``; a lost artifact is a one-line error."""
+    try:
+        return Path(client.download_artifacts(run.info.run_id, name, str(dest)))
+    except Exception as err:  # MLflow raises OSError or its own exception, by store
+        raise LibraryError(
+            f"{run.info.artifact_uri}/{name}: artifact of run {run.info.run_id} "
+            f"({run.info.run_name}) cannot be read ({type(err).__name__}); "
+            "were the store's artifacts moved or deleted?"
+        ) from None

@@ -25,8 +25,10 @@ reference that a model trained inside an ensemble equals (up to float summation 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 import lightning as L
 import numpy as np
@@ -34,7 +36,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from .stacked import Masks, StackedGroup, plan_groups
-from .trainer import DropoutNoise, adam, fit, mm_dtype, quiet_lightning
+from .trainer import DropoutNoise, EpochLoss, adam, fit, mm_dtype, quiet_lightning
 
 
 class EnsembleModule(L.LightningModule):
@@ -61,6 +63,7 @@ class EnsembleModule(L.LightningModule):
         self.groups = torch.nn.ModuleList(groups)
         self.optim, self.noise, self.n_models, self.workers = optim, noise, n_models, workers
         self.val_losses = None
+        self.epoch_loss = EpochLoss()
         self.opts: list = []
         self.pool = None
 
@@ -102,6 +105,9 @@ class EnsembleModule(L.LightningModule):
             out.update(d)
         return out
 
+    def on_train_epoch_start(self):
+        self.epoch_loss = EpochLoss()
+
     def training_step(self, batch, _):
         x, y = batch
         masks = Masks(self.noise.draw(len(y), x.device))
@@ -109,11 +115,22 @@ class EnsembleModule(L.LightningModule):
         def train(i):
             opt = self.opts[i]
             opt.zero_grad(set_to_none=True)
+            loss = ((self.groups[i](x, masks) - y) ** 2).mean(1)
             # a plain backward: the Trainer has no precision plugin to apply
-            ((self.groups[i](x, masks) - y) ** 2).mean(1).sum().backward()
+            loss.sum().backward()
             opt.step()
+            return loss
 
-        self._run(train)
+        for i, loss in self._run(train).items():
+            self.epoch_loss.add(i, loss, len(y))
+
+    def train_losses(self) -> np.ndarray:
+        """Each model's training MSE over the epoch (NaN for a model that has stopped). A
+        group keeps its models through an epoch: models are dropped only at its end."""
+        out = np.full(self.n_models, np.nan)
+        for i in self.epoch_loss.keys():
+            out[self.groups[i].ids] = self.epoch_loss.mean(i)
+        return out
 
     def validation_step(self, batch, _):
         x, y = batch
@@ -130,8 +147,42 @@ class EnsembleModule(L.LightningModule):
                 g.select(keep, opt)
 
 
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass
+class History:
+    """One model's training epoch by epoch, in the standardised target: the training MSE
+    (row-weighted over the epoch's batches, dropout on), the validation MSE, and when each epoch
+    ended; times are milliseconds since the Unix epoch, ``start_ms`` when training began."""
+
+    start_ms: int
+    train_loss: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    epoch_end_ms: list[int] = field(default_factory=list)
+
+    @property
+    def end_ms(self) -> int:
+        """When the model stopped training (its last epoch ended)."""
+        return self.epoch_end_ms[-1] if self.epoch_end_ms else self.start_ms
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """What training one model gives: its best ``state_dict`` (None when its validation loss
+    was never finite), its fit statistics (``best_val_mse``, ``best_epoch``, ``epochs``) and
+    its per-epoch history."""
+
+    state: dict | None
+    stats: dict
+    history: History
+
+
 class KeepBest(Callback):
     """Per-model early stopping: snapshot of each model's best weights; stop when all stopped.
+    Records each model's per-epoch history (the module's ``train_losses()`` and
+    ``val_losses``).
 
     ``models()`` gives {model: (group, position)}, or ``models`` is a list of them; a group has
     ``model_state(position)``. Models that stop are dropped from the computation when the module
@@ -146,15 +197,26 @@ class KeepBest(Callback):
         self.wait = np.zeros(n, dtype=int)
         self.active = np.ones(n, dtype=bool)
         self.states: list[dict | None] = [None] * n
+        self.history = [History(_now_ms()) for _ in range(n)]
+
+    def on_train_start(self, trainer, module):
+        for h in self.history:
+            h.start_ms = _now_ms()
 
     def on_validation_epoch_end(self, trainer, module):
         losses = module.val_losses.detach().double().cpu().numpy()
+        train = module.train_losses()
+        now = _now_ms()
         epoch = trainer.current_epoch
         where = self.models() if callable(self.models) else self.models
         stopped = set()
         for i in np.flatnonzero(self.active):
             group, k = where[i]
             self.epochs[i] = epoch + 1
+            h = self.history[i]
+            h.train_loss.append(float(train[i]))
+            h.val_loss.append(float(losses[i]))
+            h.epoch_end_ms.append(now)
             if losses[i] < self.best[i]:
                 self.best[i], self.best_epoch[i], self.wait[i] = losses[i], epoch, 0
                 self.states[i] = group.model_state(k)
@@ -176,6 +238,9 @@ class KeepBest(Callback):
             "epochs": int(self.epochs[i]),
         }
 
+    def fitted(self, i: int) -> Fitted:
+        return Fitted(self.states[i], self.stats(i), self.history[i])
+
 
 def fit_ensemble(
     archs: Sequence[Mapping],
@@ -188,8 +253,8 @@ def fit_ensemble(
     batch_seed: int,
     noise_seed: int,
     noise_shape: tuple[int, int],
-) -> list[tuple[dict, dict]]:
-    """Train K models together; returns (best state_dict, fit stats) per model, in input order.
+) -> list[Fitted]:
+    """Train K models together; returns each model's :class:`Fitted`, in input order.
 
     ``X_*``/``y_*`` are float32 tensors on the training device; ``noise_shape`` is
     (max layers, max width) of the architecture space
@@ -224,4 +289,4 @@ def fit_ensemble(
             module.pool.shutdown()
             module.pool = None
             torch.set_num_threads(threads)
-    return [(keep.states[i], keep.stats(i)) for i in range(len(archs))]
+    return [keep.fitted(i) for i in range(len(archs))]

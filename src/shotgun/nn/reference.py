@@ -10,11 +10,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import lightning as L
+import numpy as np
 import torch
 
-from .ensemble import KeepBest
+from .ensemble import Fitted, KeepBest
 from .mlp import MLP
-from .trainer import DropoutNoise, adam, fit, mm_dtype, quiet_lightning
+from .trainer import DropoutNoise, EpochLoss, adam, fit, mm_dtype, quiet_lightning
 
 
 class MixedLinear(torch.nn.Linear):
@@ -52,16 +53,25 @@ class SingleModule(L.LightningModule):
         super().__init__()
         self.net, self.optim, self.noise, self.drops = net, optim, noise, drops
         self.val_losses = None
+        self.epoch_loss = EpochLoss()
 
     def configure_optimizers(self):
         return adam(self.parameters(), self.optim)
+
+    def on_train_epoch_start(self):
+        self.epoch_loss = EpochLoss()
 
     def training_step(self, batch, _):
         x, y = batch
         u = self.noise.draw(len(y), x.device)
         for d in self.drops:
             d.u = u
-        return ((self.net(x) - y) ** 2).mean()
+        loss = ((self.net(x) - y) ** 2).mean()
+        self.epoch_loss.add(0, loss, len(y))
+        return loss
+
+    def train_losses(self) -> np.ndarray:
+        return np.atleast_1d(self.epoch_loss.mean(0))
 
     def validation_step(self, batch, _):
         x, y = batch
@@ -83,10 +93,8 @@ def fit_single(
     batch_seed: int,
     noise_seed: int,
     noise_shape: tuple[int, int],
-):
-    """Train one plain MLP with the ensemble's protocol (the reference).
-
-    Returns (best state_dict, fit stats)."""
+) -> Fitted:
+    """Train one plain MLP with the ensemble's protocol (the reference)."""
     quiet_lightning()
     torch.manual_seed(seed)
     net = MLP(arch)
@@ -103,4 +111,4 @@ def fit_single(
     module = SingleModule(net, cfg["optim"], DropoutNoise(noise_seed, *noise_shape), drops)
     keep = KeepBest([(module, 0)], cfg["trainer"]["patience"])
     fit(cfg, module, [keep], X_tr, y_tr, X_val, y_val, batch_seed)
-    return keep.states[0], keep.stats(0)
+    return keep.fitted(0)

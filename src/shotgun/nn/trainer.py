@@ -62,6 +62,27 @@ class DropoutNoise:
         return u.to(device, non_blocking=True)
 
 
+class EpochLoss:
+    """Training losses summed over an epoch's batches, row-weighted, per key (a model or a
+    group of models): ``add`` stays on the device (no synchronisation per step), ``mean`` at
+    the epoch's end."""
+
+    def __init__(self):
+        self.sums, self.rows = {}, {}
+
+    def add(self, key, loss, rows: int) -> None:
+        s = loss.detach().double() * rows
+        self.sums[key] = self.sums[key] + s if key in self.sums else s
+        self.rows[key] = self.rows.get(key, 0) + rows
+
+    def keys(self):
+        return self.sums.keys()
+
+    def mean(self, key):
+        """The epoch's mean loss of ``key`` (a numpy array of the loss's shape)."""
+        return (self.sums[key] / self.rows[key]).cpu().numpy()
+
+
 def quiet_lightning():
     """Silence Lightning's informational logs and warnings (one line per model otherwise)."""
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):

@@ -131,14 +131,15 @@ def _save_model(
     index: int,
     arch: dict,
     mid: str,
-    state: dict | None,
-    fit_stats: dict,
+    fitted,
     seconds: float,
     data: _Data,
     tracker,
 ) -> ModelCard:
     """Write a trained model's weights, then its card (the card marks it finished). A model
-    that recorded no best state gets a card that says why, and no weights."""
+    that recorded no best state gets a card that says why, and no weights. ``fitted`` is its
+    :class:`shotgun.nn.Fitted`; the tracker logs its history too."""
+    state, fit_stats = fitted.state, fitted.stats
     common = dict(
         card_schema=CARD_SCHEMA,
         model_id=mid,
@@ -184,7 +185,7 @@ def _save_model(
             weights_sha256=hashlib.sha256(weights.read_bytes()).hexdigest(),
         )
     if tracker is not None:
-        card = card.replace(mlflow_run_id=tracker.log_run(card, weights))
+        card = card.replace(mlflow_run_id=tracker.log_run(card, weights, fitted.history))
     (out_dir / f"{mid}.json").write_text(card.to_json())
     return card
 
@@ -266,9 +267,9 @@ def train_shard(
             **seeds,
         )
         seconds = (time.perf_counter() - start) / len(chunk)
-        for (index, arch, mid), (state, fit_stats) in zip(chunk, fitted):
+        for (index, arch, mid), fit in zip(chunk, fitted):
             if cards[mid] is None:  # else finished before an interruption
                 cards[mid] = _save_model(
-                    out_dir, cell, cfg, index, arch, mid, state, fit_stats, seconds, data, tracker
+                    out_dir, cell, cfg, index, arch, mid, fit, seconds, data, tracker
                 )
     return [cards[mid] for _, _, mid in plan]

@@ -1,0 +1,276 @@
+"""The MLflow store as its users meet it: refusals of a wrong store, a results folder that moves,
+readable and timed runs with per-epoch losses, and the experiment's kind.
+
+Everything is real: `shotgun init-tracking`, `shotgun train` and `shotgun library from-mlflow`
+as processes on an embedded SQLite store in a temporary folder, read back with MlflowClient.
+"""
+
+import json
+import shutil
+import sqlite3
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import ROOT, run
+from shotgun.checksums import sha256
+from shotgun.library import Library, ModelCard, from_mlflow
+from shotgun.nn import History, fit_single
+from shotgun.nn.mlp import MLP
+from shotgun.tracking import (
+    EXPERIMENT_KIND,
+    Tracker,
+    TrackingError,
+    experiment_name,
+    init_store,
+    resolve_uri,
+)
+
+DATASET = ROOT / "config" / "datasets" / "matbench_log10_kvrh.yaml"
+PROPERTY = "log10_kvrh"
+VERSION = "t"
+OVERRIDES = ["trainer.max_epochs=5", "trainer.patience=2", "trainer.ensemble_size=2"]
+
+
+@pytest.fixture(scope="module")
+def cell(tmp_path_factory):
+    """A 300-row cell (bulk moduli, composition descriptor): prepared table and features."""
+    from shotgun.data import load_dataset, prepare
+    from shotgun.descriptors import featurize_inputs, write_features
+
+    root = tmp_path_factory.mktemp("cell")
+    prepare(load_dataset(DATASET), root / "data", ROOT, max_rows=300, seed=0)
+    inputs = pd.read_parquet(root / "data" / f"{PROPERTY}.parquet")["input"].tolist()
+    X, ok, spec, names = featurize_inputs(inputs, "composition")
+    write_features(root / "features.parquet", inputs, X, ok, spec, names)
+    return root
+
+
+def _ok(proc):
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def _train(cell, results, shard, models):
+    """`shotgun train` of models ``models`` (e.g. 0-1) into ``shard``, logged to ``results``."""
+    args = [
+        "shotgun",
+        "train",
+        "--dataset",
+        str(DATASET),
+        "--property",
+        PROPERTY,
+        "--prepared",
+        str(cell / "data" / f"{PROPERTY}.parquet"),
+        "--features",
+        str(cell / "features.parquet"),
+        "--models",
+        models,
+        "--out",
+        str(shard),
+        "--results",
+        str(results),
+        "--library-version",
+        VERSION,
+    ]
+    return _ok(run(args + [a for o in OVERRIDES for a in ("--override", o)]))
+
+
+def _from_mlflow(results, out, version=VERSION):
+    return run(
+        [
+            "shotgun",
+            "library",
+            "from-mlflow",
+            "--results",
+            str(results),
+            "--library-version",
+            version,
+            "--out",
+            str(out),
+        ]
+    )
+
+
+def _cards(shard):
+    return [ModelCard.read(p) for p in sorted(Path(shard).glob("*.json"))]
+
+
+def _client(results):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=resolve_uri(None, results))
+
+
+def _history(client, rid, name):
+    return sorted(client.get_metric_history(rid, name), key=lambda m: m.step)
+
+
+def _locations(results):
+    """Artifact locations recorded in a store: its experiments' and its runs'."""
+    with sqlite3.connect(results / "mlflow.db") as con:
+        return [r for (r,) in con.execute("SELECT artifact_location FROM experiments")] + [
+            r for (r,) in con.execute("SELECT artifact_uri FROM runs")
+        ]
+
+
+@pytest.fixture(scope="module")
+def trained(cell, tmp_path_factory):
+    """A results folder whose store holds two models of one shard, and the wall-clock times
+    (ms) before and after their `shotgun train`."""
+    results = tmp_path_factory.mktemp("first") / "results"
+    _ok(run(["shotgun", "init-tracking", "--results", str(results), "--library-version", VERSION]))
+    before = time.time() * 1000
+    _train(cell, results, results / "models" / "0-1", "0-1")
+    return {"results": results, "before": before, "after": time.time() * 1000}
+
+
+def _error_line(proc):
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("shotgun: error: "), proc.stderr
+    return lines[0]
+
+
+def test_a_missing_store_is_refused_not_created(tmp_path):
+    wrong = tmp_path / "no-results"
+    line = _error_line(_from_mlflow(wrong, tmp_path / "lib"))
+    assert "mlflow.db" in line and "no MLflow store" in line
+    assert not wrong.exists() and not (tmp_path / "lib").exists()
+    with pytest.raises(TrackingError, match="no MLflow store"):
+        from_mlflow(resolve_uri(None, wrong), VERSION, tmp_path / "lib")
+    assert not wrong.exists()
+
+
+def test_an_unknown_version_and_a_version_without_runs_are_refused(trained, tmp_path):
+    line = _error_line(_from_mlflow(trained["results"], tmp_path / "lib", "0.9"))
+    assert "no library version '0.9'" in line and f"versions in this store: {VERSION}" in line
+    results = tmp_path / "results"
+    shutil.copytree(trained["results"], results)
+    _ok(run(["shotgun", "init-tracking", "--results", str(results), "--library-version", "new"]))
+    line = _error_line(_from_mlflow(results, tmp_path / "lib", "new"))
+    assert "'new' has no finished run" in line
+    assert not (tmp_path / "lib").exists()
+
+
+def test_lost_artifacts_give_one_line(trained, tmp_path):
+    results = tmp_path / "results"
+    shutil.copytree(trained["results"], results)
+    shutil.rmtree(results / "mlartifacts")
+    line = _error_line(_from_mlflow(results, tmp_path / "lib"))
+    assert "cannot be read" in line and str(results / "mlartifacts") in line
+    assert not (tmp_path / "lib").exists()
+
+
+def test_a_moved_results_folder_trains_more_and_rebuilds(trained, cell, tmp_path):
+    """Copy a results folder, move the copy, train two more models into it: every location the
+    store records, and every artifact written, is under the new place; the original store is
+    untouched; the library rebuilt from the moved store has all four models."""
+    original = trained["results"]
+    before = sorted(_locations(original))
+    shutil.copytree(original, tmp_path / "a" / "results")
+    (tmp_path / "a").rename(tmp_path / "b")
+    results = tmp_path / "b" / "results"
+    _train(cell, results, results / "models" / "2-3", "2-3")
+
+    new_root = (results / "mlartifacts").resolve().as_uri()
+    assert all(loc.startswith(new_root) for loc in _locations(results) if loc.startswith("file:"))
+    assert not (tmp_path / "a").exists()
+    assert sorted(_locations(original)) == before
+    cards = _cards(results / "models" / "0-1") + _cards(results / "models" / "2-3")
+    assert len(cards) == 4 and all(c.failure is None for c in cards)
+    for c in cards:  # each run's artifacts are in the moved folder
+        assert (results / "mlartifacts" / c.mlflow_run_id / "artifacts" / "card.json").is_file()
+    assert len(list((original / "mlartifacts").iterdir())) == 2
+
+    _ok(_from_mlflow(results, tmp_path / "lib"))
+    lib = Library.open(tmp_path / "lib")
+    assert lib.verify() == []
+    assert sorted(lib.index["model_id"]) == sorted(c.model_id for c in cards)
+    for c in cards:
+        assert sha256(lib.root / "models" / f"{c.model_id}.safetensors") == c.weights_sha256
+
+
+def test_runs_are_named_timed_and_hold_each_epoch(trained):
+    """Run name dataset/property/descriptor/index; the run spans the model's training (inside the
+    process's wall-clock window, ending after it began, with every epoch's metrics in between);
+    one train_loss and one val_loss per epoch, whose best equals the card's best_val_mse."""
+    results = trained["results"]
+    client = _client(results)
+    cards = _cards(results / "models" / "0-1")
+    assert len(cards) == 2
+    for card in cards:
+        run = client.get_run(card.mlflow_run_id)
+        assert run.info.run_name == f"matbench_log10_kvrh/{PROPERTY}/composition/{card.index}"
+        start, end = run.info.start_time, run.info.end_time
+        assert trained["before"] <= start < end <= trained["after"]
+        val, train = (_history(client, card.mlflow_run_id, n) for n in ("val_loss", "train_loss"))
+        epochs = card.metrics.epochs
+        assert [m.step for m in val] == [m.step for m in train] == list(range(epochs))
+        assert all(start <= m.timestamp <= end for m in val + train)
+        assert val[-1].timestamp == end
+        losses = [m.value for m in val]
+        assert min(losses) == losses[card.metrics.best_epoch] == card.metrics.best_val_mse
+        assert all(np.isfinite(m.value) and m.value > 0 for m in train)
+
+
+def test_the_experiment_opens_as_classic_ml(trained):
+    exp = _client(trained["results"]).get_experiment_by_name(experiment_name(VERSION))
+    assert exp.tags[EXPERIMENT_KIND[0]] == EXPERIMENT_KIND[1] == "custom_model_development"
+
+
+def test_the_logged_history_is_the_training_history(trained, tmp_path):
+    """A model trained alone: its first epoch's training loss is the MSE of the network at its
+    initial weights (one batch, no dropout, batch norm on the batch), computed here without the
+    trainer; the history read back from MLflow equals the one training returned, value for value,
+    over more epochs than one log_batch call takes."""
+    torch.manual_seed(0)
+    X, y = torch.randn(64, 6), torch.randn(64)
+    arch = {
+        "n_in": 6,
+        "hidden": [5, 4, 3],
+        "activation": "relu",
+        "dropout": 0.0,
+        "batch_norm": True,
+    }
+    cfg = {
+        "optim": {"lr": 0.01, "weight_decay": 0.0},
+        "trainer": {"accelerator": "cpu", "max_epochs": 3, "patience": 3, "batch_size": 64},
+    }
+    fit = fit_single(arch, 7, cfg, X[:48], y[:48], X[48:], y[48:], 1, 2, (5, 6))
+    torch.manual_seed(7)
+    net = MLP(arch).train()
+    with torch.no_grad():
+        first = float(((net(X[:48]) - y[:48]) ** 2).mean())
+    assert fit.history.train_loss[0] == pytest.approx(first, rel=1e-5)
+    assert len(fit.history.val_loss) == fit.stats["epochs"] == 3
+
+    # Log it, and a long history (1,300 epochs: 2,600 step metrics, three log_batch calls).
+    card = _cards(trained["results"] / "models" / "0-1")[0]
+    uri = resolve_uri(None, tmp_path)
+    init_store(uri, VERSION, tmp_path / "mlartifacts")
+    tracker = Tracker(uri, VERSION)
+    rng = np.random.default_rng(0)
+    long = History(
+        1000,
+        rng.random(1300).tolist(),
+        rng.random(1300).tolist(),
+        list(range(2000, 3300)),
+    )
+    client = _client(tmp_path)
+    for i, history in enumerate([fit.history, long]):
+        rid = tracker.log_run(card.replace(model_id=f"{card.model_id[:15]}{i}"), None, history)
+        for name in ("train_loss", "val_loss"):
+            got = _history(client, rid, name)
+            assert [m.value for m in got] == getattr(history, name)
+            assert [m.timestamp for m in got] == history.epoch_end_ms
+        info = client.get_run(rid).info
+        assert (info.start_time, info.end_time) == (history.start_ms, history.epoch_end_ms[-1])
+        logged = json.loads(
+            Path(client.download_artifacts(rid, "card.json", str(tmp_path))).read_text()
+        )
+        assert logged["mlflow_run_id"] == rid
