@@ -115,6 +115,23 @@ def _summary(nested=True, optional=True):
         if nested
         else None
     )
+    if optional and nested:
+        s["control"] = {
+            "cv_mae": 0.8123,
+            "cv_rmse": 1.0123,
+            "cv_r2": 0.5432,
+            "estimate": "nested",
+            "n_networks": 12,
+            "pretrained_better": False,
+            "best": {
+                "name": "control of qm9/gap d=1 ridge",
+                "cv_mae": 0.6999,
+                "cv_rmse": 0.9,
+                "cv_r2": 0.7,
+            },
+            "stack": {"cv_mae": 0.7988, "cv_rmse": 1.0, "cv_r2": 0.55},
+            "chosen": ["abc123 d=1 ridge"] * 5,
+        }
     return s
 
 
@@ -179,6 +196,11 @@ def test_report_states_the_numbers_and_embeds_the_plots(tmp_path):
         assert "selection-optimistic" in text and "nested estimate" in text.lower()
         assert "Matbench" in text
         assert "def456" in text and "fff999" in text  # chosen per outer fold
+        assert (
+            "Pretrained features did not beat random ones on this target: nested MAE 0.8567 "
+            "against 0.8123" in text
+        )
+        assert fmt(s["control"]["stack"]["cv_mae"]) in text
         assert "m09" in text and "m10" not in text  # top 10 of the ranking only
     # Self-contained HTML: both PNGs inline, no link to a file beside it.
     inline = base64.b64encode(PNG).decode()
@@ -196,6 +218,7 @@ def test_report_without_nested_or_optional_parts(tmp_path, curve):
     md, page = (p.read_text() for p in write_report(out))
     for text in (md, page):
         assert "Nested cross-validation was off" in text
+        assert "No control networks were screened" in text
         assert fmt(s["best"]["cv_mae"]) in text and fmt(s["baseline"]["cv_mae"]) in text
         assert "Methods" not in text
         assert ("No learning curve" in text) == (curve == "empty")

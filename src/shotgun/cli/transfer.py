@@ -49,6 +49,7 @@ class Transfer(Command):
 
     def run(self, a):
         from ..transfer import run_transfer
+        from ..transfer.report import control_sentence
 
         s = run_transfer(
             Path(a.library),
@@ -78,6 +79,7 @@ class Transfer(Command):
                 f"nested CV: transfer MAE {n.cv_mae:.4g}, R2 {n.cv_r2:.3f}; baseline MAE "
                 f"{n.baseline.cv_mae:.4g}, R2 {n.baseline.cv_r2:.3f}"
             )
+        print(control_sentence(s))
         print(f"refitted best pipeline: {Path(a.out) / s.model} (shotgun predict --model)")
 
 

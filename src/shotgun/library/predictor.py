@@ -6,6 +6,7 @@ pre-activation outputs of the last ``depth`` hidden layers (what transfer learni
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from ..descriptors import for_kind, from_spec
-from ..nn.mlp import MLP
+from ..nn.mlp import MLP, initial_network
 from .card import LibraryError, ModelCard
 from .store import Library
 
@@ -42,6 +43,15 @@ class Predictor:
     @property
     def n_hidden(self) -> int:
         return self.card.n_hidden
+
+    def with_random_weights(self, seed: int) -> Predictor:
+        """This model (descriptor, input and target scalers, architecture) with its network's
+        weights drawn afresh as training initialises them from ``seed``: a random-feature
+        control. The global torch generator is left as it was."""
+        twin = copy.copy(self)
+        with torch.random.fork_rng(devices=[]):
+            twin.net = initial_network(self.card.architecture, seed).eval()
+        return twin
 
     def scaled(self, X: np.ndarray):
         """The network's input tensor for a descriptor matrix: standardised, clipped, float32."""

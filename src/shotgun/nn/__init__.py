@@ -26,6 +26,7 @@ __all__ = [
     "build_network",
     "fit_ensemble",
     "fit_single",
+    "initial_network",
     "make_trainer",
     "matmul_precision",
     "max_width",
@@ -41,6 +42,7 @@ __getattr__, __dir__ = lazy_exports(
     {
         "MLP": ".mlp",
         "build_network": ".mlp",
+        "initial_network": ".mlp",
         "StackedGroup": ".stacked",
         "KeepBest": ".ensemble",
         "fit_ensemble": ".ensemble",

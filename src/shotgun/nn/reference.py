@@ -13,7 +13,7 @@ import lightning as L
 import torch
 
 from .ensemble import KeepBest
-from .mlp import MLP
+from .mlp import MLP, initial_network
 from .trainer import DropoutNoise, adam, fit, mm_dtype, quiet_lightning
 
 
@@ -88,8 +88,7 @@ def fit_single(
 
     Returns (best state_dict, fit stats)."""
     quiet_lightning()
-    torch.manual_seed(seed)
-    net = MLP(arch)
+    net = initial_network(arch, seed)
     mm = mm_dtype(cfg)
     if mm is not None:  # hidden layers' products on mm operands, as in the ensemble
         for block in net.blocks:

@@ -99,6 +99,13 @@ class TransferOptions:
     stack: int = _option(
         5, "stacked ensemble: mean of the top K transferred models (1: off)", int, minimum=1
     )
+    control: bool = _option(
+        True,
+        "control networks: every candidate's architecture, descriptor and input scaler with "
+        "fresh seeded random weights, through the same screen and selection, so that a gain "
+        "can be told from a random projection (default on)",
+        bool,
+    )
 
     # Keys a target declaration must state; `description` and `citation` may be added.
     DECLARED = ("data", "input", "target", "kind", "unit", "folds", "seed")

@@ -91,6 +91,44 @@ def _nested(s: TransferSummary) -> list[tuple]:
     return b
 
 
+def control_sentence(s: TransferSummary) -> str:
+    """Whether pretrained features beat random ones on this target, with the numbers."""
+    c = s.control
+    if c is None:
+        return (
+            "No control networks were screened in this run (--no-control): a gain over the "
+            "baseline cannot be credited to pretraining rather than to a random projection of "
+            "the descriptors."
+        )
+    nested = c.estimate == "nested" and s.nested is not None
+    p = s.nested if nested else s.best
+    verdict = "beat" if c.pretrained_better else "did not beat"
+    text = (
+        f"Pretrained features {verdict} random ones on this target: "
+        f"{'nested' if nested else 'same-fold'} MAE {fmt(p.cv_mae)} against {fmt(c.cv_mae)} "
+        f"for the control networks ({fmt(c.n_networks)} networks of the candidates' "
+        f"architectures with random weights), R² {fmt(p.cv_r2)} against {fmt(c.cv_r2)}"
+    )
+    if nested and c.stack is not None and s.nested.stack is not None:
+        k = s.stack.k if s.stack is not None else "K"
+        text += f"; stacks of the top {k}: {fmt(s.nested.stack.cv_mae)} against "
+        text += fmt(c.stack.cv_mae)
+    return text + ("." if nested else " (both selection-optimistic).")
+
+
+def _control(s: TransferSummary) -> list[tuple]:
+    b = [("h", 2, "Control: random weights"), ("p", control_sentence(s))]
+    c = s.control
+    if c is None:
+        return b
+    rows = [_metric_row(f"control ({c.estimate})", c)]
+    if c.stack is not None:
+        rows.append(_metric_row("control stack (nested)", c.stack))
+    if c.best is not None and c.estimate == "nested":
+        rows.append(_metric_row(f"best control (same folds): {c.best.name}", c.best))
+    return b + [("table", HEADER, rows)]
+
+
 def _same_folds(s: TransferSummary) -> list[tuple]:
     best, base = s.best, s.baseline
     b = [
@@ -210,7 +248,7 @@ def _blocks(out: Path, s: TransferSummary) -> list[tuple]:
     ]
     b += [("h", 2, "Setup"), ("ul", _setup(s))]
     b += [("h", 2, "How to read these numbers"), ("p", CAVEAT)]
-    b += _nested(s) + _same_folds(s) + _tables(out)
+    b += _nested(s) + _control(s) + _same_folds(s) + _tables(out)
     if s.note:
         b += [("h", 2, "Note"), ("p", str(s.note))]
     return b

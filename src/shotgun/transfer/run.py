@@ -30,7 +30,7 @@ from .pipeline import save_model
 from .plans import CURVE_SIZES, NESTED_MAX_ROWS, Plan, build_plan
 from .plots import curve_plot, parity_plot
 from .screen import baseline_table, baselines, ranking, refine, screen_all
-from .selection import Screen, learning_curve, nested_estimate, stack
+from .selection import Screen, learning_curve, nested_estimate, nested_selection, stack
 from .summary import TransferSummary
 from .target import Target, prepare_target
 
@@ -66,6 +66,7 @@ class _Screens:
     nested: bool  # the plan has nested CV and learning-curve tasks
     transfer: Screen
     baseline: Screen
+    control: Screen | None  # the candidates' control networks (random weights)
 
 
 class _Run:
@@ -89,6 +90,7 @@ class _Run:
         self.n_weak = 0 if o.keep_weak else int(self.lib.applicable(o.kind)["weak"].sum())
         self.ids = list(self.cands["model_id"])
         self.models = ModelCache(self.lib)  # the few networks used after the screen
+        self.controls = ModelCache(self.lib, o.seed) if o.control else None
         self.target: Target = prepare_target(o, candidate_specs(self.lib, self.ids))
 
     def log(self, stage: str) -> None:
@@ -111,19 +113,33 @@ class _Run:
             f"{len(plan.pairs)} train/test pairs"
         )
         screen = Screen(plan, t.y)
+        control = Screen(plan, t.y) if o.control else None
         for e in screen_all(
-            self.lib, self.ids, t.raw, t.y, plan.pairs, o.max_depth, self.scheduler, self.n_workers
+            self.lib,
+            self.ids,
+            t.raw,
+            t.y,
+            plan.pairs,
+            o.max_depth,
+            self.scheduler,
+            self.n_workers,
+            o.seed if o.control else None,
         ):
-            screen.add(e, dict(enumerate(e.pop("preds"))))
-        self.log("ridge screen done")
+            (control if e.pop("control") else screen).add(e, dict(enumerate(e.pop("preds"))))
+        self.log("ridge screen done" + (" (candidates and their controls)" if o.control else ""))
         refine(screen, self.features, o.learners, o.refine, o.seed)
+        if control is not None:
+            refine(control, self.control_features, o.learners, o.refine, o.seed)
         self.log("refined with " + ", ".join(o.learners))
         base = baselines(plan, t.y, t.raw, t.names, o.baselines, o.seed)
         self.log("baselines done")
-        return _Screens(plan, nested, screen, base)
+        return _Screens(plan, nested, screen, base, control)
 
     def features(self, pipe: dict) -> np.ndarray:
         return self.target.features(self.models[pipe["model_id"]], pipe["depth"])
+
+    def control_features(self, pipe: dict) -> np.ndarray:
+        return self.target.features(self.controls[pipe["model_id"]], pipe["depth"])
 
     def run(self) -> TransferSummary:
         o, s = self.options, self.screens()
@@ -133,8 +149,7 @@ class _Run:
         methods = [
             {
                 "method": "transfer",
-                "name": f"{best['dataset']}/{best['property']} "
-                f"d={int(best['depth'])} {best['learner']}",
+                "name": _pipe_name(best),
                 **_pick(best, score),
             },
             {"method": "baseline", "name": best_base["name"], **_pick(best_base, score)},
@@ -197,6 +212,7 @@ class _Run:
                 "methods": methods,
                 "winner": methods[0]["method"],
                 "nested": nested,
+                "control": self.control_record(s, best, nested),
                 "model": "model",
                 "library": str(self.library_path),
                 "library_version": self.lib.version,
@@ -204,6 +220,29 @@ class _Run:
             }
         )
         return self.finish(summary, s.transfer, best)
+
+    def control_record(self, s: _Screens, best, nested: dict | None) -> dict | None:
+        """The control networks through the same selection: their nested estimate (the
+        same-fold best when nested CV is off), against the pretrained candidates' own."""
+        if s.control is None:
+            return None
+        score = ("cv_mae", "cv_rmse", "cv_r2")
+        top = ranking(s.control, self.cands).iloc[0]
+        record = {
+            "n_networks": len(self.ids),
+            "best": {"name": f"control of {_pipe_name(top)}", **_pick(top, score)},
+        }
+        if nested is None:
+            record.update(estimate="same folds", **_pick(top, score))
+            pretrained = best["cv_mae"]
+        else:
+            chosen = nested_selection(s.control)
+            record.update(estimate="nested", **_pick(chosen, score), chosen=chosen["chosen"])
+            if self.options.stack > 1:
+                record["stack"] = _pick(nested_selection(s.control, self.options.stack), score)
+            pretrained = nested["cv_mae"]
+        record["pretrained_better"] = bool(pretrained < record["cv_mae"])
+        return record
 
     def target_record(self) -> dict:
         o = self.options
@@ -238,7 +277,7 @@ class _Run:
             y,
             s.transfer.outer(int(best["pipe"])),
             s.baseline.outer(int(best_base["pipe"])),
-            f"{best['dataset']}/{best['property']} d={int(best['depth'])} {best['learner']}",
+            _pipe_name(best),
             best_base["name"],
             f"{o.target} [{o.unit}]" if o.unit else o.target,
         )
@@ -268,6 +307,11 @@ class _Run:
         summary.write(self.out / "summary.json")
         write_report(self.out)
         return summary
+
+
+def _pipe_name(row) -> str:
+    """A ranking row as ``dataset/property d=depth learner``."""
+    return f"{row['dataset']}/{row['property']} d={int(row['depth'])} {row['learner']}"
 
 
 def _pick(row, keys) -> dict:

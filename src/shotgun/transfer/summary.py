@@ -4,6 +4,7 @@ command line and the benchmarks.
 Scores are cross-validated (``cv_mae``, ``cv_rmse``, ``cv_r2``). ``best``, ``stack``,
 ``fine_tune``, ``baseline`` and ``methods`` are each selected on the folds that score them
 (optimistic); ``nested`` is the estimate to compare with the baseline and with published figures.
+``control`` is the same selection among the candidates' control networks (random weights).
 Optional parts are None (or empty) when the run did not compute them.
 """
 
@@ -107,6 +108,21 @@ class Nested(Score):
 
 
 @dataclass(frozen=True)
+class Control(Score):
+    """The control networks (each candidate's architecture, descriptor and input scaler with
+    seeded random weights) through the same screen and selection. The scores are the nested
+    estimate, or the same-fold best when nested CV was off (``estimate``);
+    ``pretrained_better``: the candidates' estimate of the same kind has the lower MAE."""
+
+    estimate: str = "nested"  # or "same folds"
+    n_networks: int = 0
+    pretrained_better: bool | None = None
+    best: Scored | None = None  # the same-fold best control pipeline
+    stack: Score | None = field(default=None, metadata={"omit_none": True})  # nested, top K
+    chosen: list[str] = field(default_factory=list)  # nested: pipeline per outer fold
+
+
+@dataclass(frozen=True)
 class TransferSummary:
     target: Target
     n_samples: int
@@ -130,6 +146,7 @@ class TransferSummary:
     methods: list[Method] = field(default_factory=list)
     winner: str | None = None
     nested: Nested | None = None
+    control: Control | None = None
     model: str = "model"
     library: str = ""
     library_version: str = ""
@@ -159,6 +176,7 @@ class TransferSummary:
         "methods",
         "winner",
         "nested",
+        "control",
         "model",
         "library",
         "library_version",
@@ -196,6 +214,9 @@ _PARTS = {
     (TransferSummary, "nested"): Nested,
     (Nested, "baseline"): NestedBaseline,
     (Nested, "stack"): Score,
+    (TransferSummary, "control"): Control,
+    (Control, "best"): Scored,
+    (Control, "stack"): Score,
 }
 
 
