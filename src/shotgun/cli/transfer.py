@@ -49,7 +49,7 @@ class Transfer(Command):
 
     def run(self, a):
         from ..transfer import run_transfer
-        from ..transfer.report import control_sentence
+        from ..transfer.report import control_sentence, leakage_line
 
         s = run_transfer(
             Path(a.library),
@@ -80,6 +80,7 @@ class Transfer(Command):
                 f"{n.baseline.cv_mae:.4g}, R2 {n.baseline.cv_r2:.3f}"
             )
         print(control_sentence(s))
+        print(leakage_line(s))
         print(f"refitted best pipeline: {Path(a.out) / s.model} (shotgun predict --model)")
 
 

@@ -20,14 +20,24 @@ from .declarations import (
     read_yaml,
     validate_declaration,
 )
-from .inputs import canonicalize, parse_formula, parse_smiles, parse_structure, structure_to_input
+from .inputs import (
+    canonical_hashes,
+    canonicalize,
+    input_hashes,
+    parse_formula,
+    parse_smiles,
+    parse_structure,
+    structure_to_input,
+)
 
 __all__ = [
     "DATASET_CLASSES",
     "Dataset",
     "DatasetError",
     "Property",
+    "canonical_hashes",
     "canonicalize",
+    "input_hashes",
     "clean",
     "default_cache_dir",
     "list_records",

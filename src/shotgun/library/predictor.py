@@ -30,6 +30,9 @@ class Predictor:
         tensors = load_file(str(weights))
         self.x_mean = tensors.pop("x_mean").numpy()
         self.x_std = tensors.pop("x_std").numpy()
+        # Sorted hashes of the training inputs (the leakage guard); None in older libraries.
+        seen = tensors.pop("train_inputs", None)
+        self.train_inputs = None if seen is None else seen.numpy()
         with torch.device("meta"):  # no random initialisation: the weights replace it
             self.net = MLP(card.architecture)
         self.net.load_state_dict(

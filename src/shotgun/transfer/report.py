@@ -48,9 +48,32 @@ def _setup(s: TransferSummary) -> list[str]:
         )
         + "; learners: "
         + ", ".join(map(str, s.learners or ["-"])),
+        leakage_line(s),
         f"library: {s.library or '-'} (version {s.library_version or '-'})",
         f"run time: {fmt(s.seconds)} s",
     ]
+
+
+def leakage_line(s: TransferSummary) -> str:
+    """What the leakage guard found: the shares of the target's inputs the sources saw."""
+    g = s.leakage
+    if g is None:
+        return "training-set overlap with the target: not checked"
+    if g.max_share is None:
+        return (
+            "training-set overlap with the target: unknown (the library does not record its "
+            "models' training inputs)"
+        )
+    text = (
+        f"training-set overlap with the target: the candidates' source models were trained on "
+        f"up to {g.max_share:.1%} of the target's inputs; "
+        f"{g.n_excluded} above {g.max_overlap:.1%} left out"
+    )
+    if g.excluded:
+        text += " (" + ", ".join(g.excluded[:5]) + (", ..." if len(g.excluded) > 5 else "") + ")"
+    if g.n_unknown:
+        text += f"; {g.n_unknown} of unknown overlap (trained before inputs were recorded)"
+    return text
 
 
 def _nested(s: TransferSummary) -> list[tuple]:
@@ -183,6 +206,7 @@ def _tables(out: Path) -> list[tuple]:
                 "architecture",
                 "learner",
                 "depth",
+                "train_overlap",
                 *METRICS,
             )
             if c in r.columns

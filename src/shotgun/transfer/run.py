@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..data.inputs import canonical_hashes
 from .candidates import ModelCache, candidate_specs, candidates
 from .learners import make_learner
 from .options import TransferError, TransferOptions
@@ -114,7 +115,7 @@ class _Run:
         )
         screen = Screen(plan, t.y)
         control = Screen(plan, t.y) if o.control else None
-        for e in screen_all(
+        entries = screen_all(
             self.lib,
             self.ids,
             t.raw,
@@ -124,7 +125,9 @@ class _Run:
             self.scheduler,
             self.n_workers,
             o.seed if o.control else None,
-        ):
+            canonical_hashes(t.inputs, o.kind),
+        )
+        for e in self.guard(entries):
             (control if e.pop("control") else screen).add(e, dict(enumerate(e.pop("preds"))))
         self.log("ridge screen done" + (" (candidates and their controls)" if o.control else ""))
         refine(screen, self.features, o.learners, o.refine, o.seed)
@@ -134,6 +137,38 @@ class _Run:
         base = baselines(plan, t.y, t.raw, t.names, o.baselines, o.seed)
         self.log("baselines done")
         return _Screens(plan, nested, screen, base, control)
+
+    def guard(self, entries: list[dict]) -> list[dict]:
+        """The screen's entries less those of candidates whose source model was trained on more
+        than ``max_overlap`` of the target's inputs (and their controls); the shares are
+        recorded for the summary."""
+        o = self.options
+        shares = {e["model_id"]: e["train_overlap"] for e in entries}
+        known = [v for v in shares.values() if v is not None]
+        out = sorted(m for m, v in shares.items() if v is not None and v > o.max_overlap)
+        self.leakage = {
+            "max_overlap": o.max_overlap,
+            "max_share": max(known) if known else None,
+            "n_excluded": len(out),
+            "n_unknown": len(shares) - len(known),
+            "excluded": out,
+        }
+        if out and len(out) == len(shares):
+            raise TransferError(
+                f"{o.data}: every candidate's source model was trained on more than "
+                f"{o.max_overlap:.1%} of the target's inputs (the least: {min(known):.1%}); "
+                "--max-overlap raises the limit"
+            )
+        if not out:
+            return entries
+        gone = set(out)
+        self.ids = [m for m in self.ids if m not in gone]
+        self.cands = self.cands[self.cands["model_id"].isin(self.ids)].reset_index(drop=True)
+        self.log(
+            f"{len(out)} candidates left out: trained on more than {o.max_overlap:.1%} of the "
+            f"target's inputs (up to {max(known):.1%})"
+        )
+        return [e for e in entries if e["model_id"] not in gone]
 
     def features(self, pipe: dict) -> np.ndarray:
         return self.target.features(self.models[pipe["model_id"]], pipe["depth"])
@@ -213,6 +248,7 @@ class _Run:
                 "winner": methods[0]["method"],
                 "nested": nested,
                 "control": self.control_record(s, best, nested),
+                "leakage": self.leakage,
                 "model": "model",
                 "library": str(self.library_path),
                 "library_version": self.lib.version,

@@ -10,6 +10,7 @@ import pandas as pd
 
 from ..progress import Progress, progress
 from .candidates import candidate_specs, candidates, control_of, loaded, neural_features
+from .leakage import train_overlap
 from .learners import fit_predict, ridge_batch
 from .plans import Plan, build_plan
 from .selection import CURVE_LEARNERS, Screen, cv_metrics
@@ -17,16 +18,24 @@ from .target import target_descriptors
 
 
 def ridge_screen(
-    models, raw: dict, y: np.ndarray, pairs, max_depth: int, control: int | None = None
+    models,
+    raw: dict,
+    y: np.ndarray,
+    pairs,
+    max_depth: int,
+    control: int | None = None,
+    hashes: np.ndarray | None = None,
 ) -> list[dict]:
     """Ridge predictions on every pair for every (model, depth): batched over candidates.
     ``models``: (model id, model) pairs, consumed one at a time (only features are kept). With
     ``control`` (the run's seed), each model's control network is screened in the same batch;
-    its entries have ``"control": True``."""
+    its entries have ``"control": True``. With ``hashes`` (of the target's inputs), entries have
+    the share of them the model was trained on (``train_overlap``, None when unknown)."""
     from threadpoolctl import threadpool_limits
 
     entries, feats = [], []
     for mid, model in models:
+        overlap = None if hashes is None else train_overlap(model, hashes)
         nets = [(model, False)]
         if control is not None:
             nets.append((control_of(model, control), True))
@@ -39,6 +48,7 @@ def ridge_screen(
                         "learner": "ridge",
                         "n_features": F.shape[1],
                         "control": is_control,
+                        "train_overlap": overlap,
                     }
                 )
                 feats.append(F)
@@ -50,30 +60,38 @@ def ridge_screen(
 
 
 def ridge_screen_chunk(
-    library: str, model_ids: list, raw: dict, y, pairs, max_depth: int, control: int | None
+    library: str, model_ids: list, raw: dict, y, pairs, max_depth: int, control, hashes
 ):
     """A worker's share of the ridge screen: loads (and verifies) its models itself."""
     from ..library import Library
 
     models = loaded(Library.open(library), model_ids)
-    return ridge_screen(models, raw, y, pairs, max_depth, control)
+    return ridge_screen(models, raw, y, pairs, max_depth, control, hashes)
 
 
-def screen_all(lib, ids, raw, y, pairs, max_depth, scheduler, n_workers, control=None):
-    """The ridge screen (with the controls of ``control``, the run's seed, if given) in this
-    process, or split over Dask workers that load their own models."""
+def screen_all(lib, ids, raw, y, pairs, max_depth, scheduler, n_workers, control=None, hashes=None):
+    """The ridge screen (with the controls of ``control``, the run's seed, and the training
+    overlaps of the target's input ``hashes``, if given) in this process, or split over Dask
+    workers that load their own models."""
     from ..parallel import dask_client
 
     with dask_client(scheduler, n_workers) as client:
         if client is None:
             models = progress(loaded(lib, ids), "screening library models", "models", len(ids))
-            return ridge_screen(models, raw, y, pairs, max_depth, control)
+            return ridge_screen(models, raw, y, pairs, max_depth, control, hashes)
         n_chunks = max(1, min(len(ids), 4 * n_workers))
         chunks = [list(c) for c in np.array_split(np.array(ids, dtype=object), n_chunks) if len(c)]
         shared = client.scatter([raw, y, pairs], broadcast=True)
         futures = [
             client.submit(
-                ridge_screen_chunk, str(lib.root), c, *shared, max_depth, control, pure=False
+                ridge_screen_chunk,
+                str(lib.root),
+                c,
+                *shared,
+                max_depth,
+                control,
+                hashes,
+                pure=False,
             )
             for c in chunks
         ]
@@ -173,6 +191,7 @@ def ranking(screen: Screen, cands: pd.DataFrame) -> pd.DataFrame:
                 "learner": p["learner"],
                 "depth": p["depth"],
                 "n_features": p["n_features"],
+                "train_overlap": p.get("train_overlap"),
                 **cv_metrics(screen.y, *screen.outer(i)),
                 "pipe": i,
             }

@@ -123,6 +123,20 @@ class Control(Score):
 
 
 @dataclass(frozen=True)
+class Leakage:
+    """The leakage guard: the share of the target's inputs each candidate's source model was
+    trained on (per candidate in ranking.csv); candidates above ``max_overlap`` were left out.
+    ``max_share`` is the highest known share (None: the library records no training inputs);
+    ``n_unknown`` candidates come from libraries built before training inputs were recorded."""
+
+    max_overlap: float
+    max_share: float | None = None
+    n_excluded: int = 0
+    n_unknown: int = 0
+    excluded: list[str] = field(default_factory=list)  # model ids left out
+
+
+@dataclass(frozen=True)
 class TransferSummary:
     target: Target
     n_samples: int
@@ -147,6 +161,7 @@ class TransferSummary:
     winner: str | None = None
     nested: Nested | None = None
     control: Control | None = None
+    leakage: Leakage | None = None
     model: str = "model"
     library: str = ""
     library_version: str = ""
@@ -177,6 +192,7 @@ class TransferSummary:
         "winner",
         "nested",
         "control",
+        "leakage",
         "model",
         "library",
         "library_version",
@@ -217,6 +233,7 @@ _PARTS = {
     (TransferSummary, "control"): Control,
     (Control, "best"): Scored,
     (Control, "stack"): Score,
+    (TransferSummary, "leakage"): Leakage,
 }
 
 

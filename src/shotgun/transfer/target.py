@@ -57,6 +57,7 @@ class Target:
     raw: dict[str, np.ndarray]
     names: dict[str, str]
     n_dropped: int
+    inputs: np.ndarray | None = None  # the inputs of the usable rows, as written
 
     def features(self, model, depth: int) -> np.ndarray:
         """A library model's float64 neural features of the target at ``depth``."""
@@ -71,12 +72,12 @@ def prepare_target(options: TransferOptions, specs: dict) -> Target:
     raw, names, keep = target_descriptors(specs, inputs, o.kind)
     keep &= np.isfinite(y)
     n_dropped = int((~keep).sum())
-    y, raw = y[keep], {k: X[keep] for k, X in raw.items()}
+    y, raw, inputs = y[keep], {k: X[keep] for k, X in raw.items()}, inputs[keep]
     if o.n is not None and o.n < len(y):  # a seeded subsample of the usable rows
         rows = np.sort(np.random.default_rng(o.seed).choice(len(y), size=o.n, replace=False))
-        y, raw = y[rows], {k: X[rows] for k, X in raw.items()}
+        y, raw, inputs = y[rows], {k: X[rows] for k, X in raw.items()}, inputs[rows]
     if len(y) < o.folds:
         raise TransferError(f"{o.data}: {len(y)} usable rows, fewer than --folds {o.folds}")
     if np.ptp(y) == 0:
         raise TransferError(f"{o.data}: column {o.target!r} is constant; nothing to learn")
-    return Target(y, raw, names, n_dropped)
+    return Target(y, raw, names, n_dropped, inputs)
