@@ -132,6 +132,13 @@ def _summary(nested=True, optional=True):
             "stack": {"cv_mae": 0.7988, "cv_rmse": 1.0, "cv_r2": 0.55},
             "chosen": ["abc123 d=1 ridge"] * 5,
         }
+        s["leakage"] = {
+            "max_overlap": 0.01,
+            "max_share": 0.4167,
+            "n_excluded": 2,
+            "n_unknown": 0,
+            "excluded": ["qm9m1", "qm9m2"],
+        }
     return s
 
 
@@ -201,6 +208,8 @@ def test_report_states_the_numbers_and_embeds_the_plots(tmp_path):
             "against 0.8123" in text
         )
         assert fmt(s["control"]["stack"]["cv_mae"]) in text
+        assert "trained on up to 41.7% of the target" in text
+        assert "2 above 1.0% left out (qm9m1, qm9m2)" in text
         assert "m09" in text and "m10" not in text  # top 10 of the ranking only
     # Self-contained HTML: both PNGs inline, no link to a file beside it.
     inline = base64.b64encode(PNG).decode()
@@ -219,6 +228,7 @@ def test_report_without_nested_or_optional_parts(tmp_path, curve):
     for text in (md, page):
         assert "Nested cross-validation was off" in text
         assert "No control networks were screened" in text
+        assert "overlap with the target: not checked" in text
         assert fmt(s["best"]["cv_mae"]) in text and fmt(s["baseline"]["cv_mae"]) in text
         assert "Methods" not in text
         assert ("No learning curve" in text) == (curve == "empty")
