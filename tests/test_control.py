@@ -82,8 +82,12 @@ def test_pretrained_beats_random_weights_on_its_own_property(smoke, unseen, tmp_
     assert c["cv_mae"] > 1.15 * nested["cv_mae"]
     assert c["cv_r2"] < nested["cv_r2"] - 0.2
     assert c["stack"]["cv_mae"] > nested["stack"]["cv_mae"]
+    report = (tmp_path / "report.md").read_text()
     sentence = "Pretrained features beat random ones on this target: nested MAE"
-    assert sentence in stdout and sentence in (tmp_path / "report.md").read_text()
+    assert sentence in stdout and sentence in report
+    # Compounds the sources never saw: the leakage guard finds no overlap.
+    assert s["leakage"]["max_share"] == 0 and s["leakage"]["n_excluded"] == 0
+    assert "overlap with the target: none" in report
 
 
 def test_on_noise_neither_pretrained_nor_random_weights_claim_a_gain(smoke, unseen, tmp_path):

@@ -64,6 +64,11 @@ def leakage_line(s: TransferSummary) -> str:
             "training-set overlap with the target: unknown (the library does not record its "
             "models' training inputs)"
         )
+    if g.max_share == 0 and not g.n_unknown:
+        return (
+            "training-set overlap with the target: none (no target input is among those the "
+            "candidates' source models were fitted on)"
+        )
     text = (
         f"training-set overlap with the target: the candidates' source models were trained on "
         f"up to {g.max_share:.1%} of the target's inputs; "
