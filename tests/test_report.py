@@ -129,6 +129,30 @@ def _summary(nested=True, optional=True):
         if nested
         else None
     )
+    if optional and nested:
+        s["control"] = {
+            "cv_mae": 0.8123,
+            "cv_rmse": 1.0123,
+            "cv_r2": 0.5432,
+            "estimate": "nested",
+            "n_networks": 12,
+            "pretrained_better": False,
+            "best": {
+                "name": "control of qm9/gap d=1 ridge",
+                "cv_mae": 0.6999,
+                "cv_rmse": 0.9,
+                "cv_r2": 0.7,
+            },
+            "stack": {"cv_mae": 0.7988, "cv_rmse": 1.0, "cv_r2": 0.55},
+            "chosen": ["abc123 d=1 ridge"] * 5,
+        }
+        s["leakage"] = {
+            "max_overlap": 0.01,
+            "max_share": 0.4167,
+            "n_excluded": 2,
+            "n_unknown": 0,
+            "excluded": ["qm9m1", "qm9m2"],
+        }
     return s
 
 
@@ -196,6 +220,13 @@ def test_report_states_the_numbers_and_embeds_the_plots(tmp_path):
         assert fmt(s["nested"]["selected"]["cv_mae"]) in text
         assert "stack: abc123 d=1 ridge + def456 d=2 gp" in text  # method chosen per outer fold
         assert "saved under model/ (shotgun predict --model): transfer, qm9/gap d=2 ridge" in text
+        assert (
+            "Pretrained features did not beat random ones on this target: nested MAE 0.8567 "
+            "against 0.8123" in text
+        )
+        assert fmt(s["control"]["stack"]["cv_mae"]) in text
+        assert "trained on up to 41.7% of the target" in text
+        assert "2 above 1.0% left out (qm9m1, qm9m2)" in text
         assert "m09" in text and "m10" not in text  # top 10 of the ranking only
     # Self-contained HTML: both PNGs inline, no link to a file beside it.
     inline = base64.b64encode(PNG).decode()
@@ -213,6 +244,8 @@ def test_report_without_nested_or_optional_parts(tmp_path, curve):
     md, page = (p.read_text() for p in write_report(out))
     for text in (md, page):
         assert "Nested cross-validation was off" in text
+        assert "No control networks were screened" in text
+        assert "overlap with the target: not checked" in text
         assert fmt(s["best"]["cv_mae"]) in text and fmt(s["baseline"]["cv_mae"]) in text
         assert "Methods" not in text
         assert ("No learning curve" in text) == (curve == "empty")

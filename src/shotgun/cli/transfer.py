@@ -49,6 +49,7 @@ class Transfer(Command):
 
     def run(self, a):
         from ..transfer import run_transfer
+        from ..transfer.report import control_sentence, leakage_line
 
         s = run_transfer(
             Path(a.library),
@@ -82,6 +83,8 @@ class Transfer(Command):
         if s.nested and s.nested.selected:
             sel = s.nested.selected
             print(f"nested CV of the selected method: MAE {sel.cv_mae:.4g}, R2 {sel.cv_r2:.3f}")
+        print(control_sentence(s))
+        print(leakage_line(s))
         saved = f"{s.saved.method}, {s.saved.name}" if s.saved else s.winner
         print(f"refitted winner ({saved}): {Path(a.out) / s.model} (shotgun predict --model)")
 

@@ -322,3 +322,27 @@ def check_kinds(inputs: Sequence[str], kinds: Sequence[str], source: str = "inpu
                     stacklevel=2,
                 )
     return KindCheck(fits, read)
+
+
+def input_hashes(canonical: Sequence[str]):
+    """64-bit hashes of canonical input strings (the first 8 bytes of their SHA-256, as int64),
+    one per input: a library model stores those of its training inputs, sorted and distinct, so
+    that a target's inputs can be tested for membership without the source data."""
+    import hashlib
+
+    import numpy as np
+
+    return np.array(
+        [
+            int.from_bytes(hashlib.sha256(s.encode()).digest()[:8], "little", signed=True)
+            for s in canonical
+        ],
+        dtype=np.int64,
+    )
+
+
+def canonical_hashes(inputs: Sequence[str], material_class: str):
+    """:func:`input_hashes` of the canonical forms of raw inputs (:func:`canonicalize`, as
+    cleaning writes them); an input without a canonical form is hashed as written."""
+    canon, _ = canonicalize(inputs, material_class)
+    return input_hashes([c if c is not None else str(x).strip() for c, x in zip(canon, inputs)])

@@ -6,6 +6,7 @@ pre-activation outputs of the last ``depth`` hidden layers (what transfer learni
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,7 +18,7 @@ from safetensors.torch import load_file
 from .. import INPUT_KINDS
 from ..data.inputs import KIND_NOUNS, InputKindError, check_kinds, input_list
 from ..descriptors import for_kind, from_spec
-from ..nn.mlp import MLP
+from ..nn.mlp import MLP, initial_network
 from .card import LibraryError, ModelCard
 from .store import Library
 
@@ -31,6 +32,9 @@ class Predictor:
         tensors = load_file(str(weights))
         self.x_mean = tensors.pop("x_mean").numpy()
         self.x_std = tensors.pop("x_std").numpy()
+        # Sorted hashes of the training inputs (the leakage guard); None in older libraries.
+        seen = tensors.pop("train_inputs", None)
+        self.train_inputs = None if seen is None else seen.numpy()
         with torch.device("meta"):  # no random initialisation: the weights replace it
             self.net = MLP(card.architecture)
         self.net.load_state_dict(
@@ -44,6 +48,15 @@ class Predictor:
     @property
     def n_hidden(self) -> int:
         return self.card.n_hidden
+
+    def with_random_weights(self, seed: int) -> Predictor:
+        """This model (descriptor, input and target scalers, architecture) with its network's
+        weights drawn afresh as training initialises them from ``seed``: a random-feature
+        control. The global torch generator is left as it was."""
+        twin = copy.copy(self)
+        with torch.random.fork_rng(devices=[]):
+            twin.net = initial_network(self.card.architecture, seed).eval()
+        return twin
 
     def scaled(self, X: np.ndarray):
         """The network's input tensor for a descriptor matrix: standardised, clipped, float32."""

@@ -4,7 +4,8 @@ Layout of a library folder::
 
     index.parquet          one row per model (the query path)
     cards/<id>.json        model card: everything needed to rebuild and use the model
-    models/<id>.safetensors network weights and the input scaler
+    models/<id>.safetensors network weights, the input scaler and the sorted hashes of the
+                           training inputs (``train_inputs``; absent in older libraries)
     manifest.json          library version and the sha256 of every other file
 
 Nothing here unpickles: weights are safetensors, metadata JSON and Parquet. Every file is checked

@@ -28,6 +28,7 @@ __all__ = [
     "build_network",
     "fit_ensemble",
     "fit_single",
+    "initial_network",
     "make_trainer",
     "matmul_precision",
     "max_width",
@@ -43,6 +44,7 @@ __getattr__, __dir__ = lazy_exports(
     {
         "MLP": ".mlp",
         "build_network": ".mlp",
+        "initial_network": ".mlp",
         "StackedGroup": ".stacked",
         "Fitted": ".ensemble",
         "History": ".ensemble",

@@ -71,3 +71,11 @@ class MLP(nn.Module):
 def build_network(arch: Mapping[str, Any]) -> MLP:
     """The torch module for an architecture dict."""
     return MLP(arch)
+
+
+def initial_network(arch: Mapping[str, Any], seed: int) -> MLP:
+    """The network of ``arch`` with the initial weights training gives the model of ``seed``:
+    torch's default initialisation drawn after ``torch.manual_seed(seed)`` (which reseeds the
+    global generator, as training does)."""
+    torch.manual_seed(seed)
+    return MLP(arch)

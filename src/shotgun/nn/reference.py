@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .ensemble import Fitted, KeepBest
-from .mlp import MLP
+from .mlp import MLP, initial_network
 from .trainer import DropoutNoise, EpochLoss, adam, fit, mm_dtype, quiet_lightning
 
 
@@ -96,8 +96,7 @@ def fit_single(
 ) -> Fitted:
     """Train one plain MLP with the ensemble's protocol (the reference)."""
     quiet_lightning()
-    torch.manual_seed(seed)
-    net = MLP(arch)
+    net = initial_network(arch, seed)
     mm = mm_dtype(cfg)
     if mm is not None:  # hidden layers' products on mm operands, as in the ensemble
         for block in net.blocks:

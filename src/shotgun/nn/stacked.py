@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .mlp import MLP
+from .mlp import initial_network
 
 aten = torch.ops.aten
 
@@ -172,8 +172,7 @@ class StackedGroup(nn.Module):
         self.steps = 0  # BatchNorm's num_batches_tracked, equal for all models
         with torch.no_grad():
             for k, (a, s) in enumerate(zip(archs, seeds)):
-                torch.manual_seed(s)
-                self.load_model(k, MLP(a).state_dict())
+                self.load_model(k, initial_network(a, s).state_dict())
 
     @property
     def K(self) -> int:

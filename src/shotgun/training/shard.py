@@ -4,7 +4,8 @@ A shard job pays the imports of torch, Lightning and MLflow once for all its mod
 them together as batched ensembles (:mod:`shotgun.nn.ensemble`). Every model gets a deterministic
 identity (:func:`shotgun.training.config.model_id`) from its cell, architecture, training config,
 seed and data (not from its shard), its own early stopping and its own best weights. Outputs per
-model: ``<id>.safetensors`` (network weights plus the input scaler) and ``<id>.json`` (the model
+model: ``<id>.safetensors`` (network weights, the input scaler and the sorted hashes of the
+training and validation inputs, for the leakage guard) and ``<id>.json`` (the model
 card, :class:`shotgun.library.card.ModelCard`).
 """
 
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
+from ..data.inputs import input_hashes
 from ..library.card import (
     CARD_SCHEMA,
     CardError,
@@ -96,6 +98,7 @@ class _Data:
     X: Any  # scaled and clipped inputs (CPU tensor)
     on_device: list  # X_train, y_train, X_val, y_val on the training device
     device: str
+    train_inputs: np.ndarray  # sorted hashes of the training and validation inputs
 
 
 def _tensor(a):
@@ -114,7 +117,8 @@ def _prepare(cell: Cell, cfg: dict) -> _Data:
     Xs = _tensor(np.clip((cell.X - x_mean) / x_std, -INPUT_CLIP, INPUT_CLIP))
     ys = _tensor((cell.y - y_mean) / y_std)
     on_device = [v.to(device) for v in (Xs[tr], ys[tr], Xs[val], ys[val])]
-    return _Data(tr, val, te, x_mean, x_std, y_mean, y_std, Xs, on_device, device)
+    seen = np.unique(input_hashes(cell.inputs[np.concatenate([tr, val])]))
+    return _Data(tr, val, te, x_mean, x_std, y_mean, y_std, Xs, on_device, device, seen)
 
 
 def _failure(fit_stats: dict) -> str:
@@ -205,6 +209,7 @@ def _write_weights(path: Path, arch: dict, state: dict, data: _Data):
         pred = net(data.X[data.test]).numpy().astype(np.float64) * data.y_std + data.y_mean
     tensors = {f"net.{k}": v.contiguous() for k, v in net.state_dict().items()}
     tensors["x_mean"], tensors["x_std"] = _tensor(data.x_mean), _tensor(data.x_std)
+    tensors["train_inputs"] = torch.from_numpy(data.train_inputs)  # the leakage guard's
     save_file(tensors, str(path))
     return path, pred
 

@@ -1,6 +1,11 @@
 """Candidates of a transfer run: the library models whose descriptor accepts the target's inputs
 (directly or through a cross-class bridge), loaded and verified when reached, and their neural
-features (the pre-activation outputs of their last hidden layers)."""
+features (the pre-activation outputs of their last hidden layers).
+
+Each candidate has a *control*: the same descriptor, input scaler and architecture with fresh
+random weights, initialised as training initialises a network and seeded from the run's seed and
+the model id. Screened like the candidates, the controls tell pretraining from a random
+projection of the descriptors."""
 
 from __future__ import annotations
 
@@ -47,15 +52,31 @@ def loaded(library, model_ids):
     return ((m, library.load(m)) for m in model_ids)
 
 
-class ModelCache(dict):
-    """Library models, each loaded (and its files verified) on first use."""
+def control_seed(seed: int, model_id: str) -> int:
+    """The seed of the control network of candidate ``model_id`` in a run of seed ``seed``."""
+    from ..nn.architecture import stable_seed
 
-    def __init__(self, library):
+    return stable_seed("control", seed, model_id)
+
+
+def control_of(model, seed: int):
+    """The control of a loaded candidate ``model`` in a run of seed ``seed``."""
+    return model.with_random_weights(control_seed(seed, model.card.model_id))
+
+
+class ModelCache(dict):
+    """Library models, each loaded (and its files verified) on first use; with ``control_seed``
+    set, their controls (:func:`control_of`) in a run of that seed."""
+
+    def __init__(self, library, control_seed: int | None = None):
         super().__init__()
-        self.library = library
+        self.library, self.control_seed = library, control_seed
 
     def __missing__(self, model_id: str):
-        self[model_id] = model = self.library.load(model_id)
+        model = self.library.load(model_id)
+        if self.control_seed is not None:
+            model = control_of(model, self.control_seed)
+        self[model_id] = model
         return model
 
 

@@ -104,6 +104,22 @@ class TransferOptions:
     stack: int = _option(
         5, "stacked ensemble: mean of the top K transferred models (1: off)", int, minimum=1
     )
+    control: bool = _option(
+        True,
+        "control networks: every candidate's architecture, descriptor and input scaler with "
+        "fresh seeded random weights, through the same screen and selection, so that a gain "
+        "can be told from a random projection (default on)",
+        bool,
+    )
+
+    max_overlap: float = _option(
+        0.01,
+        "leave out candidates whose source model was trained on more than this share of the "
+        "target's inputs (canonical SMILES or reduced formulas; 1: keep all)",
+        float,
+        minimum=0.0,
+        metavar="SHARE",
+    )
 
     # Keys a target declaration must state; `description` and `citation` may be added.
     DECLARED = ("data", "input", "target", "kind", "unit", "folds", "seed")
@@ -214,6 +230,10 @@ def _checked(key: str, value: Any, meta: Mapping, source: str) -> Any:
         return value
     if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
         raise TransferError(f"{source}: {key}: expected an integer, got {value!r}")
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TransferError(f"{source}: {key}: expected a number, got {value!r}")
+        value = float(value)
     if kind is str and not isinstance(value, str):
         raise TransferError(f"{source}: {key}: expected text, got {value!r}")
     if choices is not None and value not in choices:

@@ -49,9 +49,37 @@ def _setup(s: TransferSummary) -> list[str]:
         )
         + "; learners: "
         + ", ".join(map(str, s.learners or ["-"])),
+        leakage_line(s),
         f"library: {s.library or '-'} (version {s.library_version or '-'})",
         f"run time: {fmt(s.seconds)} s",
     ]
+
+
+def leakage_line(s: TransferSummary) -> str:
+    """What the leakage guard found: the shares of the target's inputs the sources saw."""
+    g = s.leakage
+    if g is None:
+        return "training-set overlap with the target: not checked"
+    if g.max_share is None:
+        return (
+            "training-set overlap with the target: unknown (the library does not record its "
+            "models' training inputs)"
+        )
+    if g.max_share == 0 and not g.n_unknown:
+        return (
+            "training-set overlap with the target: none (no target input is among those the "
+            "candidates' source models were fitted on)"
+        )
+    text = (
+        f"training-set overlap with the target: the candidates' source models were trained on "
+        f"up to {g.max_share:.1%} of the target's inputs; "
+        f"{g.n_excluded} above {g.max_overlap:.1%} left out"
+    )
+    if g.excluded:
+        text += " (" + ", ".join(g.excluded[:5]) + (", ..." if len(g.excluded) > 5 else "") + ")"
+    if g.n_unknown:
+        text += f"; {g.n_unknown} of unknown overlap (trained before inputs were recorded)"
+    return text
 
 
 def _nested(s: TransferSummary) -> list[tuple]:
@@ -108,6 +136,44 @@ def _nested(s: TransferSummary) -> list[tuple]:
             ("table", ["outer fold", *columns], rows),
         ]
     return b
+
+
+def control_sentence(s: TransferSummary) -> str:
+    """Whether pretrained features beat random ones on this target, with the numbers."""
+    c = s.control
+    if c is None:
+        return (
+            "No control networks were screened in this run (--no-control): a gain over the "
+            "baseline cannot be credited to pretraining rather than to a random projection of "
+            "the descriptors."
+        )
+    nested = c.estimate == "nested" and s.nested is not None
+    p = s.nested if nested else s.best
+    verdict = "beat" if c.pretrained_better else "did not beat"
+    text = (
+        f"Pretrained features {verdict} random ones on this target: "
+        f"{'nested' if nested else 'same-fold'} MAE {fmt(p.cv_mae)} against {fmt(c.cv_mae)} "
+        f"for the control networks ({fmt(c.n_networks)} networks of the candidates' "
+        f"architectures with random weights), R² {fmt(p.cv_r2)} against {fmt(c.cv_r2)}"
+    )
+    if nested and c.stack is not None and s.nested.stack is not None:
+        k = s.stack.k if s.stack is not None else "K"
+        text += f"; stacks of the top {k}: {fmt(s.nested.stack.cv_mae)} against "
+        text += fmt(c.stack.cv_mae)
+    return text + ("." if nested else " (both selection-optimistic).")
+
+
+def _control(s: TransferSummary) -> list[tuple]:
+    b = [("h", 2, "Control: random weights"), ("p", control_sentence(s))]
+    c = s.control
+    if c is None:
+        return b
+    rows = [_metric_row(f"control ({c.estimate})", c)]
+    if c.stack is not None:
+        rows.append(_metric_row("control stack (nested)", c.stack))
+    if c.best is not None and c.estimate == "nested":
+        rows.append(_metric_row(f"best control (same folds): {c.best.name}", c.best))
+    return b + [("table", HEADER, rows)]
 
 
 def _same_folds(s: TransferSummary) -> list[tuple]:
@@ -179,6 +245,7 @@ def _tables(out: Path) -> list[tuple]:
                 "architecture",
                 "learner",
                 "depth",
+                "train_overlap",
                 *METRICS,
             )
             if c in r.columns
@@ -244,7 +311,7 @@ def _blocks(out: Path, s: TransferSummary) -> list[tuple]:
     ]
     b += [("h", 2, "Setup"), ("ul", _setup(s))]
     b += [("h", 2, "How to read these numbers"), ("p", CAVEAT)]
-    b += _nested(s) + _same_folds(s) + _tables(out)
+    b += _nested(s) + _control(s) + _same_folds(s) + _tables(out)
     if s.note:
         b += [("h", 2, "Note"), ("p", str(s.note))]
     return b

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..data.inputs import canonical_hashes
 from .candidates import ModelCache, candidate_specs, candidates
 from .learners import make_learner
 from .options import TransferError, TransferOptions
@@ -33,7 +34,15 @@ from .pipeline import Member, save_model
 from .plans import CURVE_SIZES, NESTED_MAX_ROWS, Plan, build_plan
 from .plots import curve_plot, parity_plot
 from .screen import baseline_table, baselines, ranking, refine, screen_all
-from .selection import Pick, Screen, learning_curve, nested_estimate, select_method, stack
+from .selection import (
+    Pick,
+    Screen,
+    learning_curve,
+    nested_estimate,
+    nested_selection,
+    select_method,
+    stack,
+)
 from .summary import TransferSummary
 from .target import Target, prepare_target
 
@@ -71,6 +80,7 @@ class _Screens:
     nested: bool  # the plan has nested CV and learning-curve tasks
     transfer: Screen
     baseline: Screen
+    control: Screen | None  # the candidates' control networks (random weights)
 
 
 class _Run:
@@ -94,6 +104,7 @@ class _Run:
         self.n_weak = 0 if o.keep_weak else int(self.lib.applicable(o.kind)["weak"].sum())
         self.ids = list(self.cands["model_id"])
         self.models = ModelCache(self.lib)  # the few networks used after the screen
+        self.controls = ModelCache(self.lib, o.seed) if o.control else None
         self.target: Target = prepare_target(o, candidate_specs(self.lib, self.ids))
 
     def log(self, stage: str) -> None:
@@ -116,19 +127,67 @@ class _Run:
             f"{len(plan.pairs)} train/test pairs"
         )
         screen = Screen(plan, t.y)
-        for e in screen_all(
-            self.lib, self.ids, t.raw, t.y, plan.pairs, o.max_depth, self.scheduler, self.n_workers
-        ):
-            screen.add(e, dict(enumerate(e.pop("preds"))))
-        self.log("ridge screen done")
+        control = Screen(plan, t.y) if o.control else None
+        entries = screen_all(
+            self.lib,
+            self.ids,
+            t.raw,
+            t.y,
+            plan.pairs,
+            o.max_depth,
+            self.scheduler,
+            self.n_workers,
+            o.seed if o.control else None,
+            canonical_hashes(t.inputs, o.kind),
+        )
+        for e in self.guard(entries):
+            (control if e.pop("control") else screen).add(e, dict(enumerate(e.pop("preds"))))
+        self.log("ridge screen done" + (" (candidates and their controls)" if o.control else ""))
         refine(screen, self.features, o.learners, o.refine, o.seed)
+        if control is not None:
+            refine(control, self.control_features, o.learners, o.refine, o.seed)
         self.log("refined with " + ", ".join(o.learners))
         base = baselines(plan, t.y, t.raw, t.names, o.baselines, o.seed)
         self.log("baselines done")
-        return _Screens(plan, nested, screen, base)
+        return _Screens(plan, nested, screen, base, control)
+
+    def guard(self, entries: list[dict]) -> list[dict]:
+        """The screen's entries less those of candidates whose source model was trained on more
+        than ``max_overlap`` of the target's inputs (and their controls); the shares are
+        recorded for the summary."""
+        o = self.options
+        shares = {e["model_id"]: e["train_overlap"] for e in entries}
+        known = [v for v in shares.values() if v is not None]
+        out = sorted(m for m, v in shares.items() if v is not None and v > o.max_overlap)
+        self.leakage = {
+            "max_overlap": o.max_overlap,
+            "max_share": max(known) if known else None,
+            "n_excluded": len(out),
+            "n_unknown": len(shares) - len(known),
+            "excluded": out,
+        }
+        if out and len(out) == len(shares):
+            raise TransferError(
+                f"{o.data}: every candidate's source model was trained on more than "
+                f"{o.max_overlap:.1%} of the target's inputs (the least: {min(known):.1%}); "
+                "--max-overlap raises the limit"
+            )
+        if not out:
+            return entries
+        gone = set(out)
+        self.ids = [m for m in self.ids if m not in gone]
+        self.cands = self.cands[self.cands["model_id"].isin(self.ids)].reset_index(drop=True)
+        self.log(
+            f"{len(out)} candidates left out: trained on more than {o.max_overlap:.1%} of the "
+            f"target's inputs (up to {max(known):.1%})"
+        )
+        return [e for e in entries if e["model_id"] not in gone]
 
     def features(self, pipe: dict) -> np.ndarray:
         return self.target.features(self.models[pipe["model_id"]], pipe["depth"])
+
+    def control_features(self, pipe: dict) -> np.ndarray:
+        return self.target.features(self.controls[pipe["model_id"]], pipe["depth"])
 
     def run(self) -> TransferSummary:
         o, s = self.options, self.screens()
@@ -138,8 +197,7 @@ class _Run:
         methods = [
             {
                 "method": "transfer",
-                "name": f"{best['dataset']}/{best['property']} "
-                f"d={int(best['depth'])} {best['learner']}",
+                "name": _pipe_name(best),
                 **_pick(best, score),
             },
             {"method": "baseline", "name": best_base["name"], **_pick(best_base, score)},
@@ -205,6 +263,8 @@ class _Run:
                 "winner": winner.method,
                 "saved": {**won, "members": winner.members},
                 "nested": nested,
+                "control": self.control_record(s, best, nested),
+                "leakage": self.leakage,
                 "model": "model",
                 "library": str(self.library_path),
                 "library_version": self.lib.version,
@@ -212,6 +272,29 @@ class _Run:
             }
         )
         return self.finish(summary, winner)
+
+    def control_record(self, s: _Screens, best, nested: dict | None) -> dict | None:
+        """The control networks through the same selection: their nested estimate (the
+        same-fold best when nested CV is off), against the pretrained candidates' own."""
+        if s.control is None:
+            return None
+        score = ("cv_mae", "cv_rmse", "cv_r2")
+        top = ranking(s.control, self.cands).iloc[0]
+        record = {
+            "n_networks": len(self.ids),
+            "best": {"name": f"control of {_pipe_name(top)}", **_pick(top, score)},
+        }
+        if nested is None:
+            record.update(estimate="same folds", **_pick(top, score))
+            pretrained = best["cv_mae"]
+        else:
+            chosen = nested_selection(s.control)
+            record.update(estimate="nested", **_pick(chosen, score), chosen=chosen["chosen"])
+            if self.options.stack > 1:
+                record["stack"] = _pick(nested_selection(s.control, self.options.stack), score)
+            pretrained = nested["cv_mae"]
+        record["pretrained_better"] = bool(pretrained < record["cv_mae"])
+        return record
 
     def target_record(self) -> dict:
         o = self.options
@@ -247,7 +330,7 @@ class _Run:
             y,
             s.transfer.outer(int(best["pipe"])),
             s.baseline.outer(int(best_base["pipe"])),
-            f"{best['dataset']}/{best['property']} d={int(best['depth'])} {best['learner']}",
+            _pipe_name(best),
             best_base["name"],
             f"{o.target} [{o.unit}]" if o.unit else o.target,
         )
@@ -284,6 +367,11 @@ class _Run:
         summary.write(self.out / "summary.json")
         write_report(self.out)
         return summary
+
+
+def _pipe_name(row) -> str:
+    """A ranking row as ``dataset/property d=depth learner``."""
+    return f"{row['dataset']}/{row['property']} d={int(row['depth'])} {row['learner']}"
 
 
 def _pick(row, keys) -> dict:

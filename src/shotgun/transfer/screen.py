@@ -9,25 +9,49 @@ import numpy as np
 import pandas as pd
 
 from ..progress import Progress, progress
-from .candidates import candidate_specs, candidates, loaded, neural_features
+from .candidates import candidate_specs, candidates, control_of, loaded, neural_features
+from .leakage import train_overlap
 from .learners import fit_predict, ridge_batch
 from .plans import Plan, build_plan
 from .selection import CURVE_LEARNERS, Screen, cv_metrics
 from .target import target_descriptors
 
 
-def ridge_screen(models, raw: dict, y: np.ndarray, pairs, max_depth: int) -> list[dict]:
+def ridge_screen(
+    models,
+    raw: dict,
+    y: np.ndarray,
+    pairs,
+    max_depth: int,
+    control: int | None = None,
+    hashes: np.ndarray | None = None,
+) -> list[dict]:
     """Ridge predictions on every pair for every (model, depth): batched over candidates.
-    ``models``: (model id, model) pairs, consumed one at a time (only features are kept)."""
+    ``models``: (model id, model) pairs, consumed one at a time (only features are kept). With
+    ``control`` (the run's seed), each model's control network is screened in the same batch;
+    its entries have ``"control": True``. With ``hashes`` (of the target's inputs), entries have
+    the share of them the model was trained on (``train_overlap``, None when unknown)."""
     from threadpoolctl import threadpool_limits
 
     entries, feats = [], []
     for mid, model in models:
-        for depth, F in neural_features(model, raw, max_depth):
-            entries.append(
-                {"model_id": mid, "depth": depth, "learner": "ridge", "n_features": F.shape[1]}
-            )
-            feats.append(F)
+        overlap = None if hashes is None else train_overlap(model, hashes)
+        nets = [(model, False)]
+        if control is not None:
+            nets.append((control_of(model, control), True))
+        for net, is_control in nets:
+            for depth, F in neural_features(net, raw, max_depth):
+                entries.append(
+                    {
+                        "model_id": mid,
+                        "depth": depth,
+                        "learner": "ridge",
+                        "n_features": F.shape[1],
+                        "control": is_control,
+                        "train_overlap": overlap,
+                    }
+                )
+                feats.append(F)
     with threadpool_limits(1):  # many small problems: one BLAS thread each
         per_pair = [ridge_batch(feats, y, tr, te) for tr, te in pairs]
     for i, e in enumerate(entries):
@@ -35,26 +59,40 @@ def ridge_screen(models, raw: dict, y: np.ndarray, pairs, max_depth: int) -> lis
     return entries
 
 
-def ridge_screen_chunk(library: str, model_ids: list, raw: dict, y, pairs, max_depth: int):
+def ridge_screen_chunk(
+    library: str, model_ids: list, raw: dict, y, pairs, max_depth: int, control, hashes
+):
     """A worker's share of the ridge screen: loads (and verifies) its models itself."""
     from ..library import Library
 
-    return ridge_screen(loaded(Library.open(library), model_ids), raw, y, pairs, max_depth)
+    models = loaded(Library.open(library), model_ids)
+    return ridge_screen(models, raw, y, pairs, max_depth, control, hashes)
 
 
-def screen_all(lib, ids, raw, y, pairs, max_depth, scheduler, n_workers) -> list[dict]:
-    """The ridge screen in this process, or split over Dask workers that load their own models."""
+def screen_all(lib, ids, raw, y, pairs, max_depth, scheduler, n_workers, control=None, hashes=None):
+    """The ridge screen (with the controls of ``control``, the run's seed, and the training
+    overlaps of the target's input ``hashes``, if given) in this process, or split over Dask
+    workers that load their own models."""
     from ..parallel import dask_client
 
     with dask_client(scheduler, n_workers) as client:
         if client is None:
             models = progress(loaded(lib, ids), "screening library models", "models", len(ids))
-            return ridge_screen(models, raw, y, pairs, max_depth)
+            return ridge_screen(models, raw, y, pairs, max_depth, control, hashes)
         n_chunks = max(1, min(len(ids), 4 * n_workers))
         chunks = [list(c) for c in np.array_split(np.array(ids, dtype=object), n_chunks) if len(c)]
         shared = client.scatter([raw, y, pairs], broadcast=True)
         futures = [
-            client.submit(ridge_screen_chunk, str(lib.root), c, *shared, max_depth, pure=False)
+            client.submit(
+                ridge_screen_chunk,
+                str(lib.root),
+                c,
+                *shared,
+                max_depth,
+                control,
+                hashes,
+                pure=False,
+            )
             for c in chunks
         ]
         done = progress(futures, "screening library models", "chunks")
@@ -153,6 +191,7 @@ def ranking(screen: Screen, cands: pd.DataFrame) -> pd.DataFrame:
                 "learner": p["learner"],
                 "depth": p["depth"],
                 "n_features": p["n_features"],
+                "train_overlap": p.get("train_overlap"),
                 **cv_metrics(screen.y, *screen.outer(i)),
                 "pipe": i,
             }

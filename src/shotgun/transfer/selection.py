@@ -224,3 +224,13 @@ def learning_curve(screen: Screen, base: Screen) -> list[dict]:
                 }
             )
     return rows
+
+
+def nested_selection(screen: Screen, k: int = 1) -> dict:
+    """The nested estimate of one screen's selection alone (the mean of its top ``k`` when
+    k > 1), e.g. of the control networks: ``{"cv_mae", "cv_rmse", "cv_r2", "chosen"}``."""
+    r, p, chosen = screen.selected_predictions(_tasks(screen.plan, "nested/"), k)
+    return {
+        **cv_metrics(screen.y, r, p),
+        "chosen": [f"{c[0]['model_id']} d={c[0]['depth']} {c[0]['learner']}" for c in chosen],
+    }

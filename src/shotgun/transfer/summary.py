@@ -5,6 +5,7 @@ Scores are cross-validated (``cv_mae``, ``cv_rmse``, ``cv_r2``). ``best``, ``sta
 ``fine_tune``, ``baseline`` and ``methods`` are each selected on the folds that score them
 (optimistic); ``nested`` is the estimate to compare with the baseline and with published figures,
 and ``nested.selected`` the estimate of the procedure that picks the ``winner`` (``saved``).
+``control`` is the same selection among the candidates' control networks (random weights).
 Optional parts are None (or empty) when the run did not compute them.
 """
 
@@ -130,6 +131,35 @@ class Nested(Score):
 
 
 @dataclass(frozen=True)
+class Control(Score):
+    """The control networks (each candidate's architecture, descriptor and input scaler with
+    seeded random weights) through the same screen and selection. The scores are the nested
+    estimate, or the same-fold best when nested CV was off (``estimate``);
+    ``pretrained_better``: the candidates' estimate of the same kind has the lower MAE."""
+
+    estimate: str = "nested"  # or "same folds"
+    n_networks: int = 0
+    pretrained_better: bool | None = None
+    best: Scored | None = None  # the same-fold best control pipeline
+    stack: Score | None = field(default=None, metadata={"omit_none": True})  # nested, top K
+    chosen: list[str] = field(default_factory=list)  # nested: pipeline per outer fold
+
+
+@dataclass(frozen=True)
+class Leakage:
+    """The leakage guard: the share of the target's inputs each candidate's source model was
+    trained on (per candidate in ranking.csv); candidates above ``max_overlap`` were left out.
+    ``max_share`` is the highest known share (None: the library records no training inputs);
+    ``n_unknown`` candidates come from libraries built before training inputs were recorded."""
+
+    max_overlap: float
+    max_share: float | None = None
+    n_excluded: int = 0
+    n_unknown: int = 0
+    excluded: list[str] = field(default_factory=list)  # model ids left out
+
+
+@dataclass(frozen=True)
 class TransferSummary:
     target: Target
     n_samples: int
@@ -154,6 +184,8 @@ class TransferSummary:
     winner: str | None = None  # the method picked on all rows (saved under model/)
     saved: Saved | None = None
     nested: Nested | None = None
+    control: Control | None = None
+    leakage: Leakage | None = None
     model: str = "model"
     library: str = ""
     library_version: str = ""
@@ -184,6 +216,8 @@ class TransferSummary:
         "winner",
         "saved",
         "nested",
+        "control",
+        "leakage",
         "model",
         "library",
         "library_version",
@@ -223,6 +257,10 @@ _PARTS = {
     (Nested, "baseline"): NestedBaseline,
     (Nested, "stack"): Score,
     (Nested, "selected"): NestedSelected,
+    (TransferSummary, "control"): Control,
+    (Control, "best"): Scored,
+    (Control, "stack"): Score,
+    (TransferSummary, "leakage"): Leakage,
 }
 
 

@@ -83,6 +83,8 @@ class Target:
     def n_dropped(self) -> int:
         return len(self.dropped)
 
+    inputs: np.ndarray | None = None  # the inputs of the usable rows, as written
+
     def features(self, model, depth: int) -> np.ndarray:
         """A library model's float64 neural features of the target at ``depth``."""
         X = self.raw[spec_key(model.card.descriptor)]
@@ -126,17 +128,17 @@ def prepare_target(options: TransferOptions, specs: dict) -> Target:
         },
         columns=DROPPED_COLUMNS,
     )
-    y, raw = y[keep], {k: X[keep] for k, X in raw.items()}
+    y, raw, inputs = y[keep], {k: X[keep] for k, X in raw.items()}, inputs[keep]
     if len(y) < o.folds:
         raise TransferError(
-            f"{o.data}: {len(y)} usable rows of {len(inputs)}, fewer than --folds {o.folds}"
+            f"{o.data}: {len(y)} usable rows of {len(reason)}, fewer than --folds {o.folds}"
             + (f"; dropped: {_dropped_summary(dropped, o.kind)}" if len(dropped) else "")
         )
     if o.n is not None and o.n < o.folds:
         raise TransferError(f"--n {o.n} rows are fewer than --folds {o.folds}")
     if o.n is not None and o.n < len(y):  # a seeded subsample of the usable rows
         rows = np.sort(np.random.default_rng(o.seed).choice(len(y), size=o.n, replace=False))
-        y, raw = y[rows], {k: X[rows] for k, X in raw.items()}
+        y, raw, inputs = y[rows], {k: X[rows] for k, X in raw.items()}, inputs[rows]
     if np.ptp(y) == 0:
         raise TransferError(f"{o.data}: column {o.target!r} is constant; nothing to learn")
-    return Target(y, raw, names, dropped)
+    return Target(y, raw, names, dropped, inputs)
