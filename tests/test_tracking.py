@@ -339,27 +339,16 @@ def test_the_workflow_tracks_its_transfer(smoke):
     assert Path(got).read_bytes() == (out / "summary.json").read_bytes()
 
 
-def test_a_transfer_without_a_store_imports_no_mlflow(smoke, tmp_path):
-    """Without --tracking-uri or --results, shotgun transfer logs nothing, creates no store and
-    never imports MLflow."""
-    code = (
-        "import sys; from shotgun.cli import main; status = main(sys.argv[1:]); "
-        "print('mlflow imported:', 'mlflow' in sys.modules); sys.exit(status)"
-    )
-    args = [
+def _transfer_args(smoke, out):
+    """A small `shotgun transfer` of the demo target on two smoke models."""
+    return [
         "transfer",
         "--library",
         str(smoke / "library"),
-        "--data",
-        str(ROOT / "data" / "targets" / "esol_demo.csv"),
-        "--input",
-        "smiles",
         "--target",
-        "logSolubility",
-        "--kind",
-        "molecule",
+        str(ROOT / "config" / "targets" / "esol_demo.yaml"),
         "--out",
-        str(tmp_path / "out"),
+        str(out),
         "--folds",
         "3",
         "--max-models",
@@ -372,10 +361,35 @@ def test_a_transfer_without_a_store_imports_no_mlflow(smoke, tmp_path):
         "--fine-tune",
         "0",
     ]
-    proc = _ok(run([sys.executable, "-c", code, *args]))
+
+
+def test_a_transfer_without_a_store_imports_no_mlflow(smoke, tmp_path):
+    """Without --tracking-uri or --results, shotgun transfer logs nothing, creates no store and
+    never imports MLflow."""
+    code = (
+        "import sys; from shotgun.cli import main; status = main(sys.argv[1:]); "
+        "print('mlflow imported:', 'mlflow' in sys.modules); sys.exit(status)"
+    )
+    proc = _ok(run([sys.executable, "-c", code, *_transfer_args(smoke, tmp_path / "out")]))
     assert "mlflow imported: False" in proc.stdout
     assert (tmp_path / "out" / "summary.json").is_file()
     assert not list(tmp_path.rglob("mlflow.db")) and not (ROOT / "mlruns").exists()
+
+
+def test_a_failure_to_log_keeps_the_transfer(smoke, tmp_path, monkeypatch):
+    """A tracking server that cannot be reached: the transfer's files are all written, the
+    command says in one warning line that the run was not logged, and exits 0 (a workflow job
+    keeps its outputs)."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    out = tmp_path / "out"
+    args = ["shotgun", *_transfer_args(smoke, out), "--tracking-uri", "http://127.0.0.1:9"]
+    proc = _ok(run(args))
+    warned = [line for line in proc.stderr.splitlines() if line.startswith("shotgun: warning:")]
+    assert len(warned) == 1, proc.stderr
+    assert f"{out}: written, but not logged to http://127.0.0.1:9" in warned[0]
+    for name in ("summary.json", "report.html", "ranking.csv", "parity.png", "model/model.json"):
+        assert (out / name).is_file(), name
 
 
 def _pickles(folder):

@@ -117,8 +117,9 @@ def log_run(uri: str, out: Path, options, library: Path, start_ms: int) -> None:
     try:
         rid = log_transfer(uri, out, options.to_dict(), Library.open(library), start_ms)
     except Exception as err:  # MLflow, the network or the store: any of them may fail
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
         warnings.warn(
-            ShotgunWarning(f"{out}: written, but not logged to {uri}: {err}"), stacklevel=2
+            ShotgunWarning(f"{out}: written, but not logged to {uri}: {reason}"), stacklevel=2
         )
         return
     print(f"MLflow run {rid} (experiment {TRANSFER_EXPERIMENT}) in {uri}")
