@@ -407,7 +407,7 @@ def test_a_library_model_loads_as_mlflow_pyfunc(trained, tmp_path):
     status and times as training left them; mlflow.pyfunc.load_model("runs:/<run>/model")
     predicts what Library.load(model_id).predict does, from a list and from a DataFrame; the
     logged model holds no pickle and loads from its results folder moved elsewhere; a second
-    log-pyfunc adds no second model."""
+    log-pyfunc adds no second model; a store without the model's run is one error line."""
     import mlflow
 
     results = tmp_path / "results"
@@ -447,6 +447,10 @@ def test_a_library_model_loads_as_mlflow_pyfunc(trained, tmp_path):
     assert _pickles(local) == []
 
     _ok(run([*args, "--results", str(moved)]))
+    other = tmp_path / "other"
+    _ok(run(["shotgun", "init-tracking", "--results", str(other), "--library-version", VERSION]))
+    line = _error_line(run([*args, "--results", str(other)]))
+    assert f"no run {rid} (model {mid})" in line
     client = _client(moved)
     exp = client.get_run(rid).info.experiment_id
     assert len(client.search_logged_models([exp], filter_string=f"source_run_id = '{rid}'")) == 1
