@@ -449,6 +449,7 @@ def log_transfer(
             f"{m['model_id']}={m['mlflow_run_id']}" for m in models if m["mlflow_run_id"]
         )[:MAX_TAG],
         **{f"shotgun.{k}": v for k, v in values.items()},
+        "mlflow.note.content": _description(client, summary, models, library.version),
     }
     now = int(time.time() * 1000)
     name = f"{Path(target['data']).stem}/{target['target']}"
@@ -469,6 +470,27 @@ def log_transfer(
         raise
     client.set_terminated(rid, "FINISHED")
     return rid
+
+
+def _description(client, summary: Mapping, models: list[dict], version: str) -> str:
+    """The run's description (markdown): the winner, its estimates and the library models used,
+    each linked to its training run where this store holds the library version."""
+    saved, nested = summary.get("saved") or {}, summary.get("nested") or {}
+    lines = [
+        f"Winner: **{summary.get('winner')}** ({saved.get('name')}), same-fold MAE "
+        f"{saved.get('cv_mae', float('nan')):.4g}."
+    ]
+    if nested.get("selected"):
+        lines.append(f"Nested MAE of the selected method: {nested['selected']['cv_mae']:.4g}.")
+    exp = client.get_experiment_by_name(experiment_name(version))
+    lines.append(f"\nLibrary {version} models used:\n")
+    for m in models:
+        cell = f"{m['dataset']}/{m['property']} ({m['descriptor']}): {', '.join(m['roles'])}"
+        name, run = m["model_id"], m["mlflow_run_id"]
+        if exp is not None and run:
+            name = f"[{name}](#/experiments/{exp.experiment_id}/runs/{run})"
+        lines.append(f"- {name} {cell}")
+    return "\n".join(lines)[:MAX_TAG]
 
 
 def _param(value) -> str:
