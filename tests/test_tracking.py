@@ -380,6 +380,22 @@ def test_a_transfer_without_a_store_imports_no_mlflow(smoke, tmp_path):
     assert not list(tmp_path.rglob("mlflow.db")) and not (ROOT / "mlruns").exists()
 
 
+def test_a_transfer_logs_to_the_store_it_names(smoke, tmp_path):
+    """--tracking-uri of a SQLite store that does not exist yet: the store is created with the
+    run's artifacts beside it, and the run is the one the command printed."""
+    db = tmp_path / "store" / "mlflow.db"
+    db.parent.mkdir()
+    args = _transfer_args(smoke, tmp_path / "out")
+    proc = _ok(run(["shotgun", *args, "--tracking-uri", f"sqlite:///{db}"]))
+    rid = proc.stdout.strip().splitlines()[-1].split()[2]
+    client = _client(db.parent)
+    tracked = client.get_run(rid)
+    assert tracked.info.status == "FINISHED"
+    assert client.get_experiment(tracked.info.experiment_id).name == TRANSFER_EXPERIMENT
+    assert (db.parent / "mlartifacts" / rid / "artifacts" / "summary.json").is_file()
+    assert tracked.data.params["max_models"] == "2"
+
+
 def test_a_failure_to_log_keeps_the_transfer(smoke, tmp_path, monkeypatch):
     """A tracking server that cannot be reached: the transfer's files are all written, the
     command says in one warning line that the run was not logged, and exits 0 (a workflow job

@@ -421,7 +421,7 @@ def log_transfer(
 
     out = Path(out)
     summary = json.loads((out / "summary.json").read_text())
-    client = _client(uri)
+    client = _client(uri, create=True)  # a store named by the user is created if missing
     eid = _experiment(client, TRANSFER_EXPERIMENT, _location(uri, None))
     models = []
     for mid, roles in used_models(summary, library).items():
