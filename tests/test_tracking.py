@@ -1,13 +1,16 @@
 """The MLflow store as its users meet it: refusals of a wrong store, a results folder that moves,
-readable and timed runs with per-epoch losses, and the experiment's kind.
+readable and timed runs with per-epoch losses, the experiment's kind, tracked transfer runs and
+library models loaded by MLflow's pyfunc.
 
-Everything is real: `shotgun init-tracking`, `shotgun train` and `shotgun library from-mlflow`
-as processes on an embedded SQLite store in a temporary folder, read back with MlflowClient.
+Everything is real: `shotgun init-tracking`, `shotgun train`, `shotgun library from-mlflow`,
+`shotgun library log-pyfunc` and the smoke workflow's transfer as processes on an embedded SQLite
+store in a temporary folder, read back with MlflowClient.
 """
 
 import json
 import shutil
 import sqlite3
+import sys
 import time
 from pathlib import Path
 
@@ -23,10 +26,13 @@ from shotgun.nn import History, fit_single
 from shotgun.nn.mlp import MLP
 from shotgun.tracking import (
     EXPERIMENT_KIND,
+    MODEL_TAG,
+    TRANSFER_EXPERIMENT,
     Tracker,
     TrackingError,
     experiment_name,
     init_store,
+    open_store,
     resolve_uri,
 )
 
@@ -274,3 +280,197 @@ def test_the_logged_history_is_the_training_history(trained, tmp_path):
             Path(client.download_artifacts(rid, "card.json", str(tmp_path))).read_text()
         )
         assert logged["mlflow_run_id"] == rid
+
+
+def _at(doc, path):
+    """The value of summary.json at a dotted path."""
+    for key in path.split("."):
+        doc = doc[key]
+    return doc
+
+
+def test_the_workflow_tracks_its_transfer(smoke):
+    """The smoke workflow's transfer is one finished run of experiment shotgun-transfer: its
+    options as params, every metric equal to summary.json's value at the metric's path, the
+    winner and the used library models as tags (each linked to its own training run), and the
+    run's files as artifacts, summary.json byte for byte."""
+    client = _client(smoke)
+    exp = client.get_experiment_by_name(TRANSFER_EXPERIMENT)
+    assert exp.tags[EXPERIMENT_KIND[0]] == EXPERIMENT_KIND[1]
+    runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"])
+    out = smoke / "transfer" / "esol_demo"
+    summary = json.loads((out / "summary.json").read_text())
+    # the latest (a results folder brought up to date may hold earlier runs of the target)
+    tracked = next(r for r in runs if r.data.tags["shotgun.target"].endswith(":logSolubility"))
+    assert tracked.info.status == "FINISHED" and tracked.info.start_time < tracked.info.end_time
+    assert tracked.info.run_name == f"{Path(summary['target']['data']).stem}/logSolubility"
+    params = tracked.data.params
+    assert (params["folds"], params["seed"], params["kind"]) == ("3", "0", "molecule")
+    assert params["learners"] == ",".join(summary["learners"])
+
+    metrics = tracked.data.metrics
+    for key in ("best.cv_mae", "baseline.cv_mae", "saved.cv_mae", "n_samples"):
+        assert key in metrics
+    if summary["nested"]:
+        for key in ("nested.cv_mae", "nested.baseline.cv_mae", "nested.selected.cv_mae"):
+            assert key in metrics
+    if summary.get("control"):
+        assert "control.cv_mae" in metrics
+    assert all(metrics[k] == pytest.approx(_at(summary, k), rel=1e-12) for k in metrics)
+
+    tags = tracked.data.tags
+    assert tags["shotgun.winner"] == summary["winner"]
+    assert tags["shotgun.saved.name"] == summary["saved"]["name"]
+    assert tags["shotgun.library_version"] == "0.0.0-smoke"
+    ids = tags["shotgun.model_ids"].split(",")
+    lib = Library.open(smoke / "library")
+    winners = {m.split(" ")[0] for m in summary["saved"]["members"]}
+    assert summary["best"]["model_id"] in ids
+    assert winners & set(lib.index["model_id"]) <= set(ids)
+    runs_of = dict(pair.split("=") for pair in tags["shotgun.model_runs"].split(","))
+    assert set(runs_of) == set(ids)
+    for mid, rid in runs_of.items():
+        assert rid == lib.card(mid).mlflow_run_id
+        model_run = client.get_run(rid)
+        assert model_run.data.tags[MODEL_TAG] == mid
+        link = f"[{mid}](#/experiments/{model_run.info.experiment_id}/runs/{rid})"
+        assert link in tags["mlflow.note.content"]  # the run's description links it
+
+    names = {a.path for a in client.list_artifacts(tracked.info.run_id)}
+    wanted = {"summary.json", "report.html", "ranking.csv", "parity.png", "learning_curve.png"}
+    assert wanted | {"library_models.json"} <= names
+    got = client.download_artifacts(tracked.info.run_id, "summary.json", str(smoke.parent / "dl"))
+    assert Path(got).read_bytes() == (out / "summary.json").read_bytes()
+
+
+def _transfer_args(smoke, out):
+    """A small `shotgun transfer` of the demo target on two smoke models."""
+    return [
+        "transfer",
+        "--library",
+        str(smoke / "library"),
+        "--target",
+        str(ROOT / "config" / "targets" / "esol_demo.yaml"),
+        "--out",
+        str(out),
+        "--folds",
+        "3",
+        "--max-models",
+        "2",
+        "--learners",
+        "ridge",
+        "--baselines",
+        "ridge",
+        "--no-nested",
+        "--fine-tune",
+        "0",
+    ]
+
+
+def test_a_transfer_without_a_store_imports_no_mlflow(smoke, tmp_path):
+    """Without --tracking-uri or --results, shotgun transfer logs nothing, creates no store and
+    never imports MLflow."""
+    code = (
+        "import sys; from shotgun.cli import main; status = main(sys.argv[1:]); "
+        "print('mlflow imported:', 'mlflow' in sys.modules); sys.exit(status)"
+    )
+    proc = _ok(run([sys.executable, "-c", code, *_transfer_args(smoke, tmp_path / "out")]))
+    assert "mlflow imported: False" in proc.stdout
+    assert (tmp_path / "out" / "summary.json").is_file()
+    assert not list(tmp_path.rglob("mlflow.db")) and not (ROOT / "mlruns").exists()
+
+
+def test_a_transfer_logs_to_the_store_it_names(smoke, tmp_path):
+    """--tracking-uri of a SQLite store that does not exist yet: the store is created with the
+    run's artifacts beside it, and the run is the one the command printed."""
+    db = tmp_path / "store" / "mlflow.db"
+    db.parent.mkdir()
+    args = _transfer_args(smoke, tmp_path / "out")
+    proc = _ok(run(["shotgun", *args, "--tracking-uri", f"sqlite:///{db}"]))
+    rid = proc.stdout.strip().splitlines()[-1].split()[2]
+    client = _client(db.parent)
+    tracked = client.get_run(rid)
+    assert tracked.info.status == "FINISHED"
+    assert client.get_experiment(tracked.info.experiment_id).name == TRANSFER_EXPERIMENT
+    assert (db.parent / "mlartifacts" / rid / "artifacts" / "summary.json").is_file()
+    assert tracked.data.params["max_models"] == "2"
+
+
+def test_a_failure_to_log_keeps_the_transfer(smoke, tmp_path, monkeypatch):
+    """A tracking server that cannot be reached: the transfer's files are all written, the
+    command says in one warning line that the run was not logged, and exits 0 (a workflow job
+    keeps its outputs)."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    out = tmp_path / "out"
+    args = ["shotgun", *_transfer_args(smoke, out), "--tracking-uri", "http://127.0.0.1:9"]
+    proc = _ok(run(args))
+    warned = [line for line in proc.stderr.splitlines() if line.startswith("shotgun: warning:")]
+    assert len(warned) == 1, proc.stderr
+    assert f"{out}: written, but not logged to http://127.0.0.1:9" in warned[0]
+    for name in ("summary.json", "report.html", "ranking.csv", "parity.png", "model/model.json"):
+        assert (out / name).is_file(), name
+
+
+def _pickles(folder):
+    """Files under ``folder`` that are pickles: by name, or by a pickle protocol 2-5 header."""
+    headers = {bytes([0x80, protocol]) for protocol in range(2, 6)}
+    return [
+        p
+        for p in Path(folder).rglob("*")
+        if p.is_file() and (p.suffix in {".pkl", ".pickle"} or p.read_bytes()[:2] in headers)
+    ]
+
+
+def test_a_library_model_loads_as_mlflow_pyfunc(trained, tmp_path):
+    """`shotgun library log-pyfunc` logs a library model into its own run, leaving the run's
+    status and times as training left them; mlflow.pyfunc.load_model("runs:/<run>/model")
+    predicts what Library.load(model_id).predict does, from a list and from a DataFrame; the
+    logged model holds no pickle and loads from its results folder moved elsewhere; a second
+    log-pyfunc adds no second model; a store without the model's run is one error line."""
+    import mlflow
+
+    results = tmp_path / "results"
+    shutil.copytree(trained["results"], results)
+    _ok(_from_mlflow(results, tmp_path / "lib"))
+    lib = Library.open(tmp_path / "lib")
+    mid = lib.index["model_id"][0]
+    rid = lib.card(mid).mlflow_run_id
+    client = _client(results)
+    before = client.get_run(rid).info
+    args = ["shotgun", "library", "log-pyfunc", str(tmp_path / "lib"), mid]
+    proc = _ok(run([*args, "--results", str(results)]))
+    assert proc.stdout.strip() == f"{mid}: runs:/{rid}/model"
+    after = client.get_run(rid).info
+    assert (after.status, after.start_time, after.end_time) == ("FINISHED",) + (
+        before.start_time,
+        before.end_time,
+    )
+
+    # Moved afterwards, the folder's store is rebound: the model loads from the new place.
+    moved = tmp_path / "moved" / "results"
+    moved.parent.mkdir()
+    results.rename(moved)
+    mlflow.set_tracking_uri(open_store(None, moved))
+    model = mlflow.pyfunc.load_model(f"runs:/{rid}/model")
+    inputs = ["NaCl", "Fe2O3", "SiO2", "MgO", "Al2O3"]
+    expected = lib.load(mid).predict(inputs)
+    assert np.isfinite(expected).all()
+    np.testing.assert_allclose(np.asarray(model.predict(inputs)), expected, rtol=1e-6)
+    frame = pd.DataFrame({"input": inputs})
+    np.testing.assert_allclose(np.asarray(model.predict(frame)), expected, rtol=1e-6)
+
+    local = mlflow.artifacts.download_artifacts(f"runs:/{rid}/model", dst_path=str(tmp_path / "m"))
+    files = {p.relative_to(local).as_posix() for p in Path(local).rglob("*") if p.is_file()}
+    assert {"MLmodel", "mlflow_model.py"} <= files
+    assert any(f.endswith(f"{mid}.safetensors") for f in files)
+    assert _pickles(local) == []
+
+    _ok(run([*args, "--results", str(moved)]))
+    other = tmp_path / "other"
+    _ok(run(["shotgun", "init-tracking", "--results", str(other), "--library-version", VERSION]))
+    line = _error_line(run([*args, "--results", str(other)]))
+    assert f"no run {rid} (model {mid})" in line
+    client = _client(moved)
+    exp = client.get_run(rid).info.experiment_id
+    assert len(client.search_logged_models([exp], filter_string=f"source_run_id = '{rid}'")) == 1

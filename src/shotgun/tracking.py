@@ -9,6 +9,10 @@ left unfinished by a killed process is deleted, so each model has exactly one ru
 ``dataset/property/descriptor/index``, spans the model's real training time and holds its
 per-epoch losses as step metrics.
 
+Each ``shotgun transfer`` given a store is one run in the experiment ``shotgun-transfer``
+(:func:`log_transfer`), logged after its files are written. A library model's run can also hold
+it as an MLflow pyfunc model, logged on demand (:func:`log_pyfunc`).
+
 A SQLite store records absolute artifact locations; ``open_store`` rebinds the store of a results
 folder that was moved or copied to the folder's own ``mlartifacts/`` (:func:`rebind`).
 """
@@ -16,9 +20,11 @@ folder that was moved or copied to the folder's own ``mlartifacts/`` (:func:`reb
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import sqlite3
 import time
+from collections.abc import Mapping
 from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,6 +32,7 @@ from typing import TYPE_CHECKING
 from .errors import ShotgunError
 
 if TYPE_CHECKING:
+    from .library import Library
     from .library.card import ModelCard
     from .nn import History
 
@@ -34,6 +41,8 @@ FAILURE_TAG = "shotgun.failure"
 # MLflow 3's UI opens an experiment of this kind on its runs (classic ML), not on GenAI traces.
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 EXPERIMENT_PREFIX = "shotgun-"
+TRANSFER_EXPERIMENT = f"{EXPERIMENT_PREFIX}transfer"
+PYFUNC = "model"  # a library model's pyfunc model in its run: runs:/<run id>/model
 ARTIFACTS = "mlartifacts"  # the artifact folder of a results folder's store
 MAX_BATCH = 1000  # MLflow's limit of metrics, and of entities, per log_batch call
 
@@ -47,11 +56,12 @@ def resolve_uri(uri: str | None, results: Path) -> str:
     A URI with a password is refused: URIs land in configs, command lines and logs, and MLflow
     reads a server's credentials from MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD."""
     if uri:
-        from urllib.parse import urlsplit
+        from urllib.parse import urlsplit, urlunsplit
 
         parts = urlsplit(uri)
         if parts.password is not None:
-            shown = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+            scheme, netloc, *rest = parts
+            shown = urlunsplit((scheme, netloc.rpartition("@")[2], *rest))
             raise ShotgunError(
                 f"tracking URI {shown}: remove the credentials from it and set "
                 "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD instead (a URI is written "
@@ -94,9 +104,9 @@ def rebind(uri: str, artifact_root: Path) -> list[str]:
 
     A SQLite store records absolute artifact locations: a copied or moved results folder would
     read artifacts from, and write new ones into, its old place. Each experiment whose location
-    is another local folder is moved to ``artifact_root`` (the runs' locations keep their path
-    below it). Returns the names of the experiments rebound; a store already in place is not
-    written to."""
+    is another local folder is moved to ``artifact_root`` (the locations of its runs and logged
+    models keep their path below it). Returns the names of the experiments rebound; a store
+    already in place is not written to."""
     path = sqlite_path(uri)
     if path is None:
         raise TrackingError(f"{uri}: only a SQLite store can be rebound")
@@ -115,6 +125,11 @@ def rebind(uri: str, artifact_root: Path) -> list[str]:
             con.execute(
                 "UPDATE runs SET artifact_uri = ? || substr(artifact_uri, ?) "
                 "WHERE experiment_id = ? AND substr(artifact_uri, 1, ?) = ?",
+                (new, len(old) + 1, eid, len(old), old),
+            )
+            con.execute(
+                "UPDATE logged_models SET artifact_location = ? || substr(artifact_location, ?) "
+                "WHERE experiment_id = ? AND substr(artifact_location, 1, ?) = ?",
                 (new, len(old) + 1, eid, len(old), old),
             )
             con.execute(
@@ -146,19 +161,44 @@ def _client(uri: str, create: bool = False):
     return MlflowClient(tracking_uri=uri)
 
 
-def init_store(uri: str, library_version: str, artifact_root: Path | None = None) -> str:
-    """Create the store and the version's experiment if missing; returns the experiment id."""
-    client = _client(uri, create=True)
-    name = experiment_name(library_version)
+def _experiment(client, name: str, location: str | None) -> str:
+    """The id of experiment ``name``, created (as classic ML, at ``location``) if missing; a
+    concurrent creation by another process is taken as found."""
+    from mlflow.exceptions import MlflowException
+
     exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        if EXPERIMENT_KIND[0] not in exp.tags:  # a store made before the tag; a kind set since
-            client.set_experiment_tag(exp.experiment_id, *EXPERIMENT_KIND)  # stays as chosen
-        return exp.experiment_id
-    # A local store keeps artifacts beside it; a tracking server stores (and proxies) its own.
-    local = artifact_root and not uri.startswith(("http://", "https://"))
-    location = Path(artifact_root).resolve().as_uri() if local else None
-    return client.create_experiment(name, artifact_location=location, tags=dict([EXPERIMENT_KIND]))
+    if exp is None:
+        try:
+            return client.create_experiment(
+                name, artifact_location=location, tags=dict([EXPERIMENT_KIND])
+            )
+        except MlflowException:
+            exp = client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+    if EXPERIMENT_KIND[0] not in exp.tags:  # a store made before the tag; a kind set since
+        client.set_experiment_tag(exp.experiment_id, *EXPERIMENT_KIND)  # stays as chosen
+    return exp.experiment_id
+
+
+def _location(uri: str, artifact_root: Path | None) -> str | None:
+    """A new experiment's artifact location: ``artifact_root`` for a local store (a SQLite
+    store's default: ``mlartifacts/`` beside it); a tracking server stores (and proxies) its own."""
+    if uri.startswith(("http://", "https://")):
+        return None
+    path = sqlite_path(uri)
+    if artifact_root is None and path is not None:
+        artifact_root = path.parent / ARTIFACTS
+    return Path(artifact_root).resolve().as_uri() if artifact_root else None
+
+
+def init_store(uri: str, library_version: str, artifact_root: Path | None = None) -> str:
+    """Create the store, the version's experiment and the transfer experiment if missing (once,
+    before parallel jobs use them); returns the version's experiment id."""
+    client = _client(uri, create=True)
+    location = _location(uri, artifact_root)
+    _experiment(client, TRANSFER_EXPERIMENT, location)
+    return _experiment(client, experiment_name(library_version), location)
 
 
 def run_name(card: ModelCard) -> str:
@@ -307,3 +347,209 @@ def finished_runs(uri: str, library_version: str, require: bool = False):
 def count_runs(uri: str, library_version: str) -> int:
     """Finished runs of a library version."""
     return sum(1 for _ in finished_runs(uri, library_version))
+
+
+# Transfer runs: the sections of summary.json whose numbers are metrics (their text and flags
+# tags), named by their path in summary.json (``nested.selected.cv_mae``).
+SUMMARY_SECTIONS = ("best", "baseline", "stack", "saved", "nested", "control")
+SUMMARY_COUNTS = ("n_samples", "n_dropped", "n_candidates", "n_weak_excluded", "seconds")
+TRANSFER_FILES = (
+    "summary.json",
+    "report.html",
+    "report.md",
+    "ranking.csv",
+    "dropped.csv",
+    "learning_curve.csv",
+    "fine_tune.csv",
+)
+MAX_TAG = 5000  # MLflow's limit of a tag value is 8,000 characters
+
+
+def summary_values(summary: Mapping) -> tuple[dict[str, float], dict[str, str]]:
+    """(metrics, tags) of a transfer's summary.json: the numbers of its scored sections and its
+    counts as metrics, their strings and flags as tags, each named by its path; lists left out."""
+    metrics = {k: float(summary[k]) for k in SUMMARY_COUNTS if _number(summary.get(k))}
+    tags = {}
+
+    def walk(path: str, value) -> None:
+        if isinstance(value, Mapping):
+            for key, v in value.items():
+                walk(f"{path}.{key}", v)
+        elif _number(value):
+            metrics[path] = float(value)
+        elif isinstance(value, (str, bool)):
+            tags[path] = str(value).lower() if isinstance(value, bool) else value[:MAX_TAG]
+
+    for section in SUMMARY_SECTIONS:
+        walk(section, summary.get(section))
+    return metrics, tags
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def used_models(summary: Mapping, library: Library) -> dict[str, list[str]]:
+    """The library models a transfer used, each with its roles: ``saved`` (a member of the saved
+    winner), ``best`` (the best transfer pipeline), ``stack``, ``fine_tune``."""
+    found: dict[str, list[str]] = {}
+
+    def add(role: str, model_id) -> None:
+        found.setdefault(str(model_id), []).append(role)
+
+    for member in (summary.get("saved") or {}).get("members", []):
+        add("saved", member.split(" ")[0])  # "<model id> d=<depth> <learner>", or a baseline
+    add("best", summary["best"]["model_id"])
+    for mid in (summary.get("stack") or {}).get("model_ids", []):
+        add("stack", mid)
+    for fine in summary.get("fine_tune") or []:
+        add("fine_tune", fine["model_id"])
+    known = set(library.index["model_id"])
+    return {mid: roles for mid, roles in found.items() if mid in known}
+
+
+def log_transfer(
+    uri: str, out: Path, options: Mapping, library: Library, start_ms: int | None = None
+) -> str:
+    """Log the transfer written to ``out`` as one run of the experiment ``shotgun-transfer``;
+    returns its id. Params: the run's ``options``; metrics and tags: :func:`summary_values`;
+    tags ``shotgun.winner``, ``shotgun.library_version``, ``shotgun.model_ids`` and
+    ``shotgun.model_runs`` (``model id=run id`` of each library model used whose card names its
+    run); artifacts: the summary, report, tables, plots and ``library_models.json`` (each model
+    used: its roles, cell and run). The run spans the transfer from ``start_ms``."""
+    from mlflow.entities import Metric, Param
+
+    out = Path(out)
+    summary = json.loads((out / "summary.json").read_text())
+    client = _client(uri, create=True)  # a store named by the user is created if missing
+    eid = _experiment(client, TRANSFER_EXPERIMENT, _location(uri, None))
+    models = []
+    for mid, roles in used_models(summary, library).items():
+        card = library.card(mid)
+        cell = {k: getattr(card, k) for k in ("dataset", "property", "material_class")}
+        models.append(
+            {
+                "model_id": mid,
+                "roles": roles,
+                **cell,
+                "descriptor": card.descriptor["name"],
+                "mlflow_run_id": card.mlflow_run_id,
+            }
+        )
+    metrics, values = summary_values(summary)
+    target = summary["target"]
+    tags = {
+        "shotgun.winner": str(summary.get("winner")),
+        "shotgun.library_version": summary["library_version"],
+        "shotgun.library": str(library.root),
+        "shotgun.target": f"{target['data']}:{target['target']}",
+        "shotgun.kind": target["kind"],
+        "shotgun.model_ids": ",".join(m["model_id"] for m in models)[:MAX_TAG],
+        "shotgun.model_runs": ",".join(
+            f"{m['model_id']}={m['mlflow_run_id']}" for m in models if m["mlflow_run_id"]
+        )[:MAX_TAG],
+        **{f"shotgun.{k}": v for k, v in values.items()},
+        "mlflow.note.content": _description(client, summary, models, library.version),
+    }
+    now = int(time.time() * 1000)
+    name = f"{Path(target['data']).stem}/{target['target']}"
+    rid = client.create_run(eid, start_time=start_ms or now, tags=tags, run_name=name).info.run_id
+    try:
+        params = [Param(k, _param(v)) for k, v in options.items() if v is not None]
+        series = [Metric(k, v, now, 0) for k, v in metrics.items()]
+        for batch, batch_params in _batches(series, params):
+            client.log_batch(rid, metrics=batch, params=batch_params)
+        for path in [out / f for f in TRANSFER_FILES] + sorted(out.glob("*.png")):
+            if path.is_file():
+                client.log_artifact(rid, str(path))
+        client.log_dict(
+            rid, {"library_version": library.version, "models": models}, "library_models.json"
+        )
+    except BaseException:
+        client.set_terminated(rid, "FAILED")
+        raise
+    client.set_terminated(rid, "FINISHED")
+    return rid
+
+
+def _description(client, summary: Mapping, models: list[dict], version: str) -> str:
+    """The run's description (markdown): the winner, its estimates and the library models used,
+    each linked to its training run where this store holds the library version."""
+    saved, nested = summary.get("saved") or {}, summary.get("nested") or {}
+    lines = [
+        f"Winner: **{summary.get('winner')}** ({saved.get('name')}), same-fold MAE "
+        f"{saved.get('cv_mae', float('nan')):.4g}."
+    ]
+    if nested.get("selected"):
+        lines.append(f"Nested MAE of the selected method: {nested['selected']['cv_mae']:.4g}.")
+    exp = client.get_experiment_by_name(experiment_name(version))
+    lines.append(f"\nLibrary {version} models used:\n")
+    for m in models:
+        cell = f"{m['dataset']}/{m['property']} ({m['descriptor']}): {', '.join(m['roles'])}"
+        name, run = m["model_id"], m["mlflow_run_id"]
+        if exp is not None and run:
+            name = f"[{name}](#/experiments/{exp.experiment_id}/runs/{run})"
+        lines.append(f"- {name} {cell}")
+    return "\n".join(lines)[:MAX_TAG]
+
+
+def _param(value) -> str:
+    return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
+def log_pyfunc(uri: str, card: ModelCard) -> str:
+    """Log library model ``card`` as an MLflow pyfunc model named ``model`` in the model's own
+    run (``runs:/<run id>/model``), by models-from-code (``shotgun/mlflow_model.py``): its
+    artifacts are the run's card and weights, checked against ``card``. Returns the model URI; a
+    model already logged is not logged again. The finished run is not resumed (its status and
+    times stay those of training)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.models import Model
+
+    from . import __version__
+    from .checksums import sha256
+
+    rid = card.mlflow_run_id
+    if not rid:
+        raise TrackingError(f"model {card.model_id}: its card names no MLflow run")
+    client = _client(uri)
+    try:
+        run = client.get_run(rid)
+    except MlflowException:
+        raise TrackingError(f"{uri}: no run {rid} (model {card.model_id})") from None
+    if run.data.tags.get(MODEL_TAG) != card.model_id:
+        raise TrackingError(f"{uri}: run {rid} is not model {card.model_id}'s")
+    model_uri = f"runs:/{rid}/{PYFUNC}"
+    logged = client.search_logged_models(
+        [run.info.experiment_id], filter_string=f"source_run_id = '{rid}' AND name = '{PYFUNC}'"
+    )
+    if logged:
+        return model_uri
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        files = {
+            "card": "card.json",
+            "weights": f"{card.model_id}.safetensors",
+        }
+        try:
+            files = {k: client.download_artifacts(rid, v, tmp) for k, v in files.items()}
+        except (MlflowException, OSError) as err:
+            raise TrackingError(f"{run.info.artifact_uri}: artifacts of run {rid}: {err}") from None
+        if sha256(Path(files["weights"])) != card.weights_sha256:
+            raise TrackingError(f"run {rid}: its weights are not model {card.model_id}'s")
+        mlflow.set_tracking_uri(uri)  # where Model.log writes, and in which experiment
+        mlflow.set_experiment(experiment_id=run.info.experiment_id)
+        # Model.log is what mlflow.pyfunc.log_model calls; it takes the run to log into.
+        Model.log(
+            artifact_path=None,
+            name=PYFUNC,
+            flavor=mlflow.pyfunc,
+            run_id=rid,
+            python_model=str(Path(__file__).with_name("mlflow_model.py")),
+            artifacts=files,
+            pip_requirements=[f"shotgun=={__version__}", f"mlflow=={mlflow.__version__}"],
+            tags={MODEL_TAG: card.model_id},
+        )
+    return model_uri

@@ -20,6 +20,7 @@ rule transfer:
     input:
         library=f"{LIBRARY}.manifest.json",
         data=lambda w: TARGET_DECLS[w.target][0].data,
+        tracking=f"{RESULTS}/tracking.ready",
     output:
         summary=shown_in_report(f"{TRANSFER}/summary.json", "summary", "summary"),
         ranking=shown_in_report(f"{TRANSFER}/ranking.csv", "ranking", "ranking"),
@@ -45,9 +46,13 @@ rule transfer:
         declaration=lambda w: f"{TARGETS_DIR}/{w.target}.yaml",
         library=lambda w, input: input.library.removesuffix(".manifest.json"),
         out=lambda w, output: os.path.dirname(output.summary),
+        # Each run is logged to the workflow's store (experiment shotgun-transfer), as training is.
+        results=lambda w, input: os.path.dirname(input.tracking),
+        uri=f"--tracking-uri {config['tracking_uri']}" if config.get("tracking_uri") else "",
     shell:
         "shotgun transfer --target {params.declaration} --library {params.library} "
-        "--out {params.out} {params.flags} > {log} 2>&1"
+        "--out {params.out} {params.flags} --results {params.results} {params.uri} "
+        "> {log} 2>&1"
 
 
 MAP = config.get("transfer_map")

@@ -193,6 +193,29 @@ class FromMlflow(Command):
         print(f"{a.out}: library {a.library_version} with {manifest['n_models']} models from {uri}")
 
 
+class LogPyfunc(Command):
+    name = "log-pyfunc"
+    help = "log library models as MLflow pyfunc models in their runs (runs:/<run id>/model)"
+    description = (
+        "Log library models as MLflow pyfunc models (models-from-code, no pickle), each in its "
+        "own training run, to load with mlflow.pyfunc.load_model('runs:/<run id>/model'). "
+        "The store is the one the library was trained into."
+    )
+
+    def add_arguments(self, s):
+        s.add_argument("library")
+        s.add_argument("model_ids", nargs="+", metavar="model_id")
+        add_tracking(s)
+
+    def run(self, a):
+        from ..library import Library
+        from ..tracking import log_pyfunc, open_store
+
+        uri, lib = open_store(a.tracking_uri, Path(a.results)), Library.open(a.library)
+        for mid in a.model_ids:
+            print(f"{mid}: {log_pyfunc(uri, lib.card(mid))}")
+
+
 class Report(Command):
     name = "report"
     help = "source-model quality: report.md, report.html, r2.png and cells.csv"
@@ -221,6 +244,7 @@ class LibraryGroup(Group):
         Pack(),
         Unpack(),
         FromMlflow(),
+        LogPyfunc(),
         Report(),
     )
 

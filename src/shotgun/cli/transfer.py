@@ -4,8 +4,11 @@ property as a target)."""
 from __future__ import annotations
 
 import argparse
+import time
+import warnings
 from pathlib import Path
 
+from ..errors import ShotgunWarning
 from .command import Command
 
 
@@ -30,7 +33,9 @@ class Transfer(Command):
     description = (
         "Screen library models for a small target dataset. Give the target as --data, "
         "--input, --target (column) and --kind, or as --target config/targets/NAME.yaml "
-        "(a declaration; the other flags override its options)."
+        "(a declaration; the other flags override its options). With --tracking-uri or "
+        "--results the run is logged to MLflow (experiment shotgun-transfer) after its files "
+        "are written."
     )
 
     def add_arguments(self, s):
@@ -46,14 +51,28 @@ class Transfer(Command):
         s.add_argument(
             "--n-workers", type=int, default=1, help="screening worker processes on this machine"
         )
+        s.add_argument(
+            "--tracking-uri",
+            help="log the run to this MLflow store (default: not logged, unless --results)",
+        )
+        s.add_argument(
+            "--results",
+            help="log the run to the MLflow store of this workflow results folder (its mlflow.db)",
+        )
 
     def run(self, a):
         from ..transfer import run_transfer
         from ..transfer.report import control_sentence, leakage_line
 
+        uri, start = None, int(time.time() * 1000)
+        if a.tracking_uri or a.results:  # checked before the work, imports MLflow only then
+            from ..tracking import open_store
+
+            uri = open_store(a.tracking_uri, Path(a.results or "."), create=not a.results)
+        options = transfer_options(a)
         s = run_transfer(
             Path(a.library),
-            transfer_options(a),
+            options,
             Path(a.out),
             scheduler=a.scheduler,
             n_workers=a.n_workers,
@@ -87,6 +106,26 @@ class Transfer(Command):
         print(leakage_line(s))
         saved = f"{s.saved.method}, {s.saved.name}" if s.saved else s.winner
         print(f"refitted winner ({saved}): {Path(a.out) / s.model} (shotgun predict --model)")
+        if uri:
+            log_run(uri, Path(a.out), options, Path(a.library), start)
+
+
+def log_run(uri: str, out: Path, options, library: Path, start_ms: int) -> None:
+    """Log a finished transfer to MLflow. Its files are written already: a failure to log is a
+    warning, so that the command (and a workflow job, whose outputs a failure would delete)
+    keeps them."""
+    from ..library import Library
+    from ..tracking import TRANSFER_EXPERIMENT, log_transfer
+
+    try:
+        rid = log_transfer(uri, out, options.to_dict(), Library.open(library), start_ms)
+    except Exception as err:  # MLflow, the network or the store: any of them may fail
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        warnings.warn(
+            ShotgunWarning(f"{out}: written, but not logged to {uri}: {reason}"), stacklevel=2
+        )
+        return
+    print(f"MLflow run {rid} (experiment {TRANSFER_EXPERIMENT}) in {uri}")
 
 
 class TransferMap(Command):
