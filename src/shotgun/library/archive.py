@@ -15,7 +15,9 @@ from .store import Library
 
 
 def pack(library: Library, archive: Path, **query) -> int:
-    """Write ``library`` (or the subset a query selects) to a .tar.gz; returns the model count."""
+    """Write ``library`` (or the subset a query selects) to a .tar.gz; returns the model count.
+    The archive's packs hold only the selected models (each read alone and verified), in the
+    library's weights dtype."""
     import tarfile
     import tempfile
 
@@ -23,11 +25,12 @@ def pack(library: Library, archive: Path, **query) -> int:
     models = []
     for mid in ids:
         card = library.card(mid)
-        models.append((card, library.verified(card.weights)))
+        models.append((card, library.weights(mid, card)))
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "library"
         extra = {"subset_of": library.version, "query": query} if query else {}
-        write_library(root, models, library.version, **extra)
+        dtype = library.manifest["weights_dtype"]
+        write_library(root, models, library.version, weights_dtype=dtype, **extra)
         with tarfile.open(archive, "w:gz") as tar:
             for path in sorted(root.rglob("*")):
                 tar.add(path, arcname=path.relative_to(root).as_posix(), recursive=False)

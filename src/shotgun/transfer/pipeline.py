@@ -44,7 +44,7 @@ def save_model(
     dest.mkdir(parents=True)
     mid = model.card.model_id
     (dest / "source.json").write_text(json.dumps(model.card.to_dict(), indent=2, sort_keys=True))
-    shutil.copyfile(library.verified(model.card.weights), dest / "source.safetensors")
+    model.save_weights(dest / "source.safetensors")
     save_file(
         {"features": F.astype(np.float64), "y": y.astype(np.float64)},
         str(dest / "train.safetensors"),
