@@ -176,3 +176,18 @@ def test_a_library_of_the_old_layout_is_refused(tmp_path):
     proc = run(["shotgun", "library", "verify", str(old)])
     assert proc.returncode == 2 and "library format 1" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_a_tensor_beyond_float16_stays_float32():
+    """float16 holds magnitudes up to 65504: a larger weight keeps its tensor in float32 (no
+    inf); BatchNorm's integer batch counter is stored as it is."""
+    import torch
+
+    from shotgun.library.packs import stored
+
+    big, small = torch.tensor([0.5, -7e4]), torch.tensor([0.5, -6e4])
+    assert stored(big, "float16").dtype == torch.float32
+    assert torch.equal(stored(big, "float16"), big)
+    assert stored(small, "float16").dtype == torch.float16
+    assert stored(small, "float16").tolist() == [0.5, -60000.0]
+    assert stored(torch.tensor(7), "float16").dtype == torch.int64

@@ -50,11 +50,14 @@ def stored(t: torch.Tensor, dtype: str) -> torch.Tensor:
     """A network tensor as a pack stores it: floating point in ``dtype`` unless it would
     overflow there (float16 beyond +-65504), other tensors (BatchNorm's batch counter) as they
     are."""
-    if not t.is_floating_point() or dtype == "float32" or t.numel() == 0:
+    if not t.is_floating_point():
         return t.contiguous()
-    a = t.detach().float().numpy()
-    if dtype == "float16" and max(-a.min(), a.max()) > torch.finfo(torch.float16).max:
-        return t.contiguous()
+    a = t.detach().float()
+    if dtype == "float32" or a.numel() == 0:
+        return a.contiguous()
+    n = a.numpy()
+    if dtype == "float16" and max(-n.min(), n.max()) > torch.finfo(torch.float16).max:
+        return a.contiguous()
     return t.to(DTYPES[dtype]).contiguous()
 
 
