@@ -76,7 +76,7 @@ def build_scratch_library(source: Path, dest: Path, n_models: int, kind: str) ->
     """``dest``: the applicable models of ``source`` plus random-weight copies, ``n_models`` in
     all (reused when it already holds exactly those)."""
     import torch
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
 
     from shotgun.checksums import sha256
     from shotgun.library import Library, write_library
@@ -99,10 +99,10 @@ def build_scratch_library(source: Path, dest: Path, n_models: int, kind: str) ->
     models, random_init = [], {}
     for mid in ids:
         card = lib.card(mid)
-        models.append((card, lib.root / card.weights))
+        models.append((card, lib.weights(mid, card)))
     for i in range(n_models - len(ids)):
         card = lib.card(ids[i % len(ids)])
-        scaler = load_file(str(lib.root / card.weights))
+        scaler = lib.weights(card.model_id, card)
         torch.manual_seed(i)
         net = build_network(card.architecture)
         tensors = {f"net.{k}": v.contiguous() for k, v in net.state_dict().items()}

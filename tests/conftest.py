@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -72,3 +73,15 @@ def refit_saved(model_dir, library, train_inputs, y, inputs, seed):
         pred[ok] = learner.predict(G[ok])
         preds.append(pred)
     return np.mean(preds, axis=0)
+
+
+def tensor_spans(path) -> dict[str, tuple[int, int]]:
+    """Byte range of every tensor of a safetensors file, read from its header by hand (an
+    8-byte little-endian length, then JSON with each tensor's data offsets)."""
+    data = Path(path).read_bytes()
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + n])
+    header.pop("__metadata__", None)
+    return {
+        k: (8 + n + v["data_offsets"][0], 8 + n + v["data_offsets"][1]) for k, v in header.items()
+    }

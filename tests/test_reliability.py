@@ -211,11 +211,11 @@ def test_killed_shard_resumes_to_the_uninterrupted_result(trained):
         lib_ref.index.drop(columns="mlflow_run_id"),
         check_exact=True,
     )
-    weights = {k: v for k, v in lib.manifest["files"].items() if k.startswith("models/")}
+    weights = {k: v for k, v in lib.manifest["files"].items() if k.startswith("weights/")}
     assert weights == {
-        k: v for k, v in lib_ref.manifest["files"].items() if k.startswith("models/")
+        k: v for k, v in lib_ref.manifest["files"].items() if k.startswith("weights/")
     }
-    assert len(weights) == N_MODELS
+    assert len(weights) == 1  # the shard's pack
 
 
 def test_one_finished_run_per_model_after_a_kill(trained):
@@ -288,13 +288,9 @@ def test_same_config_and_seeds_reproduce_the_library(trained):
         check_exact=True,
     )
     assert {
-        k: v
-        for k, v in la.manifest["files"].items()
-        if k != "index.parquet" and not k.startswith("cards/")
+        k: v for k, v in la.manifest["files"].items() if k not in ("index.parquet", "cards.jsonl")
     } == {
-        k: v
-        for k, v in lb.manifest["files"].items()
-        if k != "index.parquet" and not k.startswith("cards/")
+        k: v for k, v in lb.manifest["files"].items() if k not in ("index.parquet", "cards.jsonl")
     }
 
     client = MlflowClient(tracking_uri=resolve_uri(None, trained["results"]))

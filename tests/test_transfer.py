@@ -11,6 +11,7 @@ import yaml
 
 from conftest import ROOT, refit_saved, run
 from shotgun.library import Library
+from shotgun.library.packs import PREDICTION_TOLERANCE
 from shotgun.transfer.learners import make_learner, ridge_batch
 from shotgun.transfer.plans import build_plan, make_splits
 
@@ -462,7 +463,8 @@ def test_predict_cli_in_original_units(smoke, tmp_path):
     pred = pd.read_csv(out)
     col = pred.columns[1]
     assert lib.card(mid).unit in col
-    np.testing.assert_allclose(pred[col][:-1], ref.predictions, rtol=1e-5)
+    atol = PREDICTION_TOLERANCE * lib.card(mid).target_scaler.std  # float16 weights
+    np.testing.assert_allclose(pred[col][:-1], ref.predictions, rtol=0, atol=atol)
     assert np.isnan(pred[col].iloc[-1])
 
 

@@ -52,11 +52,19 @@ class Build(Command):
         s.add_argument("shards", nargs="+", help="shard folders")
         s.add_argument("--out", required=True, help="library path (a link to the current build)")
         add_library_version(s)
+        s.add_argument(
+            "--weights-dtype",
+            help="how weights are stored: float16 (the default; predictions within 2e-3 of "
+            "their spread under float32), bfloat16 or float32",
+        )
 
     def run(self, a):
         from ..library import build_library
 
-        manifest = build_library([Path(p) for p in a.shards], Path(a.out), a.library_version)
+        dtype = {"weights_dtype": a.weights_dtype} if a.weights_dtype else {}
+        manifest = build_library(
+            [Path(p) for p in a.shards], Path(a.out), a.library_version, **dtype
+        )
         print(f"{a.out}: library {a.library_version} with {manifest['n_models']} models")
 
 

@@ -1,5 +1,6 @@
-"""The model library: model cards, the checksummed store and its index, incremental atomic
-builds, packing and unpacking, and loaded models that predict and give neural features.
+"""The model library: model cards, the checksummed store and its index, weights packed a shard
+to a file, incremental atomic builds, packing and unpacking, and loaded models that predict and
+give neural features.
 
 >>> lib = Library.open("results/library")
 >>> best = lib.query(kind="molecule", property="gap", top=3)

@@ -16,6 +16,8 @@ from .store import Library
 
 def pack(library: Library, archive: Path, *, force: bool = False, **query) -> int:
     """Write ``library`` (or the subset a query selects) to a .tar.gz; returns the model count.
+    The archive's packs hold only the selected models (each read alone and verified), in the
+    library's weights dtype.
 
     An existing ``archive`` is refused unless ``force``, and so is a query that selects no
     model; the archive is written to a scratch file beside it and renamed into place.
@@ -34,13 +36,14 @@ def pack(library: Library, archive: Path, *, force: bool = False, **query) -> in
     models = []
     for mid in ids:
         card = library.card(mid)
-        models.append((card, library.verified(card.weights)))
+        models.append((card, library.weights(mid, card)))
     scratch = archive.with_name(f".{archive.name}.packing-{os.getpid()}")
     try:
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp) / "library"
             extra = {"subset_of": library.version, "query": query} if query else {}
-            write_library(root, models, library.version, **extra)
+            dtype = library.manifest["weights_dtype"]
+            write_library(root, models, library.version, weights_dtype=dtype, **extra)
             with tarfile.open(scratch, "w:gz") as tar:
                 for path in sorted(root.rglob("*")):
                     tar.add(path, arcname=path.relative_to(root).as_posix(), recursive=False)

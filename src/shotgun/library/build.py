@@ -1,7 +1,7 @@
 """Building libraries: from trained shards (incremental and atomic) or from the MLflow store.
 
-A build writes a new folder under ``<library>.versions/``, hard-linking unchanged weights from the
-previous build, and switches the library link to it in one atomic rename: a crash at any point
+A build writes a new folder under ``<library>.versions/``, hard-linking unchanged weight packs from
+the previous build, and switches the library link to it in one atomic rename: a crash at any point
 leaves the previous library intact, and the next build removes what the crash left.
 """
 
@@ -13,8 +13,9 @@ import os
 import shutil
 import socket
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -22,7 +23,14 @@ from .. import __version__
 from ..checksums import sha256
 from ..progress import progress
 from .card import INDEX_COLUMNS, LibraryError, ModelCard
-from .store import INDEX, MANIFEST, Library
+from .packs import DTYPES, WEIGHTS_DTYPE, pack_name, shard_tensors, write_pack
+from .store import CARDS, FORMAT, INDEX, MANIFEST, STORAGE_COLUMNS, Library
+
+if TYPE_CHECKING:
+    import torch
+
+# A model's weights: its shard's file, or its tensors (from a library); None if it failed.
+Weights = Path | Mapping[str, "torch.Tensor"] | None
 
 
 def shard_models(shard_dirs: Iterable[Path]) -> list[tuple[ModelCard, Path | None]]:
@@ -38,25 +46,34 @@ def shard_models(shard_dirs: Iterable[Path]) -> list[tuple[ModelCard, Path | Non
 
 def write_library(
     dest: Path,
-    models: Sequence[tuple[ModelCard, Path | None]],
+    models: Sequence[tuple[ModelCard, Weights]],
     version: str,
     reuse: Library | None = None,
+    weights_dtype: str = WEIGHTS_DTYPE,
     **extra,
 ) -> dict:
     """Write a library folder at ``dest`` (which must not exist) from (card, weights) pairs.
 
-    Weights whose checksum matches a file of ``reuse`` are hard-linked from it instead of copied.
-    Models that failed to train stay out; the manifest lists them under ``failed`` (id, cell,
-    reason).
+    Weights are a shard's weights file (checked against the card's checksum) or, for a model
+    taken from another library, its tensors as stored there (:meth:`Library.weights`). Models
+    are packed by origin: one pack per shard folder and cell (per source pack for tensors), in
+    ``weights_dtype`` (float32, float16 or bfloat16). A pack that ``reuse`` already holds (same
+    models, same trained weights, same dtype: the same name) is hard-linked from it instead of
+    written. Models that failed to train stay out; the manifest lists them under ``failed``
+    (id, cell, reason).
     """
-    (dest / "models").mkdir(parents=True)
-    (dest / "cards").mkdir()
+    if weights_dtype not in DTYPES:
+        raise LibraryError(f"weights dtype {weights_dtype!r}: one of {', '.join(DTYPES)}")
+    dest.mkdir(parents=True)
     old = reuse.manifest["files"] if reuse else {}
-    files, rows, seen, failed = {}, [], set(), []
-    for card, weights in progress(models, f"writing library {dest.name}", "models"):
+    groups: dict[tuple, list] = {}
+    seen, failed = set(), []
+    for card, weights in models:
         mid = card.model_id
+        # A shard's models (or, for tensors, those of one source pack) share a pack.
+        origin = str(weights.parent) if isinstance(weights, Path) else card.weights
         if mid in seen:
-            raise LibraryError(f"{weights}: model {mid} appears twice")
+            raise LibraryError(f"{origin}: model {mid} appears twice")
         seen.add(mid)
         if card.failure is not None:
             failed.append(
@@ -69,32 +86,60 @@ def write_library(
                 }
             )
             continue
-        rel = f"models/{mid}.safetensors"
-        if old.get(rel) == card.weights_sha256:
+        cell = (card.dataset, card.property, card.descriptor["name"])
+        groups.setdefault((*cell, origin), []).append((card, weights))
+    files, rows = {}, []
+    for members in progress(groups.values(), f"writing library {dest.name}", "packs"):
+        members.sort(key=lambda m: (m[0].index, m[0].model_id))
+        rel = pack_name([c for c, _ in members], weights_dtype)
+        if rel in old:
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             try:
                 os.link(reuse.root / rel, dest / rel)
             except OSError:
                 shutil.copyfile(reuse.root / rel, dest / rel)
+            digests = {
+                c.model_id: reuse.storage.at[c.model_id, "tensors_sha256"] for c, _ in members
+            }
+            files[rel] = old[rel]
         else:
-            shutil.copyfile(weights, dest / rel)
-            if sha256(dest / rel) != card.weights_sha256:
-                raise LibraryError(f"{weights}: checksum differs from its card")
-        files[rel] = card.weights_sha256
-        card = card.replace(weights=rel)
-        text = card.to_json()
-        (dest / "cards" / f"{mid}.json").write_text(text)
-        files[f"cards/{mid}.json"] = hashlib.sha256(text.encode()).hexdigest()
-        rows.append(card.index_row())
-    index = pd.DataFrame(rows, columns=INDEX_COLUMNS).sort_values(
-        ["material_class", "dataset", "property", "model_id"]
-    )
-    index.to_parquet(dest / INDEX, index=False)
+            tensors = [
+                (c.model_id, shard_tensors(w, c.weights_sha256) if isinstance(w, Path) else w)
+                for c, w in members
+            ]
+            scaler = members[0][0].input_scaler.tensors
+            digests = write_pack(dest / rel, tensors, scaler, weights_dtype)
+            files[rel] = sha256(dest / rel)
+        for card, _ in members:
+            card = card.replace(weights=rel)
+            rows.append(
+                card.index_row()
+                | {
+                    "weights": rel,
+                    "weights_sha256": card.weights_sha256,
+                    "tensors_sha256": digests[card.model_id],
+                    "card": card.to_json(indent=None).encode(),
+                }
+            )
+    index = pd.DataFrame(rows, columns=[*INDEX_COLUMNS, *STORAGE_COLUMNS[:3], "card"])
+    index = index.sort_values(["material_class", "dataset", "property", "model_id"])
+    lengths = index["card"].map(len) + 1  # a line each
+    index["card_offset"] = lengths.cumsum() - lengths
+    index["card_length"] = lengths - 1
+    index["card_sha256"] = [hashlib.sha256(c).hexdigest() for c in index["card"]]
+    with open(dest / CARDS, "wb") as f:
+        for line in index["card"]:
+            f.write(line + b"\n")
+    files[CARDS] = sha256(dest / CARDS)
+    index.drop(columns="card").to_parquet(dest / INDEX, index=False)
     files[INDEX] = sha256(dest / INDEX)
     manifest = {
+        "format": FORMAT,
         "library_version": version,
         "shotgun_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "n_models": len(rows),
+        "weights_dtype": weights_dtype,
         "files": dict(sorted(files.items())),
         **({"failed": failed} if failed else {}),
         **extra,
@@ -144,14 +189,20 @@ def _clean_scratch(out: Path, versions: Path) -> None:
             p.unlink(missing_ok=True)
 
 
-def build_library(shard_dirs: Sequence[Path], out: Path, version: str, keep: int = 2) -> dict:
+def build_library(
+    shard_dirs: Sequence[Path],
+    out: Path,
+    version: str,
+    keep: int = 2,
+    weights_dtype: str = WEIGHTS_DTYPE,
+) -> dict:
     """Assemble shards into the library at ``out``, incrementally and atomically.
 
     Each build is a folder under ``<out>.versions/`` named by version and content; ``out`` is a
     symbolic link switched to the new folder in one atomic rename, so a crash at any point leaves
-    the previous library intact (a later build removes what the crash left). Unchanged weights
-    are hard-linked from the previous build; the new build, the previous one and the newest
-    others up to ``keep`` builds in all are kept.
+    the previous library intact (a later build removes what the crash left). Unchanged packs
+    (a shard's models, :func:`write_library`) are hard-linked from the previous build; the new
+    build, the previous one and the newest others up to ``keep`` builds in all are kept.
     """
     out = Path(out)
     versions = out.parent / f"{out.name}.versions"
@@ -170,7 +221,8 @@ def build_library(shard_dirs: Sequence[Path], out: Path, version: str, keep: int
     tmp = versions / f".building-{_tag()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        manifest = write_library(tmp, shard_models(shard_dirs), version, reuse=previous)
+        models = shard_models(shard_dirs)
+        manifest = write_library(tmp, models, version, previous, weights_dtype)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -218,10 +270,13 @@ def from_mlflow(uri: str, library_version: str, out: Path) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         models = []
         for client, run in finished_runs(uri, library_version, require=True):
-            d = Path(tmp) / run.info.run_id
-            d.mkdir()
+            d = Path(tmp) / "runs" / run.info.run_id
+            d.mkdir(parents=True)
             card = ModelCard.read(_download(client, run, "card.json", d))
-            models.append((card, _download(client, run, f"{card.model_id}.safetensors", d)))
+            # One folder per cell: its models share a pack, as a shard's do.
+            cell = Path(tmp, "cells", card.dataset, card.property, card.descriptor["name"])
+            cell.mkdir(parents=True, exist_ok=True)
+            models.append((card, _download(client, run, f"{card.model_id}.safetensors", cell)))
         if not models:
             raise LibraryError(f"{uri}: library version {library_version!r} has no finished run")
         return write_library(out, models, library_version, source=uri)

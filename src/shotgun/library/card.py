@@ -1,7 +1,7 @@
 """The model card: everything needed to rebuild, use and audit one library model.
 
 Training writes one card per model (``<id>.json`` beside ``<id>.safetensors``), MLflow stores it
-as the run's ``card.json``, the library keeps it under ``cards/`` and indexes it, and a saved
+as the run's ``card.json``, the library keeps it in its card table and indexes it, and a saved
 transfer pipeline carries its source model's card. All of them read and write cards through
 :class:`ModelCard`: ``ModelCard.from_dict`` checks the keys (missing or unknown keys, a newer
 ``card_schema``) and ``to_json`` writes the file.
@@ -10,6 +10,7 @@ transfer pipeline carries its source model's card. All of them read and write ca
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,15 +140,22 @@ class ModelCard:
         return cls.from_dict(doc, str(path))
 
     def to_dict(self) -> dict:
-        doc = dataclasses.asdict(self)
+        # Nested records as dicts; the JSON fields (train_config, ...) as they are, not copied
+        # (dataclasses.asdict deep-copies them: most of the time of writing 10^5 cards).
+        doc = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        for key, value in doc.items():
+            if dataclasses.is_dataclass(value):
+                doc[key] = dataclasses.asdict(value)
         for key in ("mlflow_run_id", "failure"):  # written only when set
             if doc[key] is None:
                 del doc[key]
         return doc
 
-    def to_json(self) -> str:
-        """The card file's text (sorted keys: the same card gives the same bytes)."""
-        return json.dumps(self.to_dict(), indent=1, sort_keys=True)
+    def to_json(self, indent: int | None = 1) -> str:
+        """The card file's text (sorted keys: the same card gives the same bytes); one line
+        without ``indent``."""
+        compact = (",", ":") if indent is None else None
+        return json.dumps(self.to_dict(), indent=indent, sort_keys=True, separators=compact)
 
     def replace(self, **changes) -> ModelCard:
         return dataclasses.replace(self, **changes)
@@ -158,8 +166,6 @@ class ModelCard:
 
     def index_row(self) -> dict:
         """The card's row of the library index (``INDEX_COLUMNS``)."""
-        from ..descriptors import from_spec
-
         m = self.metrics
         return {
             "model_id": self.model_id,
@@ -169,7 +175,7 @@ class ModelCard:
             "unit": self.unit,
             "descriptor": self.descriptor["name"],
             "descriptor_version": self.descriptor["version"],
-            "input_kinds": ",".join(from_spec(self.descriptor).kinds),
+            "input_kinds": _input_kinds(json.dumps(self.descriptor, sort_keys=True)),
             "architecture": self.architecture_name,
             "n_hidden": self.n_hidden,
             "n_train": self.n_train,
@@ -230,6 +236,14 @@ INDEX_COLUMNS = [
     "data_hash",
     "weak",  # test R² below zero or undefined: worse than the training mean on held-out rows
 ]
+
+
+@functools.cache
+def _input_kinds(spec: str) -> str:
+    """The input kinds of a descriptor spec (JSON), comma-separated: computed once per spec."""
+    from ..descriptors import from_spec
+
+    return ",".join(from_spec(json.loads(spec)).kinds)
 
 
 def is_weak(test_r2: float) -> bool:

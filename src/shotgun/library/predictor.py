@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from .. import INPUT_KINDS
 from ..data.inputs import KIND_NOUNS, InputKindError, check_kinds, input_list
@@ -24,21 +24,28 @@ from .store import Library
 
 
 class Predictor:
-    """A library model ready to use: descriptor, scalers and network."""
+    """A library model ready to use: descriptor, scalers and network (float32, whatever the
+    dtype its weights were stored in)."""
 
-    def __init__(self, card: ModelCard, weights: Path):
+    def __init__(self, card: ModelCard, weights: Path | Mapping[str, torch.Tensor]):
+        """``weights``: a weights file as training writes it, or its tensors by the same names
+        (:meth:`Library.weights`)."""
         self.card = card
         self.descriptor = from_spec(card.descriptor)
-        tensors = load_file(str(weights))
-        self.x_mean = tensors.pop("x_mean").numpy()
-        self.x_std = tensors.pop("x_std").numpy()
+        tensors = dict(load_file(str(weights)) if isinstance(weights, Path) else weights)
+        self.x_mean = tensors.pop("x_mean").float().numpy()
+        self.x_std = tensors.pop("x_std").float().numpy()
         # Sorted hashes of the training inputs (the leakage guard); None in older libraries.
         seen = tensors.pop("train_inputs", None)
         self.train_inputs = None if seen is None else seen.numpy()
         with torch.device("meta"):  # no random initialisation: the weights replace it
             self.net = MLP(card.architecture)
         self.net.load_state_dict(
-            {k.removeprefix("net."): v for k, v in tensors.items()}, assign=True
+            {
+                k.removeprefix("net."): v.float() if v.is_floating_point() else v
+                for k, v in tensors.items()
+            },
+            assign=True,
         )
         self.net.eval()
         self.y_mean = card.target_scaler.mean
@@ -57,6 +64,14 @@ class Predictor:
         with torch.random.fork_rng(devices=[]):
             twin.net = initial_network(self.card.architecture, seed).eval()
         return twin
+
+    def save_weights(self, path: Path) -> Path:
+        """Write the network and input scaler as a weights file of training's layout (float32)."""
+        tensors = {f"net.{k}": v.contiguous() for k, v in self.net.state_dict().items()}
+        tensors["x_mean"] = torch.from_numpy(self.x_mean)
+        tensors["x_std"] = torch.from_numpy(self.x_std)
+        save_file(tensors, str(path))
+        return path
 
     def scaled(self, X: np.ndarray):
         """The network's input tensor for a descriptor matrix: standardised, clipped, float32."""

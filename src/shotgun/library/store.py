@@ -1,40 +1,61 @@
 """An assembled model library: opened, verified by checksum, queried and loaded.
 
-Layout of a library folder::
+Layout of a library folder (``FORMAT``)::
 
-    index.parquet          one row per model (the query path)
-    cards/<id>.json        model card: everything needed to rebuild and use the model
-    models/<id>.safetensors network weights, the input scaler and the sorted hashes of the
-                           training inputs (``train_inputs``; absent in older libraries)
-    manifest.json          library version and the sha256 of every other file
+    index.parquet          one row per model (the query path) and where its card and weights are
+    cards.jsonl            one model card per line: everything needed to rebuild and use a model
+    weights/<dataset>/<property>/<descriptor>/<first>-<last>-<digest>.safetensors
+                           the weights of one shard's models, their input scaler and the sorted
+                           hashes of each model's training inputs (``packs``)
+    manifest.json          library version, format, weights dtype and the sha256 of every file
 
-Nothing here unpickles: weights are safetensors, metadata JSON and Parquet. Every file is checked
-against the manifest before it is loaded.
+The index is checked against the manifest when the library is opened; it records the sha256 of
+each model's card line and of each model's tensors, which are checked when that model is read, so
+one model is read and verified without its neighbours. ``verify`` checks every file whole.
+Nothing here unpickles: weights are safetensors, metadata JSON and Parquet.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from ..checksums import sha256
-from .card import LibraryError, ModelCard, is_weak
+from ..parallel import available_cpus
+from .card import LibraryError, ModelCard
 
 if TYPE_CHECKING:
+    import torch
+
     from .predictor import Predictor
 
 MANIFEST = "manifest.json"
 INDEX = "index.parquet"
+CARDS = "cards.jsonl"
+FORMAT = "shotgun-library/2"
+# Index columns beyond the card's row (INDEX_COLUMNS): where a model's card and weights are and
+# their checksums (weights_sha256: the trained weights file; tensors_sha256: as packed).
+STORAGE_COLUMNS = [
+    "weights",
+    "weights_sha256",
+    "tensors_sha256",
+    "card_offset",
+    "card_length",
+    "card_sha256",
+]
 
 
 class Library:
     """A library folder: ``Library.open(path)``, then ``query``, ``card``, ``load``."""
 
-    def __init__(self, root: Path, manifest: dict, index: pd.DataFrame):
+    def __init__(self, root: Path, manifest: dict, index: pd.DataFrame, storage: pd.DataFrame):
         self.root, self.manifest, self.index = root, manifest, index
+        self.storage = storage  # STORAGE_COLUMNS by model id
 
     @classmethod
     def open(cls, path: str | Path) -> Library:
@@ -43,10 +64,17 @@ class Library:
         if not mpath.is_file():
             raise LibraryError(f"{root}: not a library (no {MANIFEST})")
         manifest = json.loads(mpath.read_text())
-        lib = cls(root, manifest, pd.DataFrame())
-        lib.index = pd.read_parquet(lib.verified(INDEX))
-        if "weak" not in lib.index:  # libraries built before the flag
-            lib.index["weak"] = [is_weak(r2) for r2 in lib.index["test_r2"]]
+        found = manifest.get("format", "1 (a file per model)")
+        if found != FORMAT:
+            raise LibraryError(
+                f"{root}: library format {found}; this shotgun reads {FORMAT}: build it again "
+                "from its shards (shotgun library build) or from the tracking store (shotgun "
+                "library from-mlflow)"
+            )
+        lib = cls(root, manifest, pd.DataFrame(), pd.DataFrame())
+        table = pd.read_parquet(lib.verified(INDEX))
+        lib.index = table.drop(columns=STORAGE_COLUMNS)
+        lib.storage = table.set_index("model_id")[STORAGE_COLUMNS]
         return lib
 
     @property
@@ -55,26 +83,36 @@ class Library:
 
     def verified(self, rel: str) -> Path:
         """Path of a library file after checking it against the manifest."""
-        expected = self.manifest["files"].get(rel)
-        path = self.root / rel
-        if expected is None:
-            raise LibraryError(f"{path}: not listed in the manifest")
-        if not path.is_file():
-            raise LibraryError(f"{path}: missing")
-        if sha256(path) != expected:
+        path = self.listed(rel)
+        if sha256(path) != self.manifest["files"][rel]:
             raise LibraryError(
                 f"{path}: checksum mismatch (file changed since the library was built)"
             )
         return path
 
+    def listed(self, rel: str) -> Path:
+        """Path of a library file listed in the manifest (not checksummed: for files read in
+        parts, each part checked against its own digest)."""
+        path = self.root / rel
+        if rel not in self.manifest["files"]:
+            raise LibraryError(f"{path}: not listed in the manifest")
+        if not path.is_file():
+            raise LibraryError(f"{path}: missing")
+        return path
+
     def verify(self) -> list[str]:
-        """Problems found (empty when every file matches the manifest and nothing is extra)."""
-        problems = []
-        for rel in self.manifest["files"]:
+        """Problems found (empty when every file matches the manifest and nothing is extra).
+        Files are checksummed in parallel threads (hashing releases the GIL)."""
+
+        def problem(rel: str) -> str | None:
             try:
                 self.verified(rel)
             except LibraryError as err:
-                problems.append(str(err))
+                return str(err)
+            return None
+
+        with ThreadPoolExecutor(available_cpus()) as pool:
+            problems = [p for p in pool.map(problem, self.manifest["files"]) if p]
         listed = set(self.manifest["files"]) | {MANIFEST}
         for p in self.root.rglob("*"):
             if p.is_file() and p.relative_to(self.root).as_posix() not in listed:
@@ -132,17 +170,49 @@ class Library:
         }
         return self.index[[usable[k] for k in keys]]
 
+    def _stored(self, model_id: str) -> pd.Series:
+        try:
+            return self.storage.loc[model_id]
+        except KeyError:
+            raise LibraryError(f"{self.root}: no model {model_id!r}") from None
+
     def card(self, model_id: str) -> ModelCard:
-        if model_id not in set(self.index["model_id"]):
-            raise LibraryError(f"{self.root}: no model {model_id!r}")
-        return ModelCard.read(self.verified(f"cards/{model_id}.json"))
+        """A model's card (its line of ``cards.jsonl``, checked against its digest)."""
+        row = self._stored(model_id)
+        path = self.listed(CARDS)
+        with open(path, "rb") as f:
+            f.seek(int(row["card_offset"]))
+            line = f.read(int(row["card_length"]))
+        if hashlib.sha256(line).hexdigest() != row["card_sha256"]:
+            raise LibraryError(
+                f"{path}: checksum mismatch in the card of {model_id} (file changed since the "
+                "library was built)"
+            )
+        return ModelCard.from_dict(json.loads(line), f"{path}: card of {model_id}")
+
+    def weights(self, model_id: str, card: ModelCard | None = None) -> dict[str, torch.Tensor]:
+        """A model's tensors as stored, under the names of a shard's weights file (network
+        ``net.*`` and input scaler), checked against their digest; its neighbours in the pack
+        are not read (``card``: the model's, when already read)."""
+        from .packs import read_model, tensors_digest
+
+        row = self._stored(model_id)
+        path = self.listed(row["weights"])
+        scaler = (card or self.card(model_id)).input_scaler.tensors
+        tensors = read_model(path, model_id, scaler)
+        if tensors_digest(tensors) != row["tensors_sha256"]:
+            raise LibraryError(
+                f"{path}: checksum mismatch in the weights of {model_id} (file changed since "
+                "the library was built)"
+            )
+        return tensors
 
     def load(self, model_id: str) -> Predictor:
         """The model, ready to predict (its card and weights verified first)."""
         from .predictor import Predictor
 
         card = self.card(model_id)
-        return Predictor(card, self.verified(card.weights))
+        return Predictor(card, self.weights(model_id, card))
 
 
 def diff_libraries(a: Library, b: Library) -> dict:
@@ -152,8 +222,7 @@ def diff_libraries(a: Library, b: Library) -> dict:
     changed = [
         m
         for m in common
-        if a.manifest["files"][f"models/{m}.safetensors"]
-        != b.manifest["files"][f"models/{m}.safetensors"]
+        if a.storage.at[m, "weights_sha256"] != b.storage.at[m, "weights_sha256"]
         or not ia.loc[m, ["test_mae", "test_r2"]].equals(ib.loc[m, ["test_mae", "test_r2"]])
     ]
     return {

@@ -73,7 +73,7 @@ def save_model(
         card = m.source.card
         stem = f"source-{i}"
         (dest / f"{stem}.json").write_text(card.to_json())
-        shutil.copyfile(library.verified(card.weights), dest / f"{stem}.safetensors")
+        m.source.save_weights(dest / f"{stem}.safetensors")
         files += [f"{stem}.json", f"{stem}.safetensors"]
         described.append(
             {
