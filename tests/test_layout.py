@@ -55,6 +55,9 @@ def test_every_help_text_renders(tmp_path):
     assert parser.prog == "shotgun"
 
 
+DOCUMENTED = {"os._exit"}  # standard library API whose name starts with an underscore
+
+
 def _private_uses(path):
     """(line, name) of every private name of another module this file uses."""
     tree = ast.parse(path.read_text())
@@ -68,8 +71,10 @@ def _private_uses(path):
             and node.attr.startswith("_")
             and not node.attr.startswith("__")
         ):
-            if not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls", "ctx")):
-                yield node.lineno, f"{ast.unparse(node.value)}.{node.attr}"
+            name = f"{ast.unparse(node.value)}.{node.attr}"
+            own = isinstance(node.value, ast.Name) and node.value.id in ("self", "cls", "ctx")
+            if not own and name not in DOCUMENTED:
+                yield node.lineno, name
 
 
 def test_no_module_uses_another_modules_private_names():

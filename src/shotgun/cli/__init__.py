@@ -70,5 +70,29 @@ def main(argv=None) -> int:
         return _error(f"{err.filename}: {err.strerror}" if err.filename else str(err))
 
 
+def console() -> None:
+    """The ``shotgun`` command: :func:`main`, then an exit that skips the interpreter's teardown.
+    Arrow's thread pools (Parquet reads and writes) can abort the process at teardown after the
+    work is done ("terminate called without an active exception", SIGABRT; apache/arrow#34314),
+    so once the command has returned, with its files closed, streams are flushed and the
+    process ends with the command's status."""
+    import logging
+
+    try:
+        status = main()
+    except SystemExit as done:  # --help, usage errors
+        status = done.code
+    if isinstance(status, str):
+        print(status, file=sys.stderr)
+        status = 1
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except OSError:  # a closed pipe
+            pass
+    os._exit(0 if status is None else int(status))
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()
