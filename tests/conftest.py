@@ -16,6 +16,29 @@ def run(args, **kw):
     return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, **kw)
 
 
+def transfer_command(library, data, out, input_column, target, kind, *options):
+    """``shotgun transfer`` of a target table against a library (the completed process)."""
+    return run(
+        [
+            "shotgun",
+            "transfer",
+            "--library",
+            str(library),
+            "--data",
+            str(data),
+            "--input",
+            input_column,
+            "--target",
+            target,
+            "--kind",
+            kind,
+            "--out",
+            str(out),
+            *map(str, options),
+        ]
+    )
+
+
 @pytest.fixture(scope="session")
 def smoke(tmp_path_factory):
     """A real Snakemake run of config/smoke.yaml; returns its results folder

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import ROOT, run
+from conftest import ROOT, transfer_command
 from shotgun.data.inputs import canonicalize
 from shotgun.library import Library
 from shotgun.nn import MLP
@@ -35,36 +35,26 @@ def unseen(smoke):
 def transfer(smoke, df, out, *extra):
     out.mkdir(parents=True, exist_ok=True)
     df.to_csv(out / "target.csv", index=False)
-    proc = run(
-        [
-            "shotgun",
-            "transfer",
-            "--library",
-            str(smoke / "library"),
-            "--data",
-            str(out / "target.csv"),
-            "--input",
-            "formula",
-            "--target",
-            "target",
-            "--kind",
-            "inorganic",
-            "--out",
-            str(out),
-            "--folds",
-            str(FOLDS),
-            "--seed",
-            str(SEED),
-            "--learners",
-            "ridge",
-            "--baselines",
-            "ridge",
-            "--fine-tune",
-            "0",
-            "--stack",
-            "2",
-            *extra,
-        ]
+    proc = transfer_command(
+        smoke / "library",
+        out / "target.csv",
+        out,
+        "formula",
+        "target",
+        "inorganic",
+        "--folds",
+        FOLDS,
+        "--seed",
+        SEED,
+        "--learners",
+        "ridge",
+        "--baselines",
+        "ridge",
+        "--fine-tune",
+        0,
+        "--stack",
+        2,
+        *extra,
     )
     assert proc.returncode == 0, proc.stderr
     return json.loads((out / "summary.json").read_text()), proc.stdout

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import run
+from conftest import transfer_command
 from shotgun.library import Library
 
 
@@ -43,27 +43,17 @@ def transfer(smoke, df, out, *extra):
     out.mkdir(parents=True, exist_ok=True)
     df.to_csv(out / "target.csv", index=False)
     args = ["--learners", "ridge", "--baselines", "ridge", "--fine-tune", "0", "--no-nested"]
-    return run(
-        [
-            "shotgun",
-            "transfer",
-            "--library",
-            str(smoke / "library"),
-            "--data",
-            str(out / "target.csv"),
-            "--input",
-            "smiles",
-            "--target",
-            "gap",
-            "--kind",
-            "molecule",
-            "--out",
-            str(out),
-            "--folds",
-            "3",
-            *args,
-            *extra,
-        ]
+    return transfer_command(
+        smoke / "library",
+        out / "target.csv",
+        out,
+        "smiles",
+        "gap",
+        "molecule",
+        "--folds",
+        3,
+        *args,
+        *extra,
     )
 
 

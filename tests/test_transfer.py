@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import ROOT, refit_saved, run
+from conftest import ROOT, refit_saved, run, transfer_command
 from shotgun.library import Library
 from shotgun.library.packs import PREDICTION_TOLERANCE
 from shotgun.transfer.learners import make_learner, ridge_batch
@@ -27,32 +27,22 @@ def target(tmp_path_factory):
 
 
 def transfer(smoke, data, out, *extra):
-    return run(
-        [
-            "shotgun",
-            "transfer",
-            "--library",
-            str(smoke / "library"),
-            "--data",
-            str(data),
-            "--input",
-            "formula",
-            "--target",
-            "target",
-            "--kind",
-            "inorganic",
-            "--out",
-            str(out),
-            "--folds",
-            "4",
-            "--seed",
-            "3",
-            # One of the 40 compounds is in the bulk-modulus models' training set: these tests
-            # keep them (the leakage guard has its own, tests/test_leakage.py).
-            "--max-overlap",
-            "1",
-            *extra,
-        ]
+    return transfer_command(
+        smoke / "library",
+        data,
+        out,
+        "formula",
+        "target",
+        "inorganic",
+        "--folds",
+        4,
+        "--seed",
+        3,
+        # One of the 40 compounds is in the bulk-modulus models' training set: these tests
+        # keep them (the leakage guard has its own, tests/test_leakage.py).
+        "--max-overlap",
+        1,
+        *extra,
     )
 
 

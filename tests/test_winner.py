@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import ROOT, refit_saved, run
+from conftest import ROOT, refit_saved, run, transfer_command
 from shotgun.library import Library
 from shotgun.transfer.learners import make_learner
 
@@ -15,32 +15,22 @@ GVRH = ROOT / "data" / "inorganic" / "matbench_log10_gvrh.csv"
 
 
 def transfer(smoke, data, out, *extra):
-    return run(
-        [
-            "shotgun",
-            "transfer",
-            "--library",
-            str(smoke / "library"),
-            "--data",
-            str(data),
-            "--input",
-            "formula",
-            "--target",
-            "target",
-            "--kind",
-            "inorganic",
-            "--out",
-            str(out),
-            "--folds",
-            "4",
-            "--seed",
-            "3",
-            "--fine-tune",
-            "0",
-            "--max-overlap",  # the smoke models saw some of these compounds; not the point here
-            "1",
-            *extra,
-        ]
+    return transfer_command(
+        smoke / "library",
+        data,
+        out,
+        "formula",
+        "target",
+        "inorganic",
+        "--folds",
+        4,
+        "--seed",
+        3,
+        "--fine-tune",
+        0,
+        "--max-overlap",  # the smoke models saw some of these compounds; not the point here
+        1,
+        *extra,
     )
 
 
