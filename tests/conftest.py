@@ -65,7 +65,8 @@ def smoke(tmp_path_factory):
 def refit_saved(model_dir, library, train_inputs, y, inputs, seed):
     """Predictions of a saved transfer winner recomputed from its model.json alone: each member's
     learner refitted on features computed here (its source model's neural features through the
-    library, or its raw descriptor) of ``train_inputs``, applied to ``inputs``, averaged."""
+    library, its raw descriptor, or its source models' predictions) of ``train_inputs``, applied
+    to ``inputs``, averaged."""
     import json
 
     import numpy as np
@@ -76,7 +77,14 @@ def refit_saved(model_dir, library, train_inputs, y, inputs, seed):
     meta = json.loads((Path(model_dir) / "model.json").read_text())
     kind, preds = meta["kind"], []
     for m in meta["members"]:
-        if "source_model_id" in m:
+        if "source_model_ids" in m:  # properties: each source model's standardised prediction
+            models = [library.load(mid) for mid in m["source_model_ids"]]
+
+            def featurize(rows, models=models):
+                return np.column_stack(
+                    [(s.predict(list(rows), kind=kind) - s.y_mean) / s.y_std for s in models]
+                )
+        elif "source_model_id" in m:
             model = library.load(m["source_model_id"])
 
             def featurize(rows, model=model, depth=m["depth"]):

@@ -164,9 +164,9 @@ def test_methods_refit_and_saved_model_predicts(smoke, target, tmp_path):
     assert proc.returncode == 0, proc.stderr
     s = json.loads((tmp_path / "summary.json").read_text())
     methods = {m["method"]: m for m in s["methods"]}
-    assert set(methods) == {"transfer", "baseline", "stack", "fine_tune"}
+    assert set(methods) == {"transfer", "baseline", "stack", "properties", "fine_tune"}
     # The winner: the least CV MAE among the methods the rule picks from (ties: the first).
-    selectable = [methods[m] for m in ("baseline", "transfer", "stack")]
+    selectable = [methods[m] for m in ("baseline", "transfer", "stack", "properties")]
     assert s["winner"] == min(selectable, key=lambda m: m["cv_mae"])["method"]
     assert s["saved"]["method"] == s["winner"]
     assert s["saved"]["name"] == methods[s["winner"]]["name"]

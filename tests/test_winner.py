@@ -1,5 +1,6 @@
-"""The saved model is the winner: one rule picks among transfer, the stack and the baseline, on
-all rows and inside each outer training fold (nested), and `model/` serves whichever it is."""
+"""The saved model is the winner: one rule picks among transfer, the stack, properties as features
+and the baseline, on all rows and inside each outer training fold (nested), and `model/` serves
+whichever it is."""
 
 import json
 
@@ -107,6 +108,68 @@ def test_a_baseline_that_wins_is_saved_and_served(smoke, tmp_path):
     np.testing.assert_allclose(pred, ref, rtol=1e-6, atol=1e-9)
 
 
+def test_properties_that_win_are_saved_and_served(smoke, tmp_path):
+    """A target that is a linear function of one library model's predictions: ridge on the
+    source models' predictions (properties as features) fits it, wins, is saved as a list of
+    library model ids, and predict reproduces it on new formulas; without its library the saved
+    model is refused with the reason."""
+    from shotgun.checksums import sha256
+    from shotgun.library.card import LibraryError
+    from shotgun.transfer import TransferModel
+
+    lib = Library.open(smoke / "library")
+    cands = lib.applicable("inorganic")
+    source = lib.load(cands[~cands["weak"]]["model_id"].iloc[0])
+    df = pd.read_csv(GVRH).head(140)
+    df["target"] = 3.0 * source.predict(df["formula"].tolist()) - 1.0
+    df.head(120).to_csv(tmp_path / "train.csv", index=False)
+    new = df.tail(20)[["formula"]]
+    new.to_csv(tmp_path / "new.csv", index=False)
+
+    proc = transfer(
+        smoke,
+        tmp_path / "train.csv",
+        tmp_path / "out",
+        "--learners",
+        "ridge",
+        "--baselines",
+        "ridge",
+        "--no-nested",
+        "--no-control",
+    )
+    assert proc.returncode == 0, proc.stderr
+    s = json.loads((tmp_path / "out" / "summary.json").read_text())
+    methods = {m["method"]: m for m in s["methods"]}
+    assert s["winner"] == "properties" and s["saved"]["method"] == "properties"
+    assert methods["properties"]["cv_mae"] < min(
+        methods[k]["cv_mae"] for k in ("transfer", "baseline")
+    )
+    model = tmp_path / "out" / "model"
+    meta = json.loads((model / "model.json").read_text())
+    (member,) = meta["members"]
+    assert source.card.model_id in member["source_model_ids"]
+    assert len(member["source_model_ids"]) == s["n_candidates"]
+    assert not list(model.glob("source-*"))  # the sources stay in the library
+
+    proc = predict(model, tmp_path / "new.csv", tmp_path / "pred.csv")
+    assert proc.returncode == 0, proc.stderr
+    pred = pd.read_csv(tmp_path / "pred.csv")["target"].to_numpy()
+    truth = df.tail(20)["target"].to_numpy()
+    assert np.abs(pred - truth).mean() < 0.02 * truth.std()
+    train = df.head(120)
+    ref = refit_saved(model, lib, train["formula"], train["target"], new["formula"], 3)
+    np.testing.assert_allclose(pred, ref, rtol=1e-6, atol=1e-9)
+
+    # Pointed at a library that is not there, loading says which and why.
+    meta["library"] = str(tmp_path / "moved")
+    (model / "model.json").write_text(json.dumps(meta))
+    manifest = json.loads((model / "manifest.json").read_text())
+    manifest["files"]["model.json"] = sha256(model / "model.json")
+    (model / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(LibraryError, match=r"uses \d+ models of the library .*moved"):
+        TransferModel(model)
+
+
 def test_a_saved_stack_predicts_the_mean_of_its_members(smoke, tmp_path):
     from shotgun.library.card import LibraryError
     from shotgun.transfer import TransferModel
@@ -158,12 +221,13 @@ def test_a_saved_stack_predicts_the_mean_of_its_members(smoke, tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-def _choose(feats, X, y, tr, inner, refine, k_stack):
+def _choose(feats, X, P, y, tr, inner, refine, k_stack):
     """Brute force of one selection on rows ``tr`` with ``inner`` splits (positions into tr):
     every (model, depth) with ridge, the ``refine`` best also with Bayesian ridge; the best of
     them (transfer), the mean of the top ``k_stack`` distinct models (stack), the best of ridge
-    and random forest on the raw descriptor (baseline); the method of least inner MAE (ties: the
-    earlier of baseline, transfer, stack). Returns (method, [(key, learner, F)])."""
+    and random forest on the raw descriptor ``X`` (baseline) and on the models' predictions
+    ``P`` (properties); the method of least inner MAE (ties: the earlier of baseline, transfer,
+    stack, properties). Returns (method, [(key, learner, F)])."""
     truth = np.concatenate([y[tr[b]] for _, b in inner])
 
     def inner_pred(learner, F):
@@ -188,10 +252,12 @@ def _choose(feats, X, y, tr, inner, refine, k_stack):
             seen.add(pipes[i][0][0])
     stack = stack[:k_stack]
     base = [(("raw", 0), name, X, inner_pred(name, X)) for name in ("ridge", "random_forest")]
+    props = [(("props", 0), name, P, inner_pred(name, P)) for name in ("ridge", "random_forest")]
     options = [
         ("baseline", [min(base, key=lambda p: mae(p[3]))]),
         ("transfer", [pipes[order[0]]]),
         ("stack", stack),
+        ("properties", [min(props, key=lambda p: mae(p[3]))]),
     ]
     scores = [mae(np.mean([p[3] for p in ps], axis=0)) for _, ps in options]
     method, picked = options[int(np.argmin(scores))]
@@ -228,21 +294,28 @@ def test_nested_choice_among_methods_recomputed_by_brute_force(smoke, tmp_path):
     assert ok.all()
     y = df["target"].to_numpy()
     lib = Library.open(smoke / "library")
-    feats = {}
-    for mid in lib.applicable("inorganic")["model_id"]:
+    feats, columns = {}, []
+    ranked = lib.applicable("inorganic").sort_values(  # the screen's order: RF draws columns
+        ["test_r2", "model_id"], ascending=[False, True]
+    )
+    for mid in ranked[~ranked["weak"]]["model_id"]:
         m = lib.load(mid)
         for depth in range(1, min(2, m.n_hidden) + 1):
             feats[(mid, depth)] = m.features_descriptors(X, depth).astype(np.float64)
+        columns.append(m.predict(df["formula"].tolist()))  # scale does not matter to either
     assert len({mid for mid, _ in feats}) >= 2  # a stack of two distinct models
+    P = np.column_stack(columns)
 
     def name(key, learner):
+        if key[0] == "props":
+            return f"{learner} on predictions of {P.shape[1]} source models"
         return f"{learner} on composition" if key[0] == "raw" else f"{key[0]} d={key[1]} {learner}"
 
     outer = list(KFold(n_splits=4, shuffle=True, random_state=3).split(y))
     chosen, pipelines, rows, preds = [], [], [], []
     for o, (tr, te) in enumerate(outer):
         inner = list(KFold(n_splits=4, shuffle=True, random_state=3 + 1 + o).split(tr))
-        method, picked = _choose(feats, X, y, tr, inner, 2, 2)
+        method, picked = _choose(feats, X, P, y, tr, inner, 2, 2)
         chosen.append(method)
         pipelines.append(" + ".join(name(key, learner) for key, learner, _ in picked))
         rows.append(te)
@@ -258,12 +331,12 @@ def test_nested_choice_among_methods_recomputed_by_brute_force(smoke, tmp_path):
     assert selected["cv_rmse"] == pytest.approx(np.sqrt(((pred - truth) ** 2).mean()), rel=1e-6)
 
     # On all rows, the same rule on the outer folds picks the saved winner.
-    method, picked = _choose(feats, X, y, np.arange(len(y)), outer, 2, 2)
+    method, picked = _choose(feats, X, P, y, np.arange(len(y)), outer, 2, 2)
     assert s["winner"] == method and s["saved"]["method"] == method
     assert s["saved"]["members"] == [name(key, learner) for key, learner, _ in picked]
     meta = json.loads((tmp_path / "out" / "model" / "model.json").read_text())
     assert meta["method"] == method and len(meta["members"]) == len(picked)
     for m, (key, learner, _) in zip(meta["members"], picked):
         assert m["learner"] == learner
-        if key[0] != "raw":
+        if key[0] not in ("raw", "props"):
             assert (m["source_model_id"], m["depth"]) == key

@@ -86,3 +86,10 @@ def neural_features(model, raw: dict, max_depth: int) -> list[tuple[int, np.ndar
     depths = range(1, min(max_depth, model.n_hidden) + 1)
     X = raw[spec_key(model.card.descriptor)]
     return [(d, F.astype(np.float64)) for d, F in zip(depths, model.features_at(X, depths))]
+
+
+def source_prediction(model, raw: dict) -> np.ndarray:
+    """``model``'s prediction (standardised target, float64) on the target's descriptors ``raw``:
+    one column of the properties-as-features descriptor."""
+    X = raw[spec_key(model.card.descriptor)]
+    return (model.predict_descriptors(X) - model.y_mean) / model.y_std

@@ -16,6 +16,7 @@ import numpy as np
 LEARNERS = ("ridge", "bayesian_ridge", "gp", "random_forest", "mlp")
 TRANSFER_LEARNERS = ("ridge", "bayesian_ridge", "gp")  # default on neural features
 BASELINE_LEARNERS = ("ridge", "random_forest", "mlp")  # from scratch on raw descriptors
+PROPERTY_LEARNERS = ("ridge", "random_forest")  # on the source models' predictions
 ALPHAS = np.logspace(-3, 4, 15)
 
 

@@ -104,6 +104,13 @@ class TransferOptions:
     stack: int = _option(
         5, "stacked ensemble: mean of the top K transferred models (1: off)", int, minimum=1
     )
+    properties: bool = _option(
+        True,
+        "properties as features: the predictions of every candidate source model on the "
+        "target's inputs as one descriptor vector, with ridge and random forest, screened and "
+        "selected like the other methods (default on)",
+        bool,
+    )
     control: bool = _option(
         True,
         "control networks: every candidate's architecture, descriptor and input scaler with "

@@ -1,14 +1,17 @@
 """The saved model of a transfer run (``OUT/model/``): the winner refitted on all target rows,
 stored without pickle and loaded for ``shotgun predict --model``.
 
-The winner is one of three methods (``method`` in ``model.json``), each a list of *members*
+The winner is one of four methods (``method`` in ``model.json``), each a list of *members*
 whose predictions are averaged: ``transfer`` (one learner on a source network's neural
-features), ``stack`` (the K transferred models of the stack) or ``baseline`` (one learner from
-scratch on a raw descriptor). The folder holds each member's training matrix and the target's
-values (``train.safetensors``), each source network's card and weights (``source-<i>.json``,
+features), ``stack`` (the K transferred models of the stack), ``baseline`` (one learner from
+scratch on a raw descriptor) or ``properties`` (one learner on the predictions of many library
+models). The folder holds each member's training matrix and the target's values
+(``train.safetensors``), each source network's card and weights (``source-<i>.json``,
 ``source-<i>.safetensors``), and each member's learner and descriptor spec (``model.json``);
 loading refits the deterministic learners. Every file is checksummed in ``manifest.json`` and
-checked when loaded.
+checked when loaded. A ``properties`` member names its source models (``source_model_ids``)
+instead of copying them: they are loaded, and verified, from the library the run used (its
+path and version in ``model.json``, or another copy of that version).
 """
 
 from __future__ import annotations
@@ -26,19 +29,21 @@ from ..library.card import LibraryError, ModelCard
 from .learners import fit_learner
 
 MODEL_FORMAT = "shotgun-transfer/2"
-METHODS = ("transfer", "stack", "baseline")
+METHODS = ("transfer", "stack", "baseline", "properties")
 
 
 @dataclass
 class Member:
     """One learner of a saved model, fitted on ``features`` of all target rows: the neural
-    features of ``source`` (a library model) at ``depth``, or the raw ``descriptor`` (a spec)."""
+    features of ``source`` (a library model) at ``depth``, the raw ``descriptor`` (a spec), or
+    the predictions of the library models ``sources`` (ids)."""
 
     learner: str
     features: np.ndarray
     source: object = None
     depth: int | None = None
     descriptor: dict | None = None
+    sources: list[str] | None = None
 
 
 def save_model(
@@ -67,6 +72,9 @@ def save_model(
     described, files = [], []
     for i, m in enumerate(members):
         tensors[f"features/{i}"] = np.asarray(m.features, dtype=np.float64)
+        if m.sources is not None:
+            described.append({"learner": m.learner, "source_model_ids": list(m.sources)})
+            continue
         if m.source is None:
             described.append({"learner": m.learner, "descriptor": m.descriptor})
             continue
@@ -134,11 +142,30 @@ class TransferModel:
         self.members = []
         for i, m in enumerate(self.meta["members"]):
             source = None
-            if "source" in m:
+            if "source_model_ids" in m:
+                source = self._library_models(m["source_model_ids"])
+            elif "source" in m:
                 card = ModelCard.read(path / f"{m['source']}.json")
                 source = Predictor(card, path / f"{m['source']}.safetensors")
             fitted = fit_learner(m["learner"], seed, train[f"features/{i}"], train["y"])
             self.members.append((m, source, fitted))
+
+    def _library_models(self, model_ids: list[str]) -> list:
+        """The source models of a ``properties`` member, loaded and verified from the library
+        the run used."""
+        from ..library import Library
+
+        root, version = self.meta["library"], self.meta["library_version"]
+        try:
+            lib = Library.open(root)
+            if lib.version != version:
+                raise LibraryError(f"{root}: version {lib.version}, not {version}")
+            return [lib.load(mid) for mid in model_ids]
+        except (LibraryError, KeyError, OSError) as err:
+            raise LibraryError(
+                f"{self.path}: its method (properties) uses {len(model_ids)} models of the "
+                f"library {root} (version {version}), which cannot be loaded: {err}"
+            ) from None
 
     def predict(self, inputs: str | Sequence[str]) -> np.ndarray:
         """Predictions in the target's unit (the mean of the members'); a single string is one
@@ -146,23 +173,37 @@ class TransferModel:
         NaN)."""
         from ..data.inputs import KIND_NOUNS, check_kinds, input_list
         from ..descriptors import for_kind
-        from .candidates import spec_key
+        from .candidates import source_prediction, spec_key
 
         inputs, kind = [str(s) for s in input_list(inputs)], self.meta["kind"]
         fits = check_kinds(inputs, (kind,), f"saved model {self.path} ({KIND_NOUNS[kind]})").fits
         raw: dict[str, tuple] = {}  # each descriptor computed once for all members
         preds = []
-        for m, source, fitted in self.members:
-            key = spec_key(m["descriptor"])
+
+        def descriptor(spec: dict):
+            key = spec_key(spec)
             if key not in raw:
-                d = for_kind(m["descriptor"], kind)
+                d = for_kind(spec, kind)
                 if d is None:
-                    raise LibraryError(f"descriptor {m['descriptor']['name']} cannot take {kind}")
+                    raise LibraryError(f"descriptor {spec['name']} cannot take {kind}")
                 X, ok = d.featurize(inputs)
                 ok &= fits
                 raw[key] = np.where(ok[:, None], X, 0.0), ok
-            X, ok = raw[key]
-            F = X if source is None else source.features_descriptors(X, m["depth"])
+            return raw[key]
+
+        for m, source, fitted in self.members:
+            if "source_model_ids" in m:  # properties as features
+                columns = [descriptor(s.card.descriptor) for s in source]
+                ok = np.logical_and.reduce([c[1] for c in columns])
+                F = np.column_stack(
+                    [
+                        source_prediction(s, {spec_key(s.card.descriptor): X})
+                        for s, (X, _) in zip(source, columns)
+                    ]
+                )
+            else:
+                X, ok = descriptor(m["descriptor"])
+                F = X if source is None else source.features_descriptors(X, m["depth"])
             ok = ok & np.isfinite(F).all(axis=1)
             pred = np.full(len(F), np.nan)
             if ok.any():

@@ -105,19 +105,22 @@ def _nested(s: TransferSummary) -> list[tuple]:
     sel = nested.selected
     if sel is not None:
         text += (
-            " The selected method (transfer, stack or baseline, picked inside each outer "
-            "training fold by the rule that picks the saved model) estimates what the saved "
-            "model will do on new data."
+            " The selected method (transfer, stack, properties or baseline, picked inside each "
+            "outer training fold by the rule that picks the saved model) estimates what the "
+            "saved model will do on new data."
         )
     rows = [_metric_row("transfer (nested)", nested), _metric_row("baseline (nested)", nb)]
     if nested.stack is not None:
         rows.append(_metric_row("stack (nested)", nested.stack))
+    if nested.properties is not None:
+        rows.append(_metric_row("properties as features (nested)", nested.properties))
     if sel is not None:
         rows.append(_metric_row("selected method (nested)", sel))
     b = [("h", 2, "Nested estimate (compare this one)"), ("p", text), ("table", HEADER, rows)]
     columns = {
         "transfer": nested.chosen_pipelines or nested.chosen,
         "baseline": nb.chosen if nb is not None else [],
+        "properties": nested.properties.chosen if nested.properties is not None else [],
         "selected method": [
             f"{m}: {p}" for m, p in zip(sel.chosen, sel.chosen_pipelines or sel.chosen)
         ]
@@ -160,6 +163,11 @@ def control_sentence(s: TransferSummary) -> str:
         k = s.stack.k if s.stack is not None else "K"
         text += f"; stacks of the top {k}: {fmt(s.nested.stack.cv_mae)} against "
         text += fmt(c.stack.cv_mae)
+    if nested and c.properties is not None and s.nested.properties is not None:
+        text += (
+            "; properties as features (the networks' predictions as descriptors): "
+            f"{fmt(s.nested.properties.cv_mae)} against {fmt(c.properties.cv_mae)}"
+        )
     return text + ("." if nested else " (both selection-optimistic).")
 
 
@@ -171,6 +179,8 @@ def _control(s: TransferSummary) -> list[tuple]:
     rows = [_metric_row(f"control ({c.estimate})", c)]
     if c.stack is not None:
         rows.append(_metric_row("control stack (nested)", c.stack))
+    if c.properties is not None:
+        rows.append(_metric_row("control properties as features (nested)", c.properties))
     if c.best is not None and c.estimate == "nested":
         rows.append(_metric_row(f"best control (same folds): {c.best.name}", c.best))
     return b + [("table", HEADER, rows)]

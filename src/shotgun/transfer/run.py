@@ -4,15 +4,17 @@ For every candidate model whose descriptor accepts the target's inputs, the pre-
 of its last ``depth`` hidden layers become features for a downstream learner. All candidates are
 screened with ridge regression (batched); the ``refine`` best of each selection are then tried
 with the other learners. From-scratch baselines (random forest, ridge, MLP on the raw descriptors)
-are scored on the same folds, as are fine-tuned networks and a stacked ensemble of the top
-transferred models.
+are scored on the same folds, as are fine-tuned networks, a stacked ensemble of the top
+transferred models and "properties as features": ridge and random forest on the vector of every
+candidate's prediction for each input.
 
 Choosing the best of many candidates on the folds that score it is optimistic. Nested CV repeats
 the whole screening and selection inside each outer training fold and scores the chosen pipeline
 on the outer test fold: that estimate is the one to compare with the baseline (whose choice among
 its learners is nested the same way) and with published benchmarks. The winner among transfer,
-the stack and the baseline is picked by one rule (``selection.select_method``), refitted on all
-rows and saved; the same rule inside each outer training fold estimates that whole procedure.
+the stack, properties as features and the baseline is picked by one rule
+(``selection.select_method``), refitted on all rows and saved; the same rule inside each outer
+training fold estimates that whole procedure.
 """
 
 from __future__ import annotations
@@ -28,12 +30,19 @@ import pandas as pd
 
 from ..data.inputs import canonical_hashes
 from .candidates import ModelCache, candidate_specs, candidates
-from .learners import make_learner
+from .learners import PROPERTY_LEARNERS, make_learner
 from .options import TransferError, TransferOptions
 from .pipeline import Member, save_model
 from .plans import CURVE_SIZES, NESTED_MAX_ROWS, Plan, build_plan
 from .plots import curve_plot, parity_plot
-from .screen import baseline_table, baselines, ranking, refine, screen_all
+from .screen import (
+    baseline_table,
+    baselines,
+    properties_screen,
+    ranking,
+    refine,
+    screen_all,
+)
 from .selection import (
     Pick,
     Screen,
@@ -47,8 +56,8 @@ from .summary import TransferSummary
 from .target import Target, prepare_target
 
 NOTE = (
-    "best, stack, fine_tune and baseline are each selected on the folds that score them "
-    "(optimistic); nested is the estimate to compare, nested.selected that of the procedure "
+    "best, stack, fine_tune, baseline and methods are each selected on the folds that score "
+    "them (optimistic); nested is the estimate to compare, nested.selected that of the procedure "
     "that picks the saved winner (fine_tune is not scored inside the outer folds, so it is "
     "reported, not picked)"
 )
@@ -81,6 +90,8 @@ class _Screens:
     transfer: Screen
     baseline: Screen
     control: Screen | None  # the candidates' control networks (random weights)
+    properties: Screen | None  # learners on the candidates' predictions
+    control_properties: Screen | None  # the same on their control networks' predictions
 
 
 class _Run:
@@ -140,8 +151,12 @@ class _Run:
             o.seed if o.control else None,
             canonical_hashes(t.inputs, o.kind),
         )
+        predictions: dict[bool, dict] = {False: {}, True: {}}  # control? -> model id -> column
         for e in self.guard(entries):
-            (control if e.pop("control") else screen).add(e, dict(enumerate(e.pop("preds"))))
+            is_control = e.pop("control")
+            if "prediction" in e:
+                predictions[is_control][e["model_id"]] = e.pop("prediction")
+            (control if is_control else screen).add(e, dict(enumerate(e.pop("preds"))))
         self.log("ridge screen done" + (" (candidates and their controls)" if o.control else ""))
         refine(screen, self.features, o.learners, o.refine, o.seed)
         if control is not None:
@@ -149,7 +164,21 @@ class _Run:
         self.log("refined with " + ", ".join(o.learners))
         base = baselines(plan, t.y, t.raw, t.names, o.baselines, o.seed)
         self.log("baselines done")
-        return _Screens(plan, nested, screen, base, control)
+        props = control_props = None
+        # Properties as features: each candidate's prediction is one column (controls: theirs).
+        self.properties = [
+            m
+            for m in self.ids
+            if all(np.isfinite(predictions[c].get(m, 0.0)).all() for c in (False, True))
+        ]
+        if o.properties and self.properties:
+            self.property_matrix = np.column_stack([predictions[False][m] for m in self.properties])
+            props = properties_screen(plan, t.y, self.property_matrix, PROPERTY_LEARNERS, o.seed)
+            if control is not None:
+                Pc = np.column_stack([predictions[True][m] for m in self.properties])
+                control_props = properties_screen(plan, t.y, Pc, PROPERTY_LEARNERS, o.seed)
+            self.log("properties as features done")
+        return _Screens(plan, nested, screen, base, control, props, control_props)
 
     def guard(self, entries: list[dict]) -> list[dict]:
         """The screen's entries less those of candidates whose source model was trained on more
@@ -211,6 +240,9 @@ class _Run:
                     **_pick(stacked, score),
                 }
             )
+        if s.properties is not None:
+            top = baseline_table(s.properties).iloc[0]
+            methods.append({"method": "properties", "name": top["name"], **_pick(top, score)})
         fine = self.fine_tune(s.transfer)
         if fine:
             b = min(fine, key=lambda f: f["cv_mae"])
@@ -222,11 +254,11 @@ class _Run:
                 }
             )
         methods.sort(key=lambda m: m["cv_mae"])
-        winner = select_method(s.transfer, s.baseline, o.stack, 0)
+        winner = select_method(s.transfer, s.baseline, o.stack, 0, s.properties)
         won = next(m for m in methods if m["method"] == winner.method)
         nested, curve = None, []
         if s.nested:
-            nested = nested_estimate(s.transfer, s.baseline, o.stack)
+            nested = nested_estimate(s.transfer, s.baseline, o.stack, s.properties)
             curve = learning_curve(s.transfer, s.baseline)
         self.write_tables(rank, fine, curve, s, best, best_base)
         summary = TransferSummary.from_dict(
@@ -292,6 +324,11 @@ class _Run:
             record.update(estimate="nested", **_pick(chosen, score), chosen=chosen["chosen"])
             if self.options.stack > 1:
                 record["stack"] = _pick(nested_selection(s.control, self.options.stack), score)
+            if s.control_properties is not None:
+                record["properties"] = _pick(nested_selection(s.control_properties), score)
+                record["properties_pretrained_better"] = bool(
+                    nested["properties"]["cv_mae"] < record["properties"]["cv_mae"]
+                )
             pretrained = nested["cv_mae"]
         record["pretrained_better"] = bool(pretrained < record["cv_mae"])
         return record
@@ -340,6 +377,11 @@ class _Run:
 
     def members(self, pick: Pick) -> list[Member]:
         """The learners of a picked method with their training matrices on all rows."""
+        if pick.method == "properties":
+            return [
+                Member(p["learner"], self.property_matrix, sources=self.properties)
+                for p in pick.pipes
+            ]
         return [
             Member(p["learner"], self.target.raw[p["spec"]], descriptor=json.loads(p["spec"]))
             if "spec" in p

@@ -9,7 +9,14 @@ import numpy as np
 import pandas as pd
 
 from ..progress import Progress, progress
-from .candidates import candidate_specs, candidates, control_of, loaded, neural_features
+from .candidates import (
+    candidate_specs,
+    candidates,
+    control_of,
+    loaded,
+    neural_features,
+    source_prediction,
+)
 from .leakage import train_overlap
 from .learners import fit_predict, ridge_batch
 from .plans import Plan, build_plan
@@ -30,7 +37,9 @@ def ridge_screen(
     ``models``: (model id, model) pairs, consumed one at a time (only features are kept). With
     ``control`` (the run's seed), each model's control network is screened in the same batch;
     its entries have ``"control": True``. With ``hashes`` (of the target's inputs), entries have
-    the share of them the model was trained on (``train_overlap``, None when unknown)."""
+    the share of them the model was trained on (``train_overlap``, None when unknown). Each
+    network's depth-1 entry also holds its predictions on the target's inputs
+    (``"prediction"``: properties as features)."""
     from threadpoolctl import threadpool_limits
 
     entries, feats = [], []
@@ -40,6 +49,7 @@ def ridge_screen(
         if control is not None:
             nets.append((control_of(model, control), True))
         for net, is_control in nets:
+            first = len(entries)  # this network's depth-1 entry
             for depth, F in neural_features(net, raw, max_depth):
                 entries.append(
                     {
@@ -52,6 +62,7 @@ def ridge_screen(
                     }
                 )
                 feats.append(F)
+            entries[first]["prediction"] = source_prediction(net, raw)
     with threadpool_limits(1):  # many small problems: one BLAS thread each
         per_pair = [ridge_batch(feats, y, tr, te) for tr, te in pairs]
     for i, e in enumerate(entries):
@@ -146,12 +157,13 @@ def refine(screen: Screen, feature_of, learners, n_best: int, seed: int) -> int:
     return len(screen.pipes) - base
 
 
-def baselines(plan: Plan, y, raw: dict, names: dict, learners, seed: int) -> Screen:
-    """From-scratch learners on the raw descriptors, on every pair of the plan."""
+def baselines(plan: Plan, y, raw: dict, names: dict, learners, seed: int, curve=True) -> Screen:
+    """From-scratch learners on the raw descriptors, on every pair of the plan (but the
+    learning curve's unless ``curve``)."""
     from threadpoolctl import threadpool_limits
 
     screen = Screen(plan, y)
-    main, curve = pairs_of(plan, False), pairs_of(plan, True)
+    main, curve = pairs_of(plan, False), pairs_of(plan, True) if curve else []
     runs = [
         (key, X, learner, main + curve if learner in CURVE_LEARNERS["baseline"] else main)
         for key, X in raw.items()
@@ -168,6 +180,14 @@ def baselines(plan: Plan, y, raw: dict, names: dict, learners, seed: int) -> Scr
             info = {"learner": learner, "descriptor": names[key], "spec": key}
             screen.add({"name": f"{learner} on {names[key]}", **info}, preds)
     return screen
+
+
+def properties_screen(plan: Plan, y, P: np.ndarray, learners, seed: int) -> Screen:
+    """Learners on the source models' predictions (``P``: one column per source model), the
+    properties-as-features descriptor, on the plan's pairs as the baselines are (not on the
+    learning curve's)."""
+    name = f"predictions of {P.shape[1]} source models"
+    return baselines(plan, y, {"properties": P}, {"properties": name}, learners, seed, False)
 
 
 def ranking(screen: Screen, cands: pd.DataFrame) -> pd.DataFrame:

@@ -8,9 +8,10 @@ score it is optimistic; nested CV chooses inside each outer training fold and sc
 
 The choice among methods is one rule (:func:`select_method`): in a task, each method makes its
 own choice on the task's inner folds (the best transfer pipeline, the mean of the top K distinct
-transferred models, the best baseline) and the method whose choice has the least inner-CV MAE is
-picked. On the screen's task it picks the winner that is saved; inside each outer training fold
-it gives the nested estimate of that whole procedure.
+transferred models, the best baseline, the best learner on the source models' predictions) and
+the method whose choice has the least inner-CV MAE is picked. On the screen's task it picks the
+winner that is saved; inside each outer training fold it gives the nested estimate of that whole
+procedure.
 """
 
 from __future__ import annotations
@@ -107,12 +108,19 @@ def stack(screen: Screen, k: int) -> dict | None:
     }
 
 
+def pipe_label(pipe: dict) -> str:
+    """``id d=depth learner`` of a transfer pipeline, or the name of a learner on a descriptor."""
+    if "name" in pipe:
+        return pipe["name"]
+    return f"{pipe['model_id']} d={pipe['depth']} {pipe['learner']}"
+
+
 def _mean_prediction(pipes: list[dict], pair: int) -> np.ndarray:
     return np.mean([p["preds"][pair] for p in pipes], axis=0)
 
 
 # The methods a task chooses among, in the order that breaks a tie (the simpler first).
-SELECTABLE = ("baseline", "transfer", "stack")
+SELECTABLE = ("baseline", "transfer", "stack", "properties")
 
 
 @dataclass
@@ -130,22 +138,28 @@ class Pick:
     @property
     def members(self) -> list[str]:
         """What was chosen: ``id d=depth learner`` of each transferred model, or a baseline."""
-        return [
-            p["name"] if "name" in p else f"{p['model_id']} d={p['depth']} {p['learner']}"
-            for p in self.pipes
-        ]
+        return [pipe_label(p) for p in self.pipes]
 
 
-def method_picks(screen: Screen, base: Screen, k_stack: int, t: int) -> list[Pick]:
+def method_picks(
+    screen: Screen, base: Screen, k_stack: int, t: int, props: Screen | None = None
+) -> list[Pick]:
     """Each method's choice in task ``t``, in ``SELECTABLE`` order: the best baseline, the best
-    transfer pipeline and, when ``k_stack`` > 1 and two distinct models are scored, the mean of
-    the top ``k_stack``."""
+    transfer pipeline, when ``k_stack`` > 1 and two distinct models are scored the mean of the
+    top ``k_stack``, and with ``props`` (learners on the source models' predictions) its best."""
     inner = screen.plan.tasks[t].inner
     y_inner = np.concatenate([screen.y[screen.plan.pairs[p][1]] for p in inner])
-    by_method = {"baseline": (base, 1), "transfer": (screen, 1), "stack": (screen, k_stack)}
+    by_method = {
+        "baseline": (base, 1),
+        "transfer": (screen, 1),
+        "stack": (screen, k_stack),
+        "properties": (props, 1),
+    }
     picks = []
     for method in SELECTABLE:
         s, k = by_method[method]
+        if s is None:
+            continue
         chosen = s.chosen(t, k)
         if not chosen or (method == "stack" and (k <= 1 or len(chosen) < 2)):
             continue
@@ -155,20 +169,25 @@ def method_picks(screen: Screen, base: Screen, k_stack: int, t: int) -> list[Pic
     return picks
 
 
-def select_method(screen: Screen, base: Screen, k_stack: int, t: int) -> Pick:
+def select_method(
+    screen: Screen, base: Screen, k_stack: int, t: int, props: Screen | None = None
+) -> Pick:
     """The method picked in task ``t``: the least inner-CV MAE (a tie goes to the earlier of
     ``SELECTABLE``)."""
-    return min(method_picks(screen, base, k_stack, t), key=lambda p: p.mae)
+    return min(method_picks(screen, base, k_stack, t, props), key=lambda p: p.mae)
 
 
 def _tasks(plan: Plan, prefix: str) -> list[int]:
     return [i for i, t in enumerate(plan.tasks) if t.name.startswith(prefix)]
 
 
-def nested_estimate(screen: Screen, base: Screen, k_stack: int) -> dict:
-    """The nested estimate of transfer (and of the stack of its top ``k_stack``, when > 1) and
-    of the baseline, each choosing inside every outer training fold; and under ``selected``, of
-    the whole procedure: the method picked by :func:`select_method` inside every outer training
+def nested_estimate(
+    screen: Screen, base: Screen, k_stack: int, props: Screen | None = None
+) -> dict:
+    """The nested estimate of transfer (and of the stack of its top ``k_stack``, when > 1, and
+    of the learners on the source models' predictions, ``props``, when given) and of the
+    baseline, each choosing inside every outer training fold; and under ``selected``, of the
+    whole procedure: the method picked by :func:`select_method` inside every outer training
     fold, scored on its test fold."""
     plan, y = screen.plan, screen.y
     outer_ids = _tasks(plan, "nested/")
@@ -177,9 +196,7 @@ def nested_estimate(screen: Screen, base: Screen, k_stack: int) -> dict:
     nested = {
         **cv_metrics(y, r, p),
         "chosen": [c[0]["model_id"] for c in chosen],
-        "chosen_pipelines": [
-            f"{c[0]['model_id']} d={c[0]['depth']} {c[0]['learner']}" for c in chosen
-        ],
+        "chosen_pipelines": [pipe_label(c[0]) for c in chosen],
         "baseline": {**cv_metrics(y, rb, pb), "chosen": [c[0]["name"] for c in chosen_b]},
         "outer_folds": len(outer_ids),
         "inner_folds": len(plan.tasks[outer_ids[0]].inner),
@@ -187,7 +204,10 @@ def nested_estimate(screen: Screen, base: Screen, k_stack: int) -> dict:
     if k_stack > 1:
         rs, ps, _ = screen.selected_predictions(outer_ids, k_stack)
         nested["stack"] = cv_metrics(y, rs, ps)
-    picks = [select_method(screen, base, k_stack, t) for t in outer_ids]
+    if props is not None:
+        rp, pp, chosen_p = props.selected_predictions(outer_ids)
+        nested["properties"] = {**cv_metrics(y, rp, pp), "chosen": [c[0]["name"] for c in chosen_p]}
+    picks = [select_method(screen, base, k_stack, t, props) for t in outer_ids]
     test = [plan.tasks[t].test_pair for t in outer_ids]
     nested["selected"] = {
         **cv_metrics(
@@ -232,5 +252,5 @@ def nested_selection(screen: Screen, k: int = 1) -> dict:
     r, p, chosen = screen.selected_predictions(_tasks(screen.plan, "nested/"), k)
     return {
         **cv_metrics(screen.y, r, p),
-        "chosen": [f"{c[0]['model_id']} d={c[0]['depth']} {c[0]['learner']}" for c in chosen],
+        "chosen": [pipe_label(c[0]) for c in chosen],
     }

@@ -54,7 +54,7 @@ class Scored:
 
 @dataclass(frozen=True)
 class Method:
-    """One method on the same folds: transfer, baseline, stack or fine_tune."""
+    """One method on the same folds: transfer, baseline, stack, properties or fine_tune."""
 
     method: str
     name: str
@@ -127,6 +127,8 @@ class Nested(Score):
     outer_folds: int | None = None
     inner_folds: int | None = None
     stack: Score | None = field(default=None, metadata={"omit_none": True})
+    # learners on the source models' predictions (properties as features): learner per fold
+    properties: NestedBaseline | None = field(default=None, metadata={"omit_none": True})
     selected: NestedSelected | None = None
 
 
@@ -143,6 +145,9 @@ class Control(Score):
     best: Scored | None = None  # the same-fold best control pipeline
     stack: Score | None = field(default=None, metadata={"omit_none": True})  # nested, top K
     chosen: list[str] = field(default_factory=list)  # nested: pipeline per outer fold
+    # nested, learners on the control networks' predictions, against the candidates' own
+    properties: Score | None = field(default=None, metadata={"omit_none": True})
+    properties_pretrained_better: bool | None = field(default=None, metadata={"omit_none": True})
 
 
 @dataclass(frozen=True)
@@ -257,9 +262,11 @@ _PARTS = {
     (Nested, "baseline"): NestedBaseline,
     (Nested, "stack"): Score,
     (Nested, "selected"): NestedSelected,
+    (Nested, "properties"): NestedBaseline,
     (TransferSummary, "control"): Control,
     (Control, "best"): Scored,
     (Control, "stack"): Score,
+    (Control, "properties"): Score,
     (TransferSummary, "leakage"): Leakage,
 }
 
