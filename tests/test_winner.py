@@ -1,6 +1,6 @@
 """The saved model is the winner: one rule picks among transfer, the stack, properties as features
-and the baseline, on all rows and inside each outer training fold (nested), and `model/` serves
-whichever it is."""
+and the baseline (the method whose choosing does best cross-validated), on all rows and inside
+each outer training fold (nested), and `model/` serves whichever it is."""
 
 import json
 
@@ -226,42 +226,49 @@ def _choose(feats, X, P, y, tr, inner, refine, k_stack):
     every (model, depth) with ridge, the ``refine`` best also with Bayesian ridge; the best of
     them (transfer), the mean of the top ``k_stack`` distinct models (stack), the best of ridge
     and random forest on the raw descriptor ``X`` (baseline) and on the models' predictions
-    ``P`` (properties); the method of least inner MAE (ties: the earlier of baseline, transfer,
-    stack, properties). Returns (method, [(key, learner, F)])."""
-    truth = np.concatenate([y[tr[b]] for _, b in inner])
+    ``P`` (properties). The method picked is the one whose choosing, redone without each inner
+    fold and scored on it, has the least MAE (ties: the earlier of baseline, transfer, stack,
+    properties). Returns (method, [(key, learner, F)])."""
+    folds = [(tr[a], tr[b]) for a, b in inner]
+    every = list(range(len(folds)))
 
-    def inner_pred(learner, F):
-        return np.concatenate(
-            [make_learner(learner, 3).fit(F[tr[a]], y[tr[a]]).predict(F[tr[b]]) for a, b in inner]
-        )
+    def preds(learner, F):  # per inner fold
+        return [make_learner(learner, 3).fit(F[a], y[a]).predict(F[b]) for a, b in folds]
 
-    def mae(pred):
-        return np.abs(pred - truth).mean()
+    def mae(pred, which):
+        return np.concatenate([np.abs(pred[f] - y[folds[f][1]]) for f in which]).mean()
 
-    pipes = [(key, "ridge", F, inner_pred("ridge", F)) for key, F in feats.items()]
-    top = sorted(range(len(pipes)), key=lambda i: mae(pipes[i][3]))[:refine]
+    pipes = [(key, "ridge", F, preds("ridge", F)) for key, F in feats.items()]
+    top = sorted(range(len(pipes)), key=lambda i: mae(pipes[i][3], every))[:refine]
     pipes += [
-        (pipes[i][0], "bayesian_ridge", pipes[i][2], inner_pred("bayesian_ridge", pipes[i][2]))
+        (pipes[i][0], "bayesian_ridge", pipes[i][2], preds("bayesian_ridge", pipes[i][2]))
         for i in sorted(top)
     ]
-    order = sorted(range(len(pipes)), key=lambda i: mae(pipes[i][3]))
-    stack, seen = [], set()
-    for i in order:
-        if pipes[i][0][0] not in seen:
-            stack.append(pipes[i])
-            seen.add(pipes[i][0][0])
-    stack = stack[:k_stack]
-    base = [(("raw", 0), name, X, inner_pred(name, X)) for name in ("ridge", "random_forest")]
-    props = [(("props", 0), name, P, inner_pred(name, P)) for name in ("ridge", "random_forest")]
-    options = [
-        ("baseline", [min(base, key=lambda p: mae(p[3]))]),
-        ("transfer", [pipes[order[0]]]),
-        ("stack", stack),
-        ("properties", [min(props, key=lambda p: mae(p[3]))]),
-    ]
-    scores = [mae(np.mean([p[3] for p in ps], axis=0)) for _, ps in options]
-    method, picked = options[int(np.argmin(scores))]
-    return method, [(key, learner, F) for key, learner, F, _ in picked]
+    base = [(("raw", 0), name, X, preds(name, X)) for name in ("ridge", "random_forest")]
+    props = [(("props", 0), name, P, preds(name, P)) for name in ("ridge", "random_forest")]
+
+    def first(cands, k, which):  # the k best on folds `which`, of distinct models when k > 1
+        picked, seen = [], set()
+        for c in sorted(cands, key=lambda c: mae(c[3], which)):
+            if k > 1 and c[0][0] in seen:
+                continue
+            picked.append(c)
+            seen.add(c[0][0])
+            if len(picked) == k:
+                break
+        return picked
+
+    methods = [("baseline", base, 1), ("transfer", pipes, 1), ("stack", pipes, k_stack)]
+    methods.append(("properties", props, 1))
+    scores = []
+    for _, cands, k in methods:
+        err = 0.0
+        for f in every:
+            chosen = first(cands, k, [g for g in every if g != f])
+            err += np.abs(np.mean([c[3][f] for c in chosen], axis=0) - y[folds[f][1]]).sum()
+        scores.append(err / sum(len(b) for _, b in folds))
+    method, cands, k = methods[int(np.argmin(scores))]
+    return method, [(key, learner, F) for key, learner, F, _ in first(cands, k, every)]
 
 
 def test_nested_choice_among_methods_recomputed_by_brute_force(smoke, tmp_path):

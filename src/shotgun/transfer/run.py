@@ -47,6 +47,7 @@ from .selection import (
     Pick,
     Screen,
     learning_curve,
+    method_picks,
     nested_estimate,
     nested_selection,
     select_method,
@@ -254,8 +255,14 @@ class _Run:
                 }
             )
         methods.sort(key=lambda m: m["cv_mae"])
-        winner = select_method(s.transfer, s.baseline, o.stack, 0, s.properties)
+        selectable = (s.transfer, s.baseline, o.stack, 0, s.properties)  # on the screen's task
+        choices = {p.method: p.choice_mae for p in method_picks(*selectable)}
+        for m in methods:
+            if m["method"] in choices:
+                m["choice_mae"] = choices[m["method"]]
+        winner = select_method(*selectable)
         won = next(m for m in methods if m["method"] == winner.method)
+        won = {k: v for k, v in won.items() if k != "choice_mae"}
         nested, curve = None, []
         if s.nested:
             nested = nested_estimate(s.transfer, s.baseline, o.stack, s.properties)

@@ -8,10 +8,13 @@ score it is optimistic; nested CV chooses inside each outer training fold and sc
 
 The choice among methods is one rule (:func:`select_method`): in a task, each method makes its
 own choice on the task's inner folds (the best transfer pipeline, the mean of the top K distinct
-transferred models, the best baseline, the best learner on the source models' predictions) and
-the method whose choice has the least inner-CV MAE is picked. On the screen's task it picks the
-winner that is saved; inside each outer training fold it gives the nested estimate of that whole
-procedure.
+transferred models, the best baseline, the best learner on the source models' predictions), and
+the method is picked whose choosing does best when cross-validated over those inner folds
+(:meth:`Screen.choice_mae`: chosen without each inner fold, scored on it). The chosen pipeline's
+own inner MAE would favour the method that chooses among the most pipelines (hundreds of
+transfer pipelines against two or three baselines), whatever it is worth on new data. On the
+screen's task the rule picks the winner that is saved; inside each outer training fold it gives
+the nested estimate of that whole procedure.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ class Screen:
         self.plan, self.y = plan, y
         self.pipes: list[dict] = []
         self.scores: list[np.ndarray] = []  # per pipeline: inner MAE per task (NaN = not run)
+        self._errors: dict = {}  # (task, pipelines) -> _fold_errors
 
     def add(self, pipe: dict, preds: dict):
         """``preds``: pair -> predictions; tasks whose pairs are all present get a score."""
@@ -65,6 +69,10 @@ class Screen:
             for i in np.argsort(s, kind="stable")
             if np.isfinite(s[i]) and (learners is None or self.pipes[i]["learner"] in learners)
         ]
+        return self._first(order, k)
+
+    def _first(self, order, k: int) -> list[int]:
+        """The first ``k`` pipelines of ``order`` (of distinct models when k > 1)."""
         picked, seen = [], set()
         for i in order:
             key = self.pipes[i].get("model_id", self.pipes[i].get("name"))
@@ -75,6 +83,40 @@ class Screen:
             if len(picked) == k:
                 break
         return picked
+
+    def _fold_errors(self, t: int) -> tuple[list[int], np.ndarray]:
+        """The pipelines scored in task ``t`` and their summed absolute errors on each of its
+        inner folds, (pipelines, folds); cached."""
+        key = (t, len(self.pipes))
+        if key not in self._errors:
+            inner = self.plan.tasks[t].inner
+            rows = [self.y[self.plan.pairs[p][1]] for p in inner]
+            ok = [i for i, sc in enumerate(self.scores) if np.isfinite(sc[t])]
+            errors = np.array(
+                [
+                    [np.abs(self.pipes[i]["preds"][p] - y).sum() for p, y in zip(inner, rows)]
+                    for i in ok
+                ]
+            ).reshape(len(ok), len(inner))
+            self._errors[key] = ok, errors
+        return self._errors[key]
+
+    def choice_mae(self, t: int, k: int = 1) -> float:
+        """The MAE of choosing in task ``t``, cross-validated over its inner folds: for each
+        inner fold, the ``k`` best pipelines (distinct models when k > 1) are chosen on the
+        task's other inner folds and their mean prediction is scored on this one. Unlike the
+        chosen pipeline's own inner MAE, this does not reward choosing among more pipelines, so
+        it compares a method that picks one of hundreds with one that picks one of two."""
+        inner = self.plan.tasks[t].inner
+        rows = [self.y[self.plan.pairs[p][1]] for p in inner]
+        ok, errors = self._fold_errors(t)
+        n = np.array([len(y) for y in rows], dtype=float)
+        total = 0.0
+        for f, (p, y) in enumerate(zip(inner, rows)):
+            rest = (errors.sum(axis=1) - errors[:, f]) / (n.sum() - n[f])
+            picks = self._first([ok[j] for j in np.argsort(rest, kind="stable")], k)
+            total += np.abs(_mean_prediction([self.pipes[i] for i in picks], p) - y).sum()
+        return float(total / n.sum())
 
     def outer(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """Out-of-fold predictions of pipeline ``i`` on the screen's folds."""
@@ -125,12 +167,14 @@ SELECTABLE = ("baseline", "transfer", "stack", "properties")
 
 @dataclass
 class Pick:
-    """A method's choice in one task: its pipelines (the prediction is their mean) and their
-    inner-CV MAE."""
+    """A method's choice in one task: its pipelines (the prediction is their mean), their
+    inner-CV MAE, and the MAE of the method's choosing cross-validated over the inner folds
+    (:meth:`Screen.choice_mae`), by which methods are compared."""
 
     method: str
     pipes: list[dict]
     mae: float
+    choice_mae: float
 
     def predict(self, pair: int) -> np.ndarray:
         return _mean_prediction(self.pipes, pair)
@@ -165,16 +209,17 @@ def method_picks(
             continue
         pipes = [s.pipes[i] for i in chosen]
         pred = np.concatenate([_mean_prediction(pipes, p) for p in inner])
-        picks.append(Pick(method, pipes, float(np.abs(pred - y_inner).mean())))
+        mae = float(np.abs(pred - y_inner).mean())
+        picks.append(Pick(method, pipes, mae, s.choice_mae(t, k)))
     return picks
 
 
 def select_method(
     screen: Screen, base: Screen, k_stack: int, t: int, props: Screen | None = None
 ) -> Pick:
-    """The method picked in task ``t``: the least inner-CV MAE (a tie goes to the earlier of
-    ``SELECTABLE``)."""
-    return min(method_picks(screen, base, k_stack, t, props), key=lambda p: p.mae)
+    """The method picked in task ``t``: the least MAE of its choosing, cross-validated over the
+    task's inner folds (a tie goes to the earlier of ``SELECTABLE``)."""
+    return min(method_picks(screen, base, k_stack, t, props), key=lambda p: p.choice_mae)
 
 
 def _tasks(plan: Plan, prefix: str) -> list[int]:

@@ -54,13 +54,16 @@ class Scored:
 
 @dataclass(frozen=True)
 class Method:
-    """One method on the same folds: transfer, baseline, stack, properties or fine_tune."""
+    """One method on the same folds: transfer, baseline, stack, properties or fine_tune.
+    ``choice_mae``: for the methods the winner is picked from, the MAE of the method's choosing
+    cross-validated over the folds (chosen without each fold, scored on it), which picks it."""
 
     method: str
     name: str
     cv_mae: float
     cv_rmse: float
     cv_r2: float
+    choice_mae: float | None = field(default=None, metadata={"omit_none": True})
 
 
 @dataclass(frozen=True)
