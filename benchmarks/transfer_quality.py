@@ -12,9 +12,9 @@ folds; ``all``: every usable row with the declared seed, only for targets of at 
 on, ``fine_tune=0`` (fine-tuning is not part of the nested estimate) and no learning curve, its
 other options as declared (leakage guard and controls on). Reported per run, all nested: the
 MAE of the selected method (the rule that picks the saved model, among transfer, the stack,
-properties as features and the baseline, repeated inside every outer training fold), of each
-method alone, of the baseline and of the controls; the ratio of the selected method's MAE to the
-baseline's, and whether the pretrained networks beat their random-weight controls.
+properties as features, the blend and the baseline, repeated inside every outer training fold),
+of each method alone, of the baseline and of the controls; the ratio of the selected method's
+MAE to the baseline's, and whether the pretrained networks beat their random-weight controls.
 
 Goals: median ratio <= 0.85 at n <= 50 and <= 1.0 at every size; pretrained beats the control in
 at least 75 % of the runs at n <= 50. Each finished run is appended to OUT/rows.jsonl; the JSON
@@ -92,6 +92,7 @@ def run_one(library: Path, name: str, n: int | None, seed: int | None, out: Path
         "transfer_mae": nest.cv_mae,
         "stack_mae": mae(nest.stack),
         "properties_mae": mae(nest.properties),
+        "blend_mae": mae(nest.blend),
         "control_mae": mae(c),
         "control_stack_mae": mae(c.stack) if c else None,
         "control_properties_mae": mae(c.properties) if c else None,

@@ -103,7 +103,7 @@ def refit_saved(model_dir, library, train_inputs, y, inputs, seed):
         pred = np.full(len(G), np.nan)
         pred[ok] = learner.predict(G[ok])
         preds.append(pred)
-    return np.mean(preds, axis=0)
+    return np.average(preds, axis=0, weights=[m.get("weight", 1.0) for m in meta["members"]])
 
 
 def tensor_spans(path) -> dict[str, tuple[int, int]]:

@@ -164,10 +164,10 @@ def test_methods_refit_and_saved_model_predicts(smoke, target, tmp_path):
     assert proc.returncode == 0, proc.stderr
     s = json.loads((tmp_path / "summary.json").read_text())
     methods = {m["method"]: m for m in s["methods"]}
-    assert set(methods) == {"transfer", "baseline", "stack", "properties", "fine_tune"}
+    assert set(methods) == {"transfer", "baseline", "stack", "properties", "blend", "fine_tune"}
     # The winner: the least MAE of choosing, cross-validated, among the methods the rule picks
     # from (ties: the first); each of them states it, the others do not.
-    selectable = [methods[m] for m in ("baseline", "transfer", "stack", "properties")]
+    selectable = [methods[m] for m in ("baseline", "transfer", "stack", "properties", "blend")]
     assert s["winner"] == min(selectable, key=lambda m: m["choice_mae"])["method"]
     assert "choice_mae" not in methods["fine_tune"]
     assert s["saved"]["method"] == s["winner"]

@@ -204,6 +204,13 @@ def test_a_saved_stack_predicts_the_mean_of_its_members(smoke, tmp_path):
     assert np.isnan(got[-1])
     assert not np.allclose(expected[0][:-1], expected[1][:-1])  # the mean is of two different
 
+    # A blend weighs its members as saved.
+    members[0].weight, members[1].weight = 0.25, 0.75
+    blend = save_model(tmp_path / "blend", "blend", "blend", members, 3, y, target, cv, lib)
+    got = TransferModel(blend).predict(new)
+    want = 0.25 * expected[0] + 0.75 * expected[1]
+    np.testing.assert_allclose(got[:-1], want[:-1], rtol=1e-6, atol=1e-9)
+
     # A folder of another format is refused with the format it has.
     meta = json.loads((dest / "model.json").read_text())
     meta["format"] = "shotgun-transfer/1"
@@ -226,9 +233,10 @@ def _choose(feats, X, P, y, tr, inner, refine, k_stack):
     every (model, depth) with ridge, the ``refine`` best also with Bayesian ridge; the best of
     them (transfer), the mean of the top ``k_stack`` distinct models (stack), the best of ridge
     and random forest on the raw descriptor ``X`` (baseline) and on the models' predictions
-    ``P`` (properties). The method picked is the one whose choosing, redone without each inner
+    ``P`` (properties), and the blend of the baseline's, the stack's and the properties' choices
+    (equal weights). The method picked is the one whose choosing, redone without each inner
     fold and scored on it, has the least MAE (ties: the earlier of baseline, transfer, stack,
-    properties). Returns (method, [(key, learner, F)])."""
+    properties, blend). Returns (method, [(key, learner, F, weight)])."""
     folds = [(tr[a], tr[b]) for a, b in inner]
     every = list(range(len(folds)))
 
@@ -260,15 +268,28 @@ def _choose(feats, X, P, y, tr, inner, refine, k_stack):
 
     methods = [("baseline", base, 1), ("transfer", pipes, 1), ("stack", pipes, k_stack)]
     methods.append(("properties", props, 1))
+    blended = [m for m in methods if m[0] in ("baseline", "stack", "properties")]
+
+    def pred(parts, which, f):  # the parts chosen on folds `which`, equally weighted, on fold f
+        return np.mean(
+            [np.mean([c[3][f] for c in first(c_, k, which)], axis=0) for _, c_, k in parts],
+            axis=0,
+        )
+
     scores = []
-    for _, cands, k in methods:
-        err = 0.0
-        for f in every:
-            chosen = first(cands, k, [g for g in every if g != f])
-            err += np.abs(np.mean([c[3][f] for c in chosen], axis=0) - y[folds[f][1]]).sum()
+    for parts in [[m] for m in methods] + [blended]:
+        err = sum(
+            np.abs(pred(parts, [g for g in every if g != f], f) - y[folds[f][1]]).sum()
+            for f in every
+        )
         scores.append(err / sum(len(b) for _, b in folds))
-    method, cands, k = methods[int(np.argmin(scores))]
-    return method, [(key, learner, F) for key, learner, F, _ in first(cands, k, every)]
+    best = int(np.argmin(scores))
+    parts = blended if best == len(methods) else [methods[best]]
+    picked = []
+    for _, cands, k in parts:
+        chosen = first(cands, k, every)
+        picked += [(key, lr, F, 1.0 / (len(parts) * len(chosen))) for key, lr, F, _ in chosen]
+    return ("blend" if best == len(methods) else methods[best][0]), picked
 
 
 def test_nested_choice_among_methods_recomputed_by_brute_force(smoke, tmp_path):
@@ -324,12 +345,13 @@ def test_nested_choice_among_methods_recomputed_by_brute_force(smoke, tmp_path):
         inner = list(KFold(n_splits=4, shuffle=True, random_state=3 + 1 + o).split(tr))
         method, picked = _choose(feats, X, P, y, tr, inner, 2, 2)
         chosen.append(method)
-        pipelines.append(" + ".join(name(key, learner) for key, learner, _ in picked))
+        pipelines.append(" + ".join(name(key, learner) for key, learner, _, _ in picked))
         rows.append(te)
         preds.append(
-            np.mean(
-                [make_learner(lr, 3).fit(F[tr], y[tr]).predict(F[te]) for _, lr, F in picked],
+            np.average(
+                [make_learner(lr, 3).fit(F[tr], y[tr]).predict(F[te]) for _, lr, F, _ in picked],
                 axis=0,
+                weights=[w for *_, w in picked],
             )
         )
     assert selected["chosen"] == chosen and selected["chosen_pipelines"] == pipelines
@@ -340,10 +362,10 @@ def test_nested_choice_among_methods_recomputed_by_brute_force(smoke, tmp_path):
     # On all rows, the same rule on the outer folds picks the saved winner.
     method, picked = _choose(feats, X, P, y, np.arange(len(y)), outer, 2, 2)
     assert s["winner"] == method and s["saved"]["method"] == method
-    assert s["saved"]["members"] == [name(key, learner) for key, learner, _ in picked]
+    assert s["saved"]["members"] == [name(key, learner) for key, learner, _, _ in picked]
     meta = json.loads((tmp_path / "out" / "model" / "model.json").read_text())
     assert meta["method"] == method and len(meta["members"]) == len(picked)
-    for m, (key, learner, _) in zip(meta["members"], picked):
-        assert m["learner"] == learner
+    for m, (key, learner, _, weight) in zip(meta["members"], picked):
+        assert m["learner"] == learner and m["weight"] == pytest.approx(weight, rel=1e-12)
         if key[0] not in ("raw", "props"):
             assert (m["source_model_id"], m["depth"]) == key

@@ -1,13 +1,15 @@
 """The saved model of a transfer run (``OUT/model/``): the winner refitted on all target rows,
 stored without pickle and loaded for ``shotgun predict --model``.
 
-The winner is one of four methods (``method`` in ``model.json``), each a list of *members*
-whose predictions are averaged: ``transfer`` (one learner on a source network's neural
-features), ``stack`` (the K transferred models of the stack), ``baseline`` (one learner from
-scratch on a raw descriptor) or ``properties`` (one learner on the predictions of many library
-models). The folder holds each member's training matrix and the target's values
-(``train.safetensors``), each source network's card and weights (``source-<i>.json``,
-``source-<i>.safetensors``), and each member's learner and descriptor spec (``model.json``);
+The winner is one of five methods (``method`` in ``model.json``), each a list of *members*
+whose predictions are averaged with the members' weights: ``transfer`` (one learner on a
+source network's neural features), ``stack`` (the K transferred models of the stack),
+``baseline`` (one learner from scratch on a raw descriptor), ``properties`` (one learner on the
+predictions of many library models) or ``blend`` (the members of the baseline, the stack and
+properties, each method weighted equally). The folder holds each member's training matrix and
+the target's values (``train.safetensors``), each source network's card and weights
+(``source-<i>.json``, ``source-<i>.safetensors``), and each member's learner, weight and
+descriptor spec (``model.json``);
 loading refits the deterministic learners. Every file is checksummed in ``manifest.json`` and
 checked when loaded. A ``properties`` member names its source models (``source_model_ids``)
 instead of copying them: they are loaded, and verified, from the library the run used (its
@@ -29,7 +31,7 @@ from ..library.card import LibraryError, ModelCard
 from .learners import fit_learner
 
 MODEL_FORMAT = "shotgun-transfer/2"
-METHODS = ("transfer", "stack", "baseline", "properties")
+METHODS = ("transfer", "stack", "baseline", "properties", "blend")
 
 
 @dataclass
@@ -44,6 +46,7 @@ class Member:
     depth: int | None = None
     descriptor: dict | None = None
     sources: list[str] | None = None
+    weight: float = 1.0  # in the weighted mean of the members' predictions
 
 
 def save_model(
@@ -73,10 +76,12 @@ def save_model(
     for i, m in enumerate(members):
         tensors[f"features/{i}"] = np.asarray(m.features, dtype=np.float64)
         if m.sources is not None:
-            described.append({"learner": m.learner, "source_model_ids": list(m.sources)})
+            described.append(
+                {"learner": m.learner, "weight": m.weight, "source_model_ids": list(m.sources)}
+            )
             continue
         if m.source is None:
-            described.append({"learner": m.learner, "descriptor": m.descriptor})
+            described.append({"learner": m.learner, "weight": m.weight, "descriptor": m.descriptor})
             continue
         card = m.source.card
         stem = f"source-{i}"
@@ -86,6 +91,7 @@ def save_model(
         described.append(
             {
                 "learner": m.learner,
+                "weight": m.weight,
                 "source_model_id": card.model_id,
                 "source": stem,
                 "depth": int(m.depth),
@@ -117,8 +123,8 @@ def save_model(
 
 
 class TransferModel:
-    """A saved transfer run's winner: ``predict(inputs)`` in the target's unit, the mean of its
-    members (NaN where an input cannot be featurized)."""
+    """A saved transfer run's winner: ``predict(inputs)`` in the target's unit, the weighted mean
+    of its members (NaN where an input cannot be featurized)."""
 
     def __init__(self, path: Path):
         from safetensors.numpy import load_file
@@ -168,7 +174,7 @@ class TransferModel:
             ) from None
 
     def predict(self, inputs: str | Sequence[str]) -> np.ndarray:
-        """Predictions in the target's unit (the mean of the members'); a single string is one
+        """Predictions in the target's unit (the members' weighted mean); a single string is one
         input, inputs not of the target's kind are refused (or, when some, warned about and
         NaN)."""
         from ..data.inputs import KIND_NOUNS, check_kinds, input_list
@@ -209,4 +215,5 @@ class TransferModel:
             if ok.any():
                 pred[ok] = fitted.predict(F[ok].astype(np.float64))
             preds.append(pred)
-        return np.mean(preds, axis=0)
+        weights = [m.get("weight", 1.0) for m, _, _ in self.members]
+        return np.average(preds, axis=0, weights=weights)

@@ -105,15 +105,17 @@ def _nested(s: TransferSummary) -> list[tuple]:
     sel = nested.selected
     if sel is not None:
         text += (
-            " The selected method (transfer, stack, properties or baseline, picked inside each "
-            "outer training fold by the rule that picks the saved model) estimates what the "
-            "saved model will do on new data."
+            " The selected method (transfer, stack, properties, blend or baseline, picked "
+            "inside each outer training fold by the rule that picks the saved model) estimates "
+            "what the saved model will do on new data."
         )
     rows = [_metric_row("transfer (nested)", nested), _metric_row("baseline (nested)", nb)]
     if nested.stack is not None:
         rows.append(_metric_row("stack (nested)", nested.stack))
     if nested.properties is not None:
         rows.append(_metric_row("properties as features (nested)", nested.properties))
+    if nested.blend is not None:
+        rows.append(_metric_row("blend of baseline, stack and properties (nested)", nested.blend))
     if sel is not None:
         rows.append(_metric_row("selected method (nested)", sel))
     b = [("h", 2, "Nested estimate (compare this one)"), ("p", text), ("table", HEADER, rows)]

@@ -46,6 +46,7 @@ from .screen import (
 from .selection import (
     Pick,
     Screen,
+    cv_metrics,
     learning_curve,
     method_picks,
     nested_estimate,
@@ -256,7 +257,18 @@ class _Run:
             )
         methods.sort(key=lambda m: m["cv_mae"])
         selectable = (s.transfer, s.baseline, o.stack, 0, s.properties)  # on the screen's task
-        choices = {p.method: p.choice_mae for p in method_picks(*selectable)}
+        picks = method_picks(*selectable)
+        blend = next((p for p in picks if p.method == "blend"), None)
+        if blend is not None:
+            inner = s.plan.tasks[0].inner
+            rows = np.concatenate([s.plan.pairs[p][1] for p in inner])
+            pred = np.concatenate([blend.predict(p) for p in inner])
+            name = "mean of " + ", ".join(sorted({_method_of(p) for p in blend.pipes}))
+            methods.append(
+                {"method": "blend", "name": name, **cv_metrics(self.target.y, rows, pred)}
+            )
+            methods.sort(key=lambda m: m["cv_mae"])
+        choices = {p.method: p.choice_mae for p in picks}
         for m in methods:
             if m["method"] in choices:
                 m["choice_mae"] = choices[m["method"]]
@@ -384,17 +396,20 @@ class _Run:
 
     def members(self, pick: Pick) -> list[Member]:
         """The learners of a picked method with their training matrices on all rows."""
-        if pick.method == "properties":
-            return [
-                Member(p["learner"], self.property_matrix, sources=self.properties)
-                for p in pick.pipes
-            ]
-        return [
-            Member(p["learner"], self.target.raw[p["spec"]], descriptor=json.loads(p["spec"]))
-            if "spec" in p
-            else Member(p["learner"], self.features(p), self.models[p["model_id"]], int(p["depth"]))
-            for p in pick.pipes
-        ]
+        weights = pick.weights or [1.0 / len(pick.pipes)] * len(pick.pipes)
+        out = []
+        for p, w in zip(pick.pipes, weights):
+            kind = _method_of(p)
+            if kind == "properties":
+                out.append(Member(p["learner"], self.property_matrix, sources=self.properties))
+            elif kind == "baseline":
+                spec = json.loads(p["spec"])
+                out.append(Member(p["learner"], self.target.raw[p["spec"]], descriptor=spec))
+            else:
+                model = self.models[p["model_id"]]
+                out.append(Member(p["learner"], self.features(p), model, int(p["depth"])))
+            out[-1].weight = w
+        return out
 
     def finish(self, summary: TransferSummary, winner: Pick) -> TransferSummary:
         """The winner refitted and saved under model/, summary.json and the report."""
@@ -416,6 +431,13 @@ class _Run:
         summary.write(self.out / "summary.json")
         write_report(self.out)
         return summary
+
+
+def _method_of(pipe: dict) -> str:
+    """What a screened pipeline is: ``properties``, ``baseline`` or ``transfer``."""
+    if pipe.get("spec") == "properties":
+        return "properties"
+    return "baseline" if "spec" in pipe else "transfer"
 
 
 def _pipe_name(row) -> str:

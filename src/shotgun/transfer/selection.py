@@ -101,22 +101,26 @@ class Screen:
             self._errors[key] = ok, errors
         return self._errors[key]
 
+    def choices_without(self, t: int, k: int = 1) -> list[list[dict]]:
+        """For each inner fold of task ``t``: the ``k`` best pipelines (distinct models when
+        k > 1) chosen on the task's other inner folds."""
+        inner = self.plan.tasks[t].inner
+        n = np.array([len(self.plan.pairs[p][1]) for p in inner], dtype=float)
+        ok, errors = self._fold_errors(t)
+        out = []
+        for f in range(len(inner)):
+            rest = (errors.sum(axis=1) - errors[:, f]) / (n.sum() - n[f])
+            picks = self._first([ok[j] for j in np.argsort(rest, kind="stable")], k)
+            out.append([self.pipes[i] for i in picks])
+        return out
+
     def choice_mae(self, t: int, k: int = 1) -> float:
         """The MAE of choosing in task ``t``, cross-validated over its inner folds: for each
         inner fold, the ``k`` best pipelines (distinct models when k > 1) are chosen on the
         task's other inner folds and their mean prediction is scored on this one. Unlike the
         chosen pipeline's own inner MAE, this does not reward choosing among more pipelines, so
         it compares a method that picks one of hundreds with one that picks one of two."""
-        inner = self.plan.tasks[t].inner
-        rows = [self.y[self.plan.pairs[p][1]] for p in inner]
-        ok, errors = self._fold_errors(t)
-        n = np.array([len(y) for y in rows], dtype=float)
-        total = 0.0
-        for f, (p, y) in enumerate(zip(inner, rows)):
-            rest = (errors.sum(axis=1) - errors[:, f]) / (n.sum() - n[f])
-            picks = self._first([ok[j] for j in np.argsort(rest, kind="stable")], k)
-            total += np.abs(_mean_prediction([self.pipes[i] for i in picks], p) - y).sum()
-        return float(total / n.sum())
+        return choice_mae([(self, k)], t)
 
     def outer(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """Out-of-fold predictions of pipeline ``i`` on the screen's folds."""
@@ -150,6 +154,21 @@ def stack(screen: Screen, k: int) -> dict | None:
     }
 
 
+def choice_mae(parts: Sequence[tuple[Screen, int]], t: int) -> float:
+    """:meth:`Screen.choice_mae` of the equal-weight blend of several methods' choices, each
+    ``(screen, k)`` choosing without each inner fold of task ``t`` (one part: that method's)."""
+    first = parts[0][0]
+    inner = first.plan.tasks[t].inner
+    without = [s.choices_without(t, k) for s, k in parts]
+    total, count = 0.0, 0
+    for f, p in enumerate(inner):
+        y = first.y[first.plan.pairs[p][1]]
+        pred = np.mean([_mean_prediction(w[f], p) for w in without], axis=0)
+        total += float(np.abs(pred - y).sum())
+        count += len(y)
+    return total / count
+
+
 def pipe_label(pipe: dict) -> str:
     """``id d=depth learner`` of a transfer pipeline, or the name of a learner on a descriptor."""
     if "name" in pipe:
@@ -162,22 +181,26 @@ def _mean_prediction(pipes: list[dict], pair: int) -> np.ndarray:
 
 
 # The methods a task chooses among, in the order that breaks a tie (the simpler first).
-SELECTABLE = ("baseline", "transfer", "stack", "properties")
+SELECTABLE = ("baseline", "transfer", "stack", "properties", "blend")
+# The methods a blend averages (with equal weights), those of them that a task has.
+BLENDED = ("baseline", "stack", "properties")
 
 
 @dataclass
 class Pick:
-    """A method's choice in one task: its pipelines (the prediction is their mean), their
-    inner-CV MAE, and the MAE of the method's choosing cross-validated over the inner folds
-    (:meth:`Screen.choice_mae`), by which methods are compared."""
+    """A method's choice in one task: its pipelines (the prediction is their mean, or their
+    weighted mean for a blend), their inner-CV MAE, and the MAE of the method's choosing
+    cross-validated over the inner folds (:meth:`Screen.choice_mae`), by which methods are
+    compared."""
 
     method: str
     pipes: list[dict]
     mae: float
     choice_mae: float
+    weights: list[float] | None = None  # per pipeline, summing to 1 (None: equal)
 
     def predict(self, pair: int) -> np.ndarray:
-        return _mean_prediction(self.pipes, pair)
+        return np.average([p["preds"][pair] for p in self.pipes], axis=0, weights=self.weights)
 
     @property
     def members(self) -> list[str]:
@@ -190,7 +213,9 @@ def method_picks(
 ) -> list[Pick]:
     """Each method's choice in task ``t``, in ``SELECTABLE`` order: the best baseline, the best
     transfer pipeline, when ``k_stack`` > 1 and two distinct models are scored the mean of the
-    top ``k_stack``, and with ``props`` (learners on the source models' predictions) its best."""
+    top ``k_stack``, with ``props`` (learners on the source models' predictions) its best, and
+    the blend: the mean of the choices of the methods of ``BLENDED`` there are (at least two),
+    each method weighted equally."""
     inner = screen.plan.tasks[t].inner
     y_inner = np.concatenate([screen.y[screen.plan.pairs[p][1]] for p in inner])
     by_method = {
@@ -200,7 +225,7 @@ def method_picks(
         "properties": (props, 1),
     }
     picks = []
-    for method in SELECTABLE:
+    for method in SELECTABLE[:-1]:
         s, k = by_method[method]
         if s is None:
             continue
@@ -211,6 +236,15 @@ def method_picks(
         pred = np.concatenate([_mean_prediction(pipes, p) for p in inner])
         mae = float(np.abs(pred - y_inner).mean())
         picks.append(Pick(method, pipes, mae, s.choice_mae(t, k)))
+    parts = [p for p in picks if p.method in BLENDED]
+    if len(parts) >= 2:  # the blend: each part's choice, the parts weighted equally
+        weights = [1.0 / (len(parts) * len(p.pipes)) for p in parts for _ in p.pipes]
+        pipes = [pipe for p in parts for pipe in p.pipes]
+        blend = Pick("blend", pipes, 0.0, 0.0, weights)
+        pred = np.concatenate([blend.predict(p) for p in inner])
+        blend.mae = float(np.abs(pred - y_inner).mean())
+        blend.choice_mae = choice_mae([by_method[p.method] for p in parts], t)
+        picks.append(blend)
     return picks
 
 
@@ -252,8 +286,20 @@ def nested_estimate(
     if props is not None:
         rp, pp, chosen_p = props.selected_predictions(outer_ids)
         nested["properties"] = {**cv_metrics(y, rp, pp), "chosen": [c[0]["name"] for c in chosen_p]}
-    picks = [select_method(screen, base, k_stack, t, props) for t in outer_ids]
     test = [plan.tasks[t].test_pair for t in outer_ids]
+    blends = [
+        next(
+            (p for p in method_picks(screen, base, k_stack, t, props) if p.method == "blend"), None
+        )
+        for t in outer_ids
+    ]
+    if all(b is not None for b in blends):
+        nested["blend"] = cv_metrics(
+            y,
+            np.concatenate([plan.pairs[p][1] for p in test]),
+            np.concatenate([b.predict(p) for b, p in zip(blends, test)]),
+        )
+    picks = [select_method(screen, base, k_stack, t, props) for t in outer_ids]
     nested["selected"] = {
         **cv_metrics(
             y,

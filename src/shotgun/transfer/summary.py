@@ -54,7 +54,7 @@ class Scored:
 
 @dataclass(frozen=True)
 class Method:
-    """One method on the same folds: transfer, baseline, stack, properties or fine_tune.
+    """One method on the same folds: transfer, baseline, stack, properties, blend or fine_tune.
     ``choice_mae``: for the methods the winner is picked from, the MAE of the method's choosing
     cross-validated over the folds (chosen without each fold, scored on it), which picks it."""
 
@@ -132,6 +132,8 @@ class Nested(Score):
     stack: Score | None = field(default=None, metadata={"omit_none": True})
     # learners on the source models' predictions (properties as features): learner per fold
     properties: NestedBaseline | None = field(default=None, metadata={"omit_none": True})
+    # the equal-weight mean of the baseline's, the stack's and the properties' choices
+    blend: Score | None = field(default=None, metadata={"omit_none": True})
     selected: NestedSelected | None = None
 
 
@@ -266,6 +268,7 @@ _PARTS = {
     (Nested, "stack"): Score,
     (Nested, "selected"): NestedSelected,
     (Nested, "properties"): NestedBaseline,
+    (Nested, "blend"): Score,
     (TransferSummary, "control"): Control,
     (Control, "best"): Scored,
     (Control, "stack"): Score,
