@@ -235,8 +235,9 @@ def _choose(feats, X, P, y, tr, inner, refine, k_stack):
     and random forest on the raw descriptor ``X`` (baseline) and on the models' predictions
     ``P`` (properties), and the blend of the baseline's, the stack's and the properties' choices
     (equal weights). The method picked is the one whose choosing, redone without each inner
-    fold and scored on it, has the least MAE (ties: the earlier of baseline, transfer, stack,
-    properties, blend). Returns (method, [(key, learner, F, weight)])."""
+    fold (among the ridge pipelines, for transfer and the stack) and scored on it, has the least
+    MAE (ties: the earlier of baseline, transfer, stack, properties, blend). Returns (method,
+    [(key, learner, F, weight)])."""
     folds = [(tr[a], tr[b]) for a, b in inner]
     every = list(range(len(folds)))
 
@@ -266,13 +267,19 @@ def _choose(feats, X, P, y, tr, inner, refine, k_stack):
                 break
         return picked
 
+    # (method, candidates, k); the refined pipelines were picked on every inner fold, so the
+    # choosing is cross-validated among the ridge ones alone.
     methods = [("baseline", base, 1), ("transfer", pipes, 1), ("stack", pipes, k_stack)]
     methods.append(("properties", props, 1))
     blended = [m for m in methods if m[0] in ("baseline", "stack", "properties")]
+    n_ridge = len(feats)
 
     def pred(parts, which, f):  # the parts chosen on folds `which`, equally weighted, on fold f
         return np.mean(
-            [np.mean([c[3][f] for c in first(c_, k, which)], axis=0) for _, c_, k in parts],
+            [
+                np.mean([c[3][f] for c in first(c_[:n_ridge] if c_ is pipes else c_, k, which)], 0)
+                for _, c_, k in parts
+            ],
             axis=0,
         )
 

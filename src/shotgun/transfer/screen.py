@@ -151,9 +151,8 @@ def refine(screen: Screen, feature_of, learners, n_best: int, seed: int) -> int:
             F = feature_of(pipe)
             for learner in others:
                 preds = _learner_preds(learner, seed, F, screen.y, plan.pairs, sorted(pairs), bar)
-                screen.add(
-                    {**{k: v for k, v in pipe.items() if k != "preds"}, "learner": learner}, preds
-                )
+                kept = {k: v for k, v in pipe.items() if k != "preds"}
+                screen.add({**kept, "learner": learner, "refined": True}, preds)
     return len(screen.pipes) - base
 
 

@@ -85,13 +85,19 @@ class Screen:
         return picked
 
     def _fold_errors(self, t: int) -> tuple[list[int], np.ndarray]:
-        """The pipelines scored in task ``t`` and their summed absolute errors on each of its
-        inner folds, (pipelines, folds); cached."""
+        """The pipelines scored in task ``t`` but not refined there and their summed absolute
+        errors on each of its inner folds, (pipelines, folds); cached. A refined pipeline was
+        picked for refinement on all of the task's inner folds, so its choice cannot be
+        scored on one of them."""
         key = (t, len(self.pipes))
         if key not in self._errors:
             inner = self.plan.tasks[t].inner
             rows = [self.y[self.plan.pairs[p][1]] for p in inner]
-            ok = [i for i, sc in enumerate(self.scores) if np.isfinite(sc[t])]
+            ok = [
+                i
+                for i, sc in enumerate(self.scores)
+                if np.isfinite(sc[t]) and not self.pipes[i].get("refined")
+            ]
             errors = np.array(
                 [
                     [np.abs(self.pipes[i]["preds"][p] - y).sum() for p, y in zip(inner, rows)]
@@ -119,7 +125,9 @@ class Screen:
         inner fold, the ``k`` best pipelines (distinct models when k > 1) are chosen on the
         task's other inner folds and their mean prediction is scored on this one. Unlike the
         chosen pipeline's own inner MAE, this does not reward choosing among more pipelines, so
-        it compares a method that picks one of hundreds with one that picks one of two."""
+        it compares a method that picks one of hundreds with one that picks one of two. Refined
+        pipelines (other learners on the best ridge pipelines) are left out of it: they were
+        picked on all the inner folds."""
         return choice_mae([(self, k)], t)
 
     def outer(self, i: int) -> tuple[np.ndarray, np.ndarray]:
