@@ -165,11 +165,16 @@ def test_methods_refit_and_saved_model_predicts(smoke, target, tmp_path):
     s = json.loads((tmp_path / "summary.json").read_text())
     methods = {m["method"]: m for m in s["methods"]}
     assert set(methods) == {"transfer", "baseline", "stack", "properties", "blend", "fine_tune"}
-    # The winner: the least MAE of choosing, cross-validated, among the methods the rule picks
-    # from (ties: the first); each of them states it, the others do not.
-    selectable = [methods[m] for m in ("baseline", "transfer", "stack", "properties", "blend")]
-    assert s["winner"] == min(selectable, key=lambda m: m["choice_mae"])["method"]
+    # The default rule saves the blend, so the nested estimate of the whole procedure is the
+    # blend's; each method the cv rule picks from states its cross-validated choosing.
+    assert s["select"] == "blend" and s["winner"] == "blend"
+    assert s["nested"]["selected"]["chosen"] == ["blend"] * 4
+    assert s["nested"]["selected"]["cv_mae"] == s["nested"]["blend"]["cv_mae"]
+    for m in ("baseline", "transfer", "stack", "properties", "blend"):
+        assert methods[m]["choice_mae"] > 0
     assert "choice_mae" not in methods["fine_tune"]
+    blended = {m.split(" ")[0] for m in s["saved"]["members"]}
+    assert blended >= set(s["stack"]["model_ids"])  # the stack's members are in the blend
     assert s["saved"]["method"] == s["winner"]
     assert s["saved"]["name"] == methods[s["winner"]]["name"]
     assert len(s["fine_tune"]) == min(2, s["n_candidates"])

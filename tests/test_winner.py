@@ -76,6 +76,8 @@ def test_a_baseline_that_wins_is_saved_and_served(smoke, tmp_path):
         "--baselines",
         "ridge,random_forest",
         "--no-nested",
+        "--select",
+        "cv",
     )
     assert proc.returncode == 0, proc.stderr
     s = json.loads((tmp_path / "out" / "summary.json").read_text())
@@ -136,6 +138,8 @@ def test_properties_that_win_are_saved_and_served(smoke, tmp_path):
         "ridge",
         "--no-nested",
         "--no-control",
+        "--select",
+        "cv",
     )
     assert proc.returncode == 0, proc.stderr
     s = json.loads((tmp_path / "out" / "summary.json").read_text())
@@ -320,6 +324,8 @@ def test_nested_choice_among_methods_recomputed_by_brute_force(smoke, tmp_path):
         "ridge,random_forest",
         "--stack",
         "2",
+        "--select",
+        "cv",
     )
     assert proc.returncode == 0, proc.stderr
     s = json.loads((tmp_path / "out" / "summary.json").read_text())

@@ -20,6 +20,7 @@ from .. import MATERIAL_CLASSES
 from ..errors import ShotgunError
 from .learners import BASELINE_LEARNERS, LEARNERS, TRANSFER_LEARNERS
 from .plans import NESTED_MAX_ROWS, SPLITS
+from .selection import SELECT_RULES
 
 
 class TransferError(ShotgunError):
@@ -110,6 +111,13 @@ class TransferOptions:
         "target's inputs as one descriptor vector, with ridge and random forest, screened and "
         "selected like the other methods (default on)",
         bool,
+    )
+    select: str = _option(
+        "blend",
+        "how the saved method is picked: blend (the equal-weight mean of the baseline's, the "
+        "stack's and the properties' choices; the best on the quality benchmark) or cv (the "
+        "method whose choosing does best cross-validated)",
+        choices=SELECT_RULES,
     )
     control: bool = _option(
         True,

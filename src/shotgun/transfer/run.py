@@ -272,12 +272,12 @@ class _Run:
         for m in methods:
             if m["method"] in choices:
                 m["choice_mae"] = choices[m["method"]]
-        winner = select_method(*selectable)
+        winner = select_method(*selectable, o.select)
         won = next(m for m in methods if m["method"] == winner.method)
         won = {k: v for k, v in won.items() if k != "choice_mae"}
         nested, curve = None, []
         if s.nested:
-            nested = nested_estimate(s.transfer, s.baseline, o.stack, s.properties)
+            nested = nested_estimate(s.transfer, s.baseline, o.stack, s.properties, o.select)
             curve = learning_curve(s.transfer, s.baseline)
         self.write_tables(rank, fine, curve, s, best, best_base)
         summary = TransferSummary.from_dict(
@@ -295,6 +295,7 @@ class _Run:
                 "learners": list(o.learners),
                 "baseline_learners": list(o.baselines),
                 "refine": o.refine,
+                "select": o.select,
                 "best": {
                     "model_id": best["model_id"],
                     "dataset": best["dataset"],

@@ -186,6 +186,7 @@ class TransferSummary:
     learners: list[str] = field(default_factory=list)
     baseline_learners: list[str] = field(default_factory=list)
     refine: int | None = None
+    select: str | None = None  # how the winner was picked (--select)
     seconds: float | None = None
     baselines: list[Scored] = field(default_factory=list)
     stack: Stack | None = None
@@ -216,6 +217,7 @@ class TransferSummary:
         "learners",
         "baseline_learners",
         "refine",
+        "select",
         "seconds",
         "best",
         "baseline",
