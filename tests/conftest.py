@@ -39,6 +39,28 @@ def transfer_command(library, data, out, input_column, target, kind, *options):
     )
 
 
+def formula_transfer(smoke, data, out, *options):
+    """``shotgun transfer`` of a table of formulas and ``target`` values against the smoke
+    library, 4 folds, seed 3. One of the bulk-modulus compounds these tests use is in the smoke
+    models' training sets: the leakage guard is lifted (it has its own tests,
+    tests/test_leakage.py)."""
+    return transfer_command(
+        smoke / "library",
+        data,
+        out,
+        "formula",
+        "target",
+        "inorganic",
+        "--folds",
+        4,
+        "--seed",
+        3,
+        "--max-overlap",
+        1,
+        *options,
+    )
+
+
 @pytest.fixture(scope="session")
 def smoke(tmp_path_factory):
     """A real Snakemake run of config/smoke.yaml; returns its results folder

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import ROOT, refit_saved, run, transfer_command
+from conftest import ROOT, formula_transfer, refit_saved, run
 from shotgun.library import Library
 from shotgun.library.packs import PREDICTION_TOLERANCE
 from shotgun.transfer.learners import make_learner, ridge_batch
@@ -26,24 +26,7 @@ def target(tmp_path_factory):
     return path
 
 
-def transfer(smoke, data, out, *extra):
-    return transfer_command(
-        smoke / "library",
-        data,
-        out,
-        "formula",
-        "target",
-        "inorganic",
-        "--folds",
-        4,
-        "--seed",
-        3,
-        # One of the 40 compounds is in the bulk-modulus models' training set: these tests
-        # keep them (the leakage guard has its own, tests/test_leakage.py).
-        "--max-overlap",
-        1,
-        *extra,
-    )
+transfer = formula_transfer
 
 
 def test_transfer_contract_and_baseline_on_the_same_folds(smoke, target, tmp_path):

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import ROOT, refit_saved, run, transfer_command
+from conftest import ROOT, formula_transfer, refit_saved, run
 from shotgun.library import Library
 from shotgun.transfer.learners import make_learner
 
@@ -16,23 +16,15 @@ GVRH = ROOT / "data" / "inorganic" / "matbench_log10_gvrh.csv"
 
 
 def transfer(smoke, data, out, *extra):
-    return transfer_command(
-        smoke / "library",
-        data,
-        out,
-        "formula",
-        "target",
-        "inorganic",
-        "--folds",
-        4,
-        "--seed",
-        3,
-        "--fine-tune",
-        0,
-        "--max-overlap",  # the smoke models saw some of these compounds; not the point here
-        1,
-        *extra,
-    )
+    return formula_transfer(smoke, data, out, "--fine-tune", 0, *extra)
+
+
+def write_split(df, n_train, tmp_path):
+    """The first ``n_train`` rows to train.csv, the formulas of the rest to new.csv (returned)."""
+    df.head(n_train).to_csv(tmp_path / "train.csv", index=False)
+    new = df.iloc[n_train:][["formula"]]
+    new.to_csv(tmp_path / "new.csv", index=False)
+    return new
 
 
 def predict(model, data, out):
@@ -63,9 +55,7 @@ def test_a_baseline_that_wins_is_saved_and_served(smoke, tmp_path):
     X, ok = d.featurize(df["formula"].tolist())
     assert ok.all()
     df["target"] = X[:, column]
-    df.head(400).to_csv(tmp_path / "train.csv", index=False)
-    new = df.tail(60)[["formula"]]
-    new.to_csv(tmp_path / "new.csv", index=False)
+    new = write_split(df, 400, tmp_path)
 
     proc = transfer(
         smoke,
@@ -124,9 +114,7 @@ def test_properties_that_win_are_saved_and_served(smoke, tmp_path):
     source = lib.load(cands[~cands["weak"]]["model_id"].iloc[0])
     df = pd.read_csv(GVRH).head(140)
     df["target"] = 3.0 * source.predict(df["formula"].tolist()) - 1.0
-    df.head(120).to_csv(tmp_path / "train.csv", index=False)
-    new = df.tail(20)[["formula"]]
-    new.to_csv(tmp_path / "new.csv", index=False)
+    new = write_split(df, 120, tmp_path)
 
     proc = transfer(
         smoke,

@@ -152,6 +152,7 @@ class _Run:
             self.n_workers,
             o.seed if o.control else None,
             canonical_hashes(t.inputs, o.kind),
+            o.properties,
         )
         predictions: dict[bool, dict] = {False: {}, True: {}}  # control? -> model id -> column
         for e in self.guard(entries):
@@ -170,10 +171,10 @@ class _Run:
         # Properties as features: each candidate's prediction is one column (controls: theirs).
         self.properties = [
             m
-            for m in self.ids
+            for m in predictions[False]
             if all(np.isfinite(predictions[c].get(m, 0.0)).all() for c in (False, True))
         ]
-        if o.properties and self.properties:
+        if self.properties:
             self.property_matrix = np.column_stack([predictions[False][m] for m in self.properties])
             props = properties_screen(plan, t.y, self.property_matrix, PROPERTY_LEARNERS, o.seed)
             if control is not None:
@@ -256,8 +257,7 @@ class _Run:
                 }
             )
         methods.sort(key=lambda m: m["cv_mae"])
-        selectable = (s.transfer, s.baseline, o.stack, 0, s.properties)  # on the screen's task
-        picks = method_picks(*selectable)
+        picks = method_picks(s.transfer, s.baseline, o.stack, 0, s.properties)  # screen's task
         blend = next((p for p in picks if p.method == "blend"), None)
         if blend is not None:
             inner = s.plan.tasks[0].inner
@@ -272,7 +272,7 @@ class _Run:
         for m in methods:
             if m["method"] in choices:
                 m["choice_mae"] = choices[m["method"]]
-        winner = select_method(*selectable, o.select)
+        winner = select_method(picks, o.select)
         won = next(m for m in methods if m["method"] == winner.method)
         won = {k: v for k, v in won.items() if k != "choice_mae"}
         nested, curve = None, []

@@ -32,13 +32,14 @@ def ridge_screen(
     max_depth: int,
     control: int | None = None,
     hashes: np.ndarray | None = None,
+    predict: bool = False,
 ) -> list[dict]:
     """Ridge predictions on every pair for every (model, depth): batched over candidates.
     ``models``: (model id, model) pairs, consumed one at a time (only features are kept). With
     ``control`` (the run's seed), each model's control network is screened in the same batch;
     its entries have ``"control": True``. With ``hashes`` (of the target's inputs), entries have
-    the share of them the model was trained on (``train_overlap``, None when unknown). Each
-    network's depth-1 entry also holds its predictions on the target's inputs
+    the share of them the model was trained on (``train_overlap``, None when unknown). With
+    ``predict``, each network's depth-1 entry also holds its predictions on the target's inputs
     (``"prediction"``: properties as features)."""
     from threadpoolctl import threadpool_limits
 
@@ -62,7 +63,8 @@ def ridge_screen(
                     }
                 )
                 feats.append(F)
-            entries[first]["prediction"] = source_prediction(net, raw)
+            if predict:
+                entries[first]["prediction"] = source_prediction(net, raw)
     with threadpool_limits(1):  # many small problems: one BLAS thread each
         per_pair = [ridge_batch(feats, y, tr, te) for tr, te in pairs]
     for i, e in enumerate(entries):
@@ -71,25 +73,37 @@ def ridge_screen(
 
 
 def ridge_screen_chunk(
-    library: str, model_ids: list, raw: dict, y, pairs, max_depth: int, control, hashes
+    library: str, model_ids: list, raw: dict, y, pairs, max_depth: int, control, hashes, predict
 ):
     """A worker's share of the ridge screen: loads (and verifies) its models itself."""
     from ..library import Library
 
     models = loaded(Library.open(library), model_ids)
-    return ridge_screen(models, raw, y, pairs, max_depth, control, hashes)
+    return ridge_screen(models, raw, y, pairs, max_depth, control, hashes, predict)
 
 
-def screen_all(lib, ids, raw, y, pairs, max_depth, scheduler, n_workers, control=None, hashes=None):
-    """The ridge screen (with the controls of ``control``, the run's seed, and the training
-    overlaps of the target's input ``hashes``, if given) in this process, or split over Dask
-    workers that load their own models."""
+def screen_all(
+    lib,
+    ids,
+    raw,
+    y,
+    pairs,
+    max_depth,
+    scheduler,
+    n_workers,
+    control=None,
+    hashes=None,
+    predict=False,
+):
+    """The ridge screen (with the controls of ``control``, the run's seed, the training
+    overlaps of the target's input ``hashes``, if given, and with ``predict`` the networks'
+    predictions) in this process, or split over Dask workers that load their own models."""
     from ..parallel import dask_client
 
     with dask_client(scheduler, n_workers) as client:
         if client is None:
             models = progress(loaded(lib, ids), "screening library models", "models", len(ids))
-            return ridge_screen(models, raw, y, pairs, max_depth, control, hashes)
+            return ridge_screen(models, raw, y, pairs, max_depth, control, hashes, predict)
         n_chunks = max(1, min(len(ids), 4 * n_workers))
         chunks = [list(c) for c in np.array_split(np.array(ids, dtype=object), n_chunks) if len(c)]
         shared = client.scatter([raw, y, pairs], broadcast=True)
@@ -102,6 +116,7 @@ def screen_all(lib, ids, raw, y, pairs, max_depth, scheduler, n_workers, control
                 max_depth,
                 control,
                 hashes,
+                predict,
                 pure=False,
             )
             for c in chunks

@@ -47,7 +47,7 @@ class Screen:
         self.plan, self.y = plan, y
         self.pipes: list[dict] = []
         self.scores: list[np.ndarray] = []  # per pipeline: inner MAE per task (NaN = not run)
-        self._errors: dict = {}  # (task, pipelines) -> _fold_errors
+        self._errors: dict = {}  # cache of _fold_errors and choices_without
 
     def add(self, pipe: dict, preds: dict):
         """``preds``: pair -> predictions; tasks whose pairs are all present get a score."""
@@ -113,15 +113,18 @@ class Screen:
     def choices_without(self, t: int, k: int = 1) -> list[list[dict]]:
         """For each inner fold of task ``t``: the ``k`` best pipelines (distinct models when
         k > 1) chosen on the task's other inner folds."""
-        inner = self.plan.tasks[t].inner
-        n = np.array([len(self.plan.pairs[p][1]) for p in inner], dtype=float)
-        ok, errors = self._fold_errors(t)
-        out = []
-        for f in range(len(inner)):
-            rest = (errors.sum(axis=1) - errors[:, f]) / (n.sum() - n[f])
-            picks = self._first([ok[j] for j in np.argsort(rest, kind="stable")], k)
-            out.append([self.pipes[i] for i in picks])
-        return out
+        key = ("without", t, k, len(self.pipes))
+        if key not in self._errors:
+            inner = self.plan.tasks[t].inner
+            n = np.array([len(self.plan.pairs[p][1]) for p in inner], dtype=float)
+            ok, errors = self._fold_errors(t)
+            out = []
+            for f in range(len(inner)):
+                rest = (errors.sum(axis=1) - errors[:, f]) / (n.sum() - n[f])
+                picks = self._first([ok[j] for j in np.argsort(rest, kind="stable")], k)
+                out.append([self.pipes[i] for i in picks])
+            self._errors[key] = out
+        return self._errors[key]
 
     def choice_mae(self, t: int, k: int = 1) -> float:
         """The MAE of choosing in task ``t``, cross-validated over its inner folds: for each
@@ -264,18 +267,11 @@ def method_picks(
 SELECT_RULES = ("blend", "cv")
 
 
-def select_method(
-    screen: Screen,
-    base: Screen,
-    k_stack: int,
-    t: int,
-    props: Screen | None = None,
-    rule: str = "blend",
-) -> Pick:
-    """The method picked in task ``t``: with ``rule`` "blend", the blend when the task has one;
-    otherwise (and with "cv") the least MAE of its choosing, cross-validated over the task's
-    inner folds (a tie goes to the earlier of ``SELECTABLE``)."""
-    picks = method_picks(screen, base, k_stack, t, props)
+def select_method(picks: list[Pick], rule: str = "blend") -> Pick:
+    """The method picked among a task's ``picks`` (:func:`method_picks`): with ``rule``
+    "blend", the blend when the task has one; otherwise (and with "cv") the least MAE of its
+    choosing, cross-validated over the task's inner folds (a tie goes to the earlier of
+    ``SELECTABLE``)."""
     if rule == "blend" and picks[-1].method == "blend":
         return picks[-1]
     return min(picks, key=lambda p: p.choice_mae)
@@ -312,19 +308,15 @@ def nested_estimate(
         rp, pp, chosen_p = props.selected_predictions(outer_ids)
         nested["properties"] = {**cv_metrics(y, rp, pp), "chosen": [c[0]["name"] for c in chosen_p]}
     test = [plan.tasks[t].test_pair for t in outer_ids]
-    blends = [
-        next(
-            (p for p in method_picks(screen, base, k_stack, t, props) if p.method == "blend"), None
-        )
-        for t in outer_ids
-    ]
+    per_task = [method_picks(screen, base, k_stack, t, props) for t in outer_ids]
+    blends = [next((p for p in ps if p.method == "blend"), None) for ps in per_task]
     if all(b is not None for b in blends):
         nested["blend"] = cv_metrics(
             y,
             np.concatenate([plan.pairs[p][1] for p in test]),
             np.concatenate([b.predict(p) for b, p in zip(blends, test)]),
         )
-    picks = [select_method(screen, base, k_stack, t, props, rule) for t in outer_ids]
+    picks = [select_method(ps, rule) for ps in per_task]
     nested["selected"] = {
         **cv_metrics(
             y,
