@@ -139,7 +139,10 @@ def test_unpack_refuses_tampered_archives(smoke, tmp_path):
     assert not (tmp_path / "dest").exists()
 
 
-def test_index_rebuilt_from_mlflow_agrees(smoke, tmp_path):
+@pytest.mark.parametrize("jobs", ["1", "3"])
+def test_index_rebuilt_from_mlflow_agrees(smoke, tmp_path, jobs):
+    """One process, or three each listing and downloading the runs of a span of start times:
+    the same cards and the same weights as the library built from the shards."""
     proc = run(
         [
             "shotgun",
@@ -151,12 +154,17 @@ def test_index_rebuilt_from_mlflow_agrees(smoke, tmp_path):
             Library.open(smoke / "library").version,
             "--out",
             str(tmp_path / "rebuilt"),
+            "--jobs",
+            jobs,
         ]
     )
     assert proc.returncode == 0, proc.stderr
-    a = Library.open(smoke / "library").index.sort_values("model_id").reset_index(drop=True)
-    b = Library.open(tmp_path / "rebuilt").index.sort_values("model_id").reset_index(drop=True)
+    built, rebuilt = Library.open(smoke / "library"), Library.open(tmp_path / "rebuilt")
+    a = built.index.sort_values("model_id").reset_index(drop=True)
+    b = rebuilt.index.sort_values("model_id").reset_index(drop=True)
     pd.testing.assert_frame_equal(a, b)
+    digests = [lib.storage["tensors_sha256"].sort_index() for lib in (built, rebuilt)]
+    pd.testing.assert_series_equal(*digests)
 
 
 def test_nothing_a_user_loads_is_a_pickle(smoke):

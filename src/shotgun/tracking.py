@@ -312,28 +312,41 @@ class Tracker:
         return rid
 
 
-def finished_runs(uri: str, library_version: str, require: bool = False):
-    """(client, run) for every finished run of a library version, page by page. With
-    ``require``, a version the store does not hold is refused (naming those it holds)."""
-    client = _client(uri)
+def _version_experiment(client, uri: str, library_version: str, require: bool):
+    """The experiment of a library version; None if the store lacks it, or with ``require``
+    refused (naming the versions the store holds)."""
     exp = client.get_experiment_by_name(experiment_name(library_version))
+    if exp is None and require:
+        held = sorted(
+            e.name.removeprefix(experiment_name(""))
+            for e in client.search_experiments()
+            if e.name.startswith(experiment_name(""))
+        )
+        raise TrackingError(
+            f"{uri}: no library version {library_version!r} "
+            f"(versions in this store: {', '.join(held) or 'none'})"
+        )
+    return exp
+
+
+def finished_runs(
+    uri: str, library_version: str, require: bool = False, span: tuple[int, int] | None = None
+):
+    """(client, run) for every finished run of a library version, page by page (those started
+    in ``span``, [first, last) in ms, if given). With ``require``, a version the store does not
+    hold is refused (naming those it holds)."""
+    client = _client(uri)
+    exp = _version_experiment(client, uri, library_version, require)
     if exp is None:
-        if require:
-            held = sorted(
-                e.name.removeprefix(experiment_name(""))
-                for e in client.search_experiments()
-                if e.name.startswith(experiment_name(""))
-            )
-            raise TrackingError(
-                f"{uri}: no library version {library_version!r} "
-                f"(versions in this store: {', '.join(held) or 'none'})"
-            )
         return
+    where = "attributes.status = 'FINISHED'"
+    if span is not None:
+        where += f" and attributes.start_time >= {span[0]} and attributes.start_time < {span[1]}"
     token = None
     while True:
         page = client.search_runs(
             [exp.experiment_id],
-            "attributes.status = 'FINISHED'",
+            where,
             max_results=1000,
             page_token=token,
         )
@@ -342,6 +355,23 @@ def finished_runs(uri: str, library_version: str, require: bool = False):
         token = page.token
         if not token:
             return
+
+
+def start_spans(uri: str, library_version: str, n: int) -> list[tuple[int, int]]:
+    """``n`` spans of start time, [first, last) in ms, that together hold every run of a
+    library version (equal in time, not in runs); none for a version without runs. A version
+    the store does not hold is refused (naming those it holds)."""
+    client = _client(uri)
+    exp = _version_experiment(client, uri, library_version, require=True)
+    ends = [
+        client.search_runs([exp.experiment_id], max_results=1, order_by=[order])
+        for order in ("attributes.start_time ASC", "attributes.start_time DESC")
+    ]
+    if not ends[0]:
+        return []
+    first, last = ends[0][0].info.start_time, ends[1][0].info.start_time + 1
+    cuts = [first + (last - first) * i // n for i in range(n)] + [last]
+    return [(a, b) for a, b in zip(cuts, cuts[1:]) if b > a]
 
 
 def count_runs(uri: str, library_version: str) -> int:

@@ -189,15 +189,25 @@ class FromMlflow(Command):
 
     def add_arguments(self, s):
         s.add_argument("--out", required=True, help="new library folder")
+        s.add_argument(
+            "--jobs",
+            type=int,
+            help="processes listing and downloading the runs (default: the CPUs, at most 8)",
+        )
         add_library_version(s)
         add_tracking(s)
 
     def run(self, a):
+        import os
+
         from ..library import from_mlflow
         from ..tracking import open_store
 
+        if a.jobs is not None and a.jobs < 1:
+            raise ValueError(f"--jobs: at least 1, got {a.jobs}")
+        jobs = a.jobs or min(os.cpu_count() or 1, 8)
         uri = open_store(a.tracking_uri, Path(a.results))
-        manifest = from_mlflow(uri, a.library_version, Path(a.out))
+        manifest = from_mlflow(uri, a.library_version, Path(a.out), jobs)
         print(f"{a.out}: library {a.library_version} with {manifest['n_models']} models from {uri}")
 
 

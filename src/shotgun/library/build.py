@@ -255,37 +255,65 @@ def build_library(
     return manifest
 
 
-def from_mlflow(uri: str, library_version: str, out: Path) -> dict:
+def from_mlflow(uri: str, library_version: str, out: Path, jobs: int = 1) -> dict:
     """Rebuild a library at the new folder ``out`` from the tracking store: the card and weights
-    artifacts of every finished run of the version's experiment. A missing store, a version it
+    artifacts of every finished run of the version's experiment, listed and downloaded by
+    ``jobs`` processes (each a share of the runs, by start time). A missing store, a version it
     does not hold, a version without a finished run and lost artifacts are refused, and ``out``
     is then not created."""
+    import multiprocessing
     import tempfile
+    from concurrent.futures import ProcessPoolExecutor
+    from functools import partial
 
-    from ..tracking import finished_runs
+    from ..tracking import start_spans
 
     out = Path(out)
     if out.exists():
         raise LibraryError(f"{out}: exists")
+    spans = start_spans(uri, library_version, 4 * jobs if jobs > 1 else 1)
     with tempfile.TemporaryDirectory() as tmp:
-        models = []
-        for client, run in finished_runs(uri, library_version, require=True):
-            d = Path(tmp) / "runs" / run.info.run_id
-            d.mkdir(parents=True)
-            card = ModelCard.read(_download(client, run, "card.json", d))
-            # One folder per cell: its models share a pack, as a shard's do.
-            cell = Path(tmp, "cells", card.dataset, card.property, card.descriptor["name"])
-            cell.mkdir(parents=True, exist_ok=True)
-            models.append((card, _download(client, run, f"{card.model_id}.safetensors", cell)))
+        fetch = partial(_fetch, uri, library_version, Path(tmp))
+        if jobs > 1 and len(spans) > 1:
+            ctx = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(jobs, mp_context=ctx) as pool:
+                fetched = list(pool.map(fetch, spans))
+        else:
+            fetched = list(map(fetch, spans))
+        models = [m for part in fetched for m in part]
         if not models:
             raise LibraryError(f"{uri}: library version {library_version!r} has no finished run")
         return write_library(out, models, library_version, source=uri)
 
 
-def _download(client, run, name: str, dest: Path) -> Path:
-    """One artifact of a run, downloaded to ``dest``; a lost artifact is a one-line error."""
+def _fetch(uri: str, library_version: str, tmp: Path, span) -> list[tuple[ModelCard, Path]]:
+    """(card, weights file) of the finished runs started in ``span``, downloaded under ``tmp``:
+    each card in its run's folder, weights in one folder per cell (its models share a pack, as
+    a shard's do)."""
+    from ..tracking import finished_runs
+
+    found = []
+    for _, run in finished_runs(uri, library_version, span=span):
+        d = tmp / "runs" / run.info.run_id
+        d.mkdir(parents=True)
+        card = ModelCard.read(_download(uri, run, "card.json", d))
+        cell = tmp / "cells" / card.dataset / card.property / card.descriptor["name"]
+        cell.mkdir(parents=True, exist_ok=True)
+        found.append((card, _download(uri, run, f"{card.model_id}.safetensors", cell)))
+    return found
+
+
+def _download(uri: str, run, name: str, dest: Path) -> Path:
+    """One artifact of a run, downloaded to ``dest`` from the run's artifact location (not
+    through ``runs:/``, which looks the run up again); a lost artifact is a one-line error."""
+    from mlflow.artifacts import download_artifacts
+
     try:
-        return Path(client.download_artifacts(run.info.run_id, name, str(dest)))
+        return Path(
+            download_artifacts(
+                artifact_uri=f"{run.info.artifact_uri}/{name}", dst_path=str(dest), tracking_uri=uri
+            )
+        )
     except Exception as err:  # MLflow raises OSError or its own exception, by store
         raise LibraryError(
             f"{run.info.artifact_uri}/{name}: artifact of run {run.info.run_id} "
