@@ -85,6 +85,7 @@ def run_one(library: Path, name: str, n: int | None, seed: int | None, out: Path
         "seed": options.seed,
         "n_samples": s.n_samples,
         "n_candidates": s.n_candidates,
+        "n_applicable": s.first_pass.n_applicable if s.first_pass else None,
         "unit": cfg.get("unit"),
         "selected_mae": nest.selected.cv_mae,
         "baseline_mae": nest.baseline.cv_mae,
@@ -96,8 +97,10 @@ def run_one(library: Path, name: str, n: int | None, seed: int | None, out: Path
         "control_mae": mae(c),
         "control_stack_mae": mae(c.stack) if c else None,
         "control_properties_mae": mae(c.properties) if c else None,
+        "control_blend_mae": mae(c.blend) if c else None,
         "pretrained_beats_control": c.pretrained_better if c else None,
         "properties_beat_control": c.properties_pretrained_better if c else None,
+        "blend_beats_control": c.blend_pretrained_better if c else None,
         "selected_r2": nest.selected.cv_r2,
         "baseline_r2": nest.baseline.cv_r2,
         "chosen": nest.selected.chosen,
@@ -123,6 +126,7 @@ def goals(rows: list[dict]) -> dict:
     props = [
         r["properties_beat_control"] for r in small if r["properties_beat_control"] is not None
     ]
+    blends = [r["blend_beats_control"] for r in small if r["blend_beats_control"] is not None]
     median_small = float(np.median([r["ratio"] for r in small])) if small else None
     sizes = sorted({str(r["n"]) for r in rows})
     by_size = {n: float(np.median([r["ratio"] for r in rows if str(r["n"]) == n])) for n in sizes}
@@ -134,6 +138,7 @@ def goals(rows: list[dict]) -> dict:
         "goal_median_ratio_every_size": AIM_ALL,
         "pretrained_beats_control_share_n_le_50": float(np.mean(beats)) if beats else None,
         "properties_beat_control_share_n_le_50": float(np.mean(props)) if props else None,
+        "blend_beats_control_share_n_le_50": float(np.mean(blends)) if blends else None,
         "goal_beats_control_share": AIM_CONTROL,
         "selected_better_than_baseline_runs": sum(r["ratio"] < 1 for r in rows),
         "runs": len(rows),

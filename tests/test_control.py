@@ -72,9 +72,15 @@ def test_pretrained_beats_random_weights_on_its_own_property(smoke, unseen, tmp_
     assert c["cv_mae"] > 1.15 * nested["cv_mae"]
     assert c["cv_r2"] < nested["cv_r2"] - 0.2
     assert c["stack"]["cv_mae"] > nested["stack"]["cv_mae"]
+    # The blend with the controls' stack and properties (the same baseline) is the fair
+    # control of the saved blend.
+    assert c["blend"]["cv_mae"] > nested["blend"]["cv_mae"]
+    assert c["blend_pretrained_better"] is True
     report = (tmp_path / "report.md").read_text()
     sentence = "Pretrained features beat random ones on this target: nested MAE"
     assert sentence in stdout and sentence in report
+    blend = f"the blend (with the same baseline): {nested['blend']['cv_mae']:.4g} against "
+    assert blend + f"{c['blend']['cv_mae']:.4g}" in report
     # Compounds the sources never saw: the leakage guard finds no overlap.
     assert s["leakage"]["max_share"] == 0 and s["leakage"]["n_excluded"] == 0
     assert "overlap with the target: none" in report
@@ -87,7 +93,7 @@ def test_on_noise_neither_pretrained_nor_random_weights_claim_a_gain(smoke, unse
     noise = unseen.assign(target=np.random.default_rng(0).normal(size=len(unseen)))
     s, _ = transfer(smoke, noise, tmp_path)
     c, nested = s["control"], s["nested"]
-    for estimate in (nested, nested["stack"], c, c["stack"], nested["baseline"]):
+    for estimate in (nested, nested["stack"], c, c["stack"], c["blend"], nested["baseline"]):
         assert estimate["cv_r2"] < 0.1
     # Neither beats the from-scratch baseline by more than chance either.
     assert min(nested["cv_mae"], c["cv_mae"]) > 0.9 * nested["baseline"]["cv_mae"]

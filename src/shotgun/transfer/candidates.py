@@ -22,24 +22,47 @@ def spec_key(spec: dict) -> str:
     return json.dumps(spec, sort_keys=True)
 
 
-def candidates(
-    library, kind: str, max_models: int | None = None, model_ids=None, keep_weak: bool = False
-) -> pd.DataFrame:
+CELL = ["dataset", "property", "descriptor"]  # the index columns naming a model's cell
+
+
+def candidates(library, kind: str, model_ids=None, keep_weak: bool = False) -> pd.DataFrame:
     """Index rows of the models applicable to ``kind`` inputs (among ``model_ids`` if given),
-    best source test R² first; the first ``max_models`` if given. Weak models (test R² below
-    zero, :func:`shotgun.library.card.is_weak`) are left out unless ``keep_weak``."""
+    best source test R² first. Weak models (test R² below zero,
+    :func:`shotgun.library.card.is_weak`) are left out unless ``keep_weak``."""
     cands = library.applicable(kind).sort_values(["test_r2", "model_id"], ascending=[False, True])
     if model_ids is not None:
         cands = cands[cands["model_id"].isin(set(model_ids))]
     n_weak = int(cands["weak"].sum())
     if not keep_weak:
         cands = cands[~cands["weak"]]
-    if max_models:
-        cands = cands.head(max_models)
     if cands.empty:
         weak = f" ({n_weak} weak models left out: --keep-weak keeps them)" if n_weak else ""
         raise TransferError(f"{library.root}: no model in the library accepts {kind} inputs{weak}")
     return cands.reset_index(drop=True)
+
+
+def first_pass(cands: pd.DataFrame, max_models: int | None) -> tuple[pd.DataFrame, dict]:
+    """At most ``max_models`` of the candidates ``cands`` (all if None), chosen in turns over
+    the library's cells: the best model of every cell by source test R², then the second best
+    of every cell, and so on (within a turn, best R² first), so that a large library keeps its
+    breadth of properties and descriptors. Returns the kept rows (best R² first) and the
+    pass's counts for the summary. The target's values play no part: choosing before the
+    nested loop keeps the nested estimate honest."""
+    kept = cands
+    if max_models is not None and len(cands) > max_models:
+        turn = cands.groupby(CELL, sort=False).cumcount()  # cands come best R² first
+        order = cands.assign(turn=turn.to_numpy()).sort_values(
+            ["turn", "test_r2", "model_id"], ascending=[True, False, True], kind="stable"
+        )
+        kept = cands.loc[sorted(order.index[:max_models])]
+    record = {
+        "max_models": max_models,
+        "n_applicable": len(cands),
+        "n_cells": int(cands.groupby(CELL).ngroups),
+        "n_kept": len(kept),
+        "n_cells_kept": int(kept.groupby(CELL).ngroups),
+    }
+    return kept.reset_index(drop=True), record
 
 
 def candidate_specs(library, model_ids) -> dict:

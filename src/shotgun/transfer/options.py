@@ -22,6 +22,10 @@ from .learners import BASELINE_LEARNERS, LEARNERS, TRANSFER_LEARNERS
 from .plans import NESTED_MAX_ROWS, SPLITS
 from .selection import SELECT_RULES
 
+# Candidates the first pass keeps by default: a library of any size costs about as much to
+# screen as one of this many applicable models (benchmarks/README.md, "Screening 100,000").
+MAX_MODELS = 2000
+
 
 class TransferError(ShotgunError):
     """Bad transfer options or target data; the message names the file or option."""
@@ -64,7 +68,12 @@ class TransferOptions:
     folds: int = _option(5, "K-fold cross-validation", int, minimum=2)
     seed: int = _option(0, "folds, subsamples and learners", int)
     max_models: int | None = _option(
-        None, "screen only the N candidates with the best source test R2", int, minimum=1
+        MAX_MODELS,
+        "first pass: screen at most N candidates, chosen without the target's values: the "
+        "best of every library cell (dataset, property, descriptor) by source test R2, then "
+        "the second best of each, and so on",
+        int,
+        minimum=1,
     )
     keep_weak: bool = _option(
         False,

@@ -42,6 +42,7 @@ def _setup(s: TransferSummary) -> list[str]:
         f"cross-validation: {fmt(s.folds)} folds, repeats {fmt(s.repeats)}, "
         f"split {s.split}, seed {fmt(s.seed)}",
         f"candidates: {fmt(s.n_candidates)} library models"
+        + first_pass_text(s.first_pass)
         + (
             f" ({s.n_weak_excluded} weak models left out: test R² below zero)"
             if s.n_weak_excluded
@@ -53,6 +54,17 @@ def _setup(s: TransferSummary) -> list[str]:
         f"library: {s.library or '-'} (version {s.library_version or '-'})",
         f"run time: {fmt(s.seconds)} s",
     ]
+
+
+def first_pass_text(p) -> str:
+    """What the first pass kept, when it left candidates out."""
+    if p is None or p.n_kept == p.n_applicable:
+        return ""
+    return (
+        f" of {fmt(p.n_applicable)} applicable in {fmt(p.n_cells)} cells (first pass, "
+        f"--max-models {p.max_models}: the best of each cell by source test R², in turns; "
+        f"{fmt(p.n_cells_kept)} cells kept)"
+    )
 
 
 def leakage_line(s: TransferSummary) -> str:
@@ -170,6 +182,11 @@ def control_sentence(s: TransferSummary) -> str:
             "; properties as features (the networks' predictions as descriptors): "
             f"{fmt(s.nested.properties.cv_mae)} against {fmt(c.properties.cv_mae)}"
         )
+    if nested and c.blend is not None and s.nested.blend is not None:
+        text += (
+            "; the blend (with the same baseline): "
+            f"{fmt(s.nested.blend.cv_mae)} against {fmt(c.blend.cv_mae)}"
+        )
     return text + ("." if nested else " (both selection-optimistic).")
 
 
@@ -183,6 +200,8 @@ def _control(s: TransferSummary) -> list[tuple]:
         rows.append(_metric_row("control stack (nested)", c.stack))
     if c.properties is not None:
         rows.append(_metric_row("control properties as features (nested)", c.properties))
+    if c.blend is not None:
+        rows.append(_metric_row("control blend (nested)", c.blend))
     if c.best is not None and c.estimate == "nested":
         rows.append(_metric_row(f"best control (same folds): {c.best.name}", c.best))
     return b + [("table", HEADER, rows)]

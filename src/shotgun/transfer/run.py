@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from ..data.inputs import canonical_hashes
-from .candidates import ModelCache, candidate_specs, candidates
+from .candidates import ModelCache, candidate_specs, candidates, first_pass
 from .learners import PROPERTY_LEARNERS, make_learner
 from .options import TransferError, TransferOptions
 from .pipeline import Member, save_model
@@ -49,6 +49,7 @@ from .selection import (
     cv_metrics,
     learning_curve,
     method_picks,
+    nested_blend,
     nested_estimate,
     nested_selection,
     select_method,
@@ -113,7 +114,8 @@ class _Run:
         self.library_path, self.out = library, out
         self.scheduler, self.n_workers, self.curve = scheduler, n_workers, curve
         self.lib = Library.open(library)
-        self.cands = candidates(self.lib, o.kind, o.max_models, keep_weak=o.keep_weak)
+        applicable = candidates(self.lib, o.kind, keep_weak=o.keep_weak)
+        self.cands, self.first_pass = first_pass(applicable, o.max_models)
         self.n_weak = 0 if o.keep_weak else int(self.lib.applicable(o.kind)["weak"].sum())
         self.ids = list(self.cands["model_id"])
         self.models = ModelCache(self.lib)  # the few networks used after the screen
@@ -292,6 +294,7 @@ class _Run:
                 "seed": o.seed,
                 "n_candidates": len(self.ids),
                 "n_weak_excluded": self.n_weak,
+                "first_pass": self.first_pass,
                 "learners": list(o.learners),
                 "baseline_learners": list(o.baselines),
                 "refine": o.refine,
@@ -330,7 +333,7 @@ class _Run:
         same-fold best when nested CV is off), against the pretrained candidates' own."""
         if s.control is None:
             return None
-        score = ("cv_mae", "cv_rmse", "cv_r2")
+        o, score = self.options, ("cv_mae", "cv_rmse", "cv_r2")
         top = ranking(s.control, self.cands).iloc[0]
         record = {
             "n_networks": len(self.ids),
@@ -342,12 +345,18 @@ class _Run:
         else:
             chosen = nested_selection(s.control)
             record.update(estimate="nested", **_pick(chosen, score), chosen=chosen["chosen"])
-            if self.options.stack > 1:
-                record["stack"] = _pick(nested_selection(s.control, self.options.stack), score)
+            if o.stack > 1:
+                record["stack"] = _pick(nested_selection(s.control, o.stack), score)
             if s.control_properties is not None:
                 record["properties"] = _pick(nested_selection(s.control_properties), score)
                 record["properties_pretrained_better"] = bool(
                     nested["properties"]["cv_mae"] < record["properties"]["cv_mae"]
+                )
+            blend = nested_blend(s.control, s.baseline, o.stack, s.control_properties)
+            if blend is not None and "blend" in nested:
+                record["blend"] = _pick(blend, score)
+                record["blend_pretrained_better"] = bool(
+                    nested["blend"]["cv_mae"] < blend["cv_mae"]
                 )
             pretrained = nested["cv_mae"]
         record["pretrained_better"] = bool(pretrained < record["cv_mae"])

@@ -309,13 +309,9 @@ def nested_estimate(
         nested["properties"] = {**cv_metrics(y, rp, pp), "chosen": [c[0]["name"] for c in chosen_p]}
     test = [plan.tasks[t].test_pair for t in outer_ids]
     per_task = [method_picks(screen, base, k_stack, t, props) for t in outer_ids]
-    blends = [next((p for p in ps if p.method == "blend"), None) for ps in per_task]
-    if all(b is not None for b in blends):
-        nested["blend"] = cv_metrics(
-            y,
-            np.concatenate([plan.pairs[p][1] for p in test]),
-            np.concatenate([b.predict(p) for b, p in zip(blends, test)]),
-        )
+    blend = _nested_blend(screen, per_task)
+    if blend is not None:
+        nested["blend"] = blend
     picks = [select_method(ps, rule) for ps in per_task]
     nested["selected"] = {
         **cv_metrics(
@@ -327,6 +323,27 @@ def nested_estimate(
         "chosen_pipelines": [" + ".join(pick.members) for pick in picks],
     }
     return nested
+
+
+def nested_blend(screen: Screen, base: Screen, k_stack: int, props: Screen | None) -> dict | None:
+    """The nested estimate of the blend alone (None when one of its parts is off): for the
+    control networks, whose blend is the fair control of the pretrained one."""
+    outer_ids = _tasks(screen.plan, "nested/")
+    return _nested_blend(screen, [method_picks(screen, base, k_stack, t, props) for t in outer_ids])
+
+
+def _nested_blend(screen: Screen, per_task: list[list[Pick]]) -> dict | None:
+    """The blend chosen in each outer training fold (its method picks), on its test fold."""
+    plan = screen.plan
+    test = [plan.tasks[t].test_pair for t in _tasks(plan, "nested/")]
+    blends = [next((p for p in ps if p.method == "blend"), None) for ps in per_task]
+    if any(b is None for b in blends):
+        return None
+    return cv_metrics(
+        screen.y,
+        np.concatenate([plan.pairs[p][1] for p in test]),
+        np.concatenate([b.predict(p) for b, p in zip(blends, test)]),
+    )
 
 
 def learning_curve(screen: Screen, base: Screen) -> list[dict]:

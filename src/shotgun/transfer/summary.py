@@ -153,6 +153,23 @@ class Control(Score):
     # nested, learners on the control networks' predictions, against the candidates' own
     properties: Score | None = field(default=None, metadata={"omit_none": True})
     properties_pretrained_better: bool | None = field(default=None, metadata={"omit_none": True})
+    # nested, the blend with the control networks' stack and properties (same baseline)
+    blend: Score | None = field(default=None, metadata={"omit_none": True})
+    blend_pretrained_better: bool | None = field(default=None, metadata={"omit_none": True})
+
+
+@dataclass(frozen=True)
+class FirstPass:
+    """The candidates screened: of the ``n_applicable`` library models that accept the
+    target's inputs (weak ones left out), in ``n_cells`` cells, at most ``max_models`` (None:
+    all), chosen without the target's values in turns over the cells, best source test R²
+    first (:func:`shotgun.transfer.candidates.first_pass`)."""
+
+    n_applicable: int
+    n_cells: int
+    n_kept: int
+    n_cells_kept: int
+    max_models: int | None = None
 
 
 @dataclass(frozen=True)
@@ -181,6 +198,7 @@ class TransferSummary:
     baseline: Scored
     subsample: int | None = None
     n_weak_excluded: int = 0  # applicable library models left out for a test R² below zero
+    first_pass: FirstPass | None = None
     repeats: int = 1
     split: str = "random"
     learners: list[str] = field(default_factory=list)
@@ -214,6 +232,7 @@ class TransferSummary:
         "seed",
         "n_candidates",
         "n_weak_excluded",
+        "first_pass",
         "learners",
         "baseline_learners",
         "refine",
@@ -275,7 +294,9 @@ _PARTS = {
     (Control, "best"): Scored,
     (Control, "stack"): Score,
     (Control, "properties"): Score,
+    (Control, "blend"): Score,
     (TransferSummary, "leakage"): Leakage,
+    (TransferSummary, "first_pass"): FirstPass,
 }
 
 
