@@ -497,6 +497,47 @@ def test_first_pass_keeps_the_best_of_every_cell_then_the_next(smoke, tmp_path):
     pd.testing.assert_frame_equal(a, b)
 
 
+def test_a_candidate_with_features_that_are_not_finite_is_left_out(smoke, tmp_path):
+    """A library model whose batch-norm variances are negative gives NaN features on any input:
+    the screen leaves it out, names it in summary.json, on stderr and in the report, and the
+    run goes on with the others."""
+    from safetensors.torch import save_file
+
+    from shotgun.checksums import sha256
+    from shotgun.library import write_library
+
+    lib = Library.open(smoke / "library")
+    ids = list(lib.applicable("molecule")["model_id"])
+    models = []
+    for mid in ids:
+        card, tensors = lib.card(mid), lib.weights(mid)
+        if mid == ids[0]:
+            for name in [n for n in tensors if n.endswith("running_var")]:
+                tensors[name] = -tensors[name].abs() - 1
+        path = tmp_path / "shard" / f"{mid}.safetensors"
+        path.parent.mkdir(exist_ok=True)
+        save_file(tensors, str(path))
+        models.append((card.replace(weights_sha256=sha256(path)), path))
+    write_library(tmp_path / "lib", models, "0.0.0-broken")
+    opts = ["--learners", "ridge", "--baselines", "ridge", "--no-nested", "--fine-tune", "0"]
+    proc = run(
+        ["shotgun", "transfer", "--library", str(tmp_path / "lib"), "--target"]
+        + ["config/targets/esol_demo.yaml", "--out", str(tmp_path / "out"), *opts]
+    )
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["not_finite"] == [ids[0]]
+    ranked = set(pd.read_csv(tmp_path / "out" / "ranking.csv")["model_id"])
+    assert ranked == set(ids[1:])
+    assert (
+        f"1 candidates left out, their features on the target's inputs are not finite: {ids[0]}"
+        in proc.stderr
+    )
+    report = (tmp_path / "out" / "report.md").read_text()
+    line = "left out: 1 candidates whose features on the target's inputs are not finite"
+    assert f"{line} (NaN or infinite): {ids[0]}" in report
+
+
 def test_dropped_rows_are_listed_with_their_reason(smoke, target, tmp_path):
     """Rows left out of a run are in dropped.csv with the reason; with the rows used they add
     up to the file's rows. Under --no-nested the learning curve is a note, and the report says

@@ -51,6 +51,16 @@ def _setup(s: TransferSummary) -> list[str]:
         + "; learners: "
         + ", ".join(map(str, s.learners or ["-"])),
         leakage_line(s),
+        *(
+            [
+                f"left out: {len(s.not_finite)} candidates whose features on the target's "
+                "inputs are not finite (NaN or infinite): "
+                + ", ".join(s.not_finite[:5])
+                + (", ..." if len(s.not_finite) > 5 else "")
+            ]
+            if s.not_finite
+            else []
+        ),
         f"library: {s.library or '-'} (version {s.library_version or '-'})",
         f"run time: {fmt(s.seconds)} s",
     ]

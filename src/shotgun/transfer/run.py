@@ -156,6 +156,18 @@ class _Run:
             canonical_hashes(t.inputs, o.kind),
             o.properties,
         )
+        self.not_finite = sorted(e["model_id"] for e in entries if e.get("not_finite"))
+        entries = [e for e in entries if not e.get("not_finite")]
+        if self.not_finite:
+            print(
+                f"transfer: warning: {len(self.not_finite)} candidates left out, their features "
+                "on the target's inputs are not finite: " + ", ".join(self.not_finite[:5]),
+                file=sys.stderr,
+            )
+        if not entries:
+            raise TransferError(
+                f"{self.library_path}: no candidate gives finite features on the target's inputs"
+            )
         predictions: dict[bool, dict] = {False: {}, True: {}}  # control? -> model id -> column
         for e in self.guard(entries):
             is_control = e.pop("control")
@@ -295,6 +307,7 @@ class _Run:
                 "n_candidates": len(self.ids),
                 "n_weak_excluded": self.n_weak,
                 "first_pass": self.first_pass,
+                "not_finite": self.not_finite,
                 "learners": list(o.learners),
                 "baseline_learners": list(o.baselines),
                 "refine": o.refine,

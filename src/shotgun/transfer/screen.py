@@ -40,18 +40,23 @@ def ridge_screen(
     its entries have ``"control": True``. With ``hashes`` (of the target's inputs), entries have
     the share of them the model was trained on (``train_overlap``, None when unknown). With
     ``predict``, each network's depth-1 entry also holds its predictions on the target's inputs
-    (``"prediction"``: properties as features)."""
+    (``"prediction"``: properties as features). A model whose features (or its control's) are
+    not all finite on the target's inputs has one entry only, ``"not_finite": True``."""
     from threadpoolctl import threadpool_limits
 
-    entries, feats = [], []
+    entries, feats, skipped = [], [], []
     for mid, model in models:
         overlap = None if hashes is None else train_overlap(model, hashes)
         nets = [(model, False)]
         if control is not None:
             nets.append((control_of(model, control), True))
-        for net, is_control in nets:
+        computed = [(net, c, neural_features(net, raw, max_depth)) for net, c in nets]
+        if not all(np.isfinite(F).all() for *_, fs in computed for _, F in fs):
+            skipped.append({"model_id": mid, "not_finite": True})
+            continue
+        for net, is_control, fs in computed:
             first = len(entries)  # this network's depth-1 entry
-            for depth, F in neural_features(net, raw, max_depth):
+            for depth, F in fs:
                 entries.append(
                     {
                         "model_id": mid,
@@ -69,7 +74,7 @@ def ridge_screen(
         per_pair = [ridge_batch(feats, y, tr, te) for tr, te in pairs]
     for i, e in enumerate(entries):
         e["preds"] = [p[i] for p in per_pair]
-    return entries
+    return entries + skipped
 
 
 def ridge_screen_chunk(

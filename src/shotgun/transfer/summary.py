@@ -199,6 +199,7 @@ class TransferSummary:
     subsample: int | None = None
     n_weak_excluded: int = 0  # applicable library models left out for a test R² below zero
     first_pass: FirstPass | None = None
+    not_finite: list[str] = field(default_factory=list)  # left out: features not finite
     repeats: int = 1
     split: str = "random"
     learners: list[str] = field(default_factory=list)
@@ -233,6 +234,7 @@ class TransferSummary:
         "n_candidates",
         "n_weak_excluded",
         "first_pass",
+        "not_finite",
         "learners",
         "baseline_learners",
         "refine",
