@@ -143,6 +143,21 @@ def _error_line(proc):
     return lines[0]
 
 
+def test_the_store_looks_up_a_model_id_through_an_index(trained):
+    """`shotgun init-tracking` indexes the tags by value: finding a model's run (done before
+    logging each model) does not scan every run's tags as the store grows."""
+    db = trained["results"] / "mlflow.db"
+    with sqlite3.connect(db) as con:
+        (mid,) = con.execute("SELECT value FROM tags WHERE key = ?", (MODEL_TAG,)).fetchone()
+        plan = con.execute(
+            "EXPLAIN QUERY PLAN SELECT run_uuid FROM tags WHERE key = ? AND value = ?",
+            (MODEL_TAG, mid),
+        ).fetchall()
+    assert "USING INDEX shotgun_tags_key_value (key=? AND value=?)" in str(plan)
+    tracker = Tracker(resolve_uri(None, trained["results"]), VERSION)
+    assert tracker.find(mid) is not None and tracker.find("0" * 16) is None
+
+
 def test_a_missing_store_is_refused_not_created(tmp_path):
     wrong = tmp_path / "no-results"
     line = _error_line(_from_mlflow(wrong, tmp_path / "lib"))

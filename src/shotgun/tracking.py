@@ -139,6 +139,11 @@ def rebind(uri: str, artifact_root: Path) -> list[str]:
     return rebound
 
 
+# Logging a model first looks its id up among the runs' tags (Tracker.log_run): without an index
+# of the tags by value, each lookup scans every run's tags, and logging slows as the store grows.
+TAG_INDEX = "CREATE INDEX IF NOT EXISTS shotgun_tags_key_value ON tags (key, value)"
+
+
 def experiment_name(library_version: str) -> str:
     return f"{EXPERIMENT_PREFIX}library-{library_version}"
 
@@ -194,11 +199,17 @@ def _location(uri: str, artifact_root: Path | None) -> str | None:
 
 def init_store(uri: str, library_version: str, artifact_root: Path | None = None) -> str:
     """Create the store, the version's experiment and the transfer experiment if missing (once,
-    before parallel jobs use them); returns the version's experiment id."""
+    before parallel jobs use them); returns the version's experiment id. A SQLite store also
+    gets an index of its tags by value (:data:`TAG_INDEX`)."""
     client = _client(uri, create=True)
     location = _location(uri, artifact_root)
     _experiment(client, TRANSFER_EXPERIMENT, location)
-    return _experiment(client, experiment_name(library_version), location)
+    experiment_id = _experiment(client, experiment_name(library_version), location)
+    path = sqlite_path(uri)
+    if path is not None:
+        with closing(sqlite3.connect(path, timeout=30)) as con, con:
+            con.execute(TAG_INDEX)
+    return experiment_id
 
 
 def run_name(card: ModelCard) -> str:
