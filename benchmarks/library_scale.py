@@ -10,7 +10,11 @@ a library is fit for measuring storage, index and loading costs, not for transfe
 
 Stages, each timed in a fresh process (wall and CPU time, peak RSS of that process):
 
-1. ``build``: ``build_library`` from all shards into a new library;
+1. ``build``: ``build_library`` from all shards into a new library; with ``--batch B``, from the
+   first B models, then ``batch_2``, ``batch_3``, ...: B more models each (new shards of the same
+   cells), built incrementally. After each build the weights files of its shards are deleted
+   (their cards stay, and an incremental build reads only the cards of shards already built): the
+   float32 shards of 100,000 models (49 GB) do not fit beside the library on a small disk;
 2. ``incremental``: ``--add`` more models (new shards of existing cells) and build again;
 3. ``open_query``: ``Library.open`` plus a query;
 4. ``verify``: every checksum of the manifest;
@@ -22,6 +26,7 @@ and the 1-minute load average at the end. Peak RSS includes the imports (pandas,
 0.4 GB).
 
     python benchmarks/library_scale.py --models 10000 --scratch /tmp/shotgun_scale
+    python benchmarks/library_scale.py --models 100000 --batch 50000 --keep
 """
 
 from __future__ import annotations
@@ -79,6 +84,21 @@ def grid_cells(config_path: Path, n_models: int) -> list[dict]:
     return cells
 
 
+def synthetic_tensor(name: str, like, rng: np.random.Generator):
+    """A random tensor of the shape and kind of ``like`` that a trained network could hold:
+    normalisation scales and running variances positive (about 1), the rest small."""
+    import torch
+
+    if not like.is_floating_point():
+        return torch.zeros((), dtype=like.dtype)
+    shape = tuple(like.shape)
+    if name.endswith(("norm.weight", "running_var")):
+        values = rng.uniform(0.5, 2.0, shape)
+    else:
+        values = rng.normal(0, 0.05, shape)
+    return torch.from_numpy(values.astype(np.float32))
+
+
 def write_shard(cell: dict, indices: range, folder: Path, rng: np.random.Generator) -> int:
     """One shard folder of synthetic models, as ``train_shard`` writes it; returns its bytes."""
     import hashlib
@@ -121,14 +141,7 @@ def write_shard(cell: dict, indices: range, folder: Path, rng: np.random.Generat
     for index, arch, mid in plan_shard(plan_cell, cfg, indices):
         with torch.device("meta"):
             shapes = MLP(arch).state_dict()
-        tensors = {
-            f"net.{k}": (
-                torch.zeros((), dtype=v.dtype)
-                if not v.is_floating_point()
-                else torch.from_numpy(rng.normal(0, 0.05, tuple(v.shape)).astype(np.float32))
-            )
-            for k, v in shapes.items()
-        }
+        tensors = {f"net.{k}": synthetic_tensor(k, v, rng) for k, v in shapes.items()}
         tensors["x_mean"], tensors["x_std"] = x_mean, x_std
         path = folder / f"{mid}.safetensors"
         save_file(tensors, str(path))
@@ -164,9 +177,11 @@ def write_shard(cell: dict, indices: range, folder: Path, rng: np.random.Generat
     return total
 
 
-def write_shards(cells: list[dict], shard_size: int, models: Path, start: dict) -> list[Path]:
+def write_shards(
+    cells: list[dict], shard_size: int, models: Path, start: dict, seed: int = 0
+) -> list[Path]:
     """Shard folders of the cells' models from index ``start[cell]`` on (``cell['n']`` each)."""
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     folders = []
     for i, cell in enumerate(cells):
         lo = start.get(i, 0)
@@ -254,6 +269,7 @@ def main():
     p.add_argument("--add", type=int, default=1_000, help="models added for the incremental build")
     p.add_argument("--config", default=str(ROOT / "config" / "standard.yaml"))
     p.add_argument("--scratch", default="/tmp/shotgun_scale")
+    p.add_argument("--batch", type=int, help="write and build in batches of B models")
     p.add_argument("--keep", action="store_true", help="keep the scratch folder")
     a = p.parse_args()
     from shotgun.library import Library
@@ -263,19 +279,31 @@ def main():
     shutil.rmtree(scratch, ignore_errors=True)
     models, lib = scratch / "models", scratch / "library"
     shard_size = int(load_config(a.config)["shard_size"])
-    start = time.perf_counter()
-    cells = grid_cells(Path(a.config), a.models)
-    shards = write_shards(cells, shard_size, models, {})
-    written = round(time.perf_counter() - start, 1)
-    out = {"n_models": a.models, "n_cells": len(cells), "write_shards_s": written}
-    out["shards"] = disk(models)
-    out["build"] = stage("build", shards=[str(s) for s in shards], lib=str(lib))
+    batch = a.batch or a.models
+    out = {"n_models": a.models, "batch": batch, "write_shards_s": 0.0}
+    shards, start_at = [], {}
+    for k, first in enumerate(range(0, a.models, batch)):
+        start = time.perf_counter()
+        cells = grid_cells(Path(a.config), min(batch, a.models - first))
+        new = write_shards(cells, shard_size, models, start_at, seed=first)
+        out["write_shards_s"] += round(time.perf_counter() - start, 1)
+        out["n_cells"] = len(cells)
+        start_at = {i: start_at.get(i, 0) + c["n"] for i, c in enumerate(cells)}
+        if k == 0 or batch == a.models:
+            out["shards"] = disk(models)
+        shards += new
+        name = "build" if k == 0 else f"batch_{k + 1}"
+        out[name] = stage(
+            "incremental" if k else "build", shards=[str(s) for s in shards], lib=str(lib)
+        )
+        if a.batch:  # the built shards' weights: only their cards are read again
+            for folder in new:
+                for w in folder.glob("*.safetensors"):
+                    w.unlink()
     out["library"] = disk(lib.resolve())
     # More models of existing cells (new shards after their last index), spread over the cells.
     added = grid_cells(Path(a.config), a.add)
-    new = write_shards(
-        added, shard_size, scratch / "added", {i: c["n"] for i, c in enumerate(cells)}
-    )
+    new = write_shards(added, shard_size, scratch / "added", start_at, seed=a.models)
     out["incremental"] = stage("incremental", shards=[str(s) for s in shards + new], lib=str(lib))
     out["library_after_add"] = disk(lib.resolve())
     out["versions"] = disk(scratch / "library.versions")
