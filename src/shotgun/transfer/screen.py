@@ -5,6 +5,8 @@ learners, and from-scratch baselines on the raw descriptors, all on the same pla
 
 from __future__ import annotations
 
+from itertools import islice
+
 import numpy as np
 import pandas as pd
 
@@ -42,6 +44,25 @@ def ridge_screen(
     ``predict``, each network's depth-1 entry also holds its predictions on the target's inputs
     (``"prediction"``: properties as features). A model whose features (or its control's) are
     not all finite on the target's inputs has one entry only, ``"not_finite": True``."""
+    from ..library.packs import one_thread
+
+    models, out = iter(models), []
+    with one_thread():  # as on a Dask worker: the features do not depend on torch's threads
+        while part := _ridge_chunk(
+            islice(models, CHUNK), raw, y, pairs, max_depth, control, hashes, predict
+        ):
+            out += part
+    return out
+
+
+# Models per batched ridge call. The same batches in this process and on Dask workers: a
+# model's numbers do not depend on the scheduler (batched BLAS can round differently by a
+# matrix's place in a batch), and only a batch's features are held at once.
+CHUNK = 250
+
+
+def _ridge_chunk(models, raw, y, pairs, max_depth, control, hashes, predict) -> list[dict]:
+    """:func:`ridge_screen` of one batch of models (empty: no model)."""
     from threadpoolctl import threadpool_limits
 
     entries, feats, skipped = [], [], []
@@ -109,8 +130,7 @@ def screen_all(
         if client is None:
             models = progress(loaded(lib, ids), "screening library models", "models", len(ids))
             return ridge_screen(models, raw, y, pairs, max_depth, control, hashes, predict)
-        n_chunks = max(1, min(len(ids), 4 * n_workers))
-        chunks = [list(c) for c in np.array_split(np.array(ids, dtype=object), n_chunks) if len(c)]
+        chunks = [ids[i : i + CHUNK] for i in range(0, len(ids), CHUNK)]
         shared = client.scatter([raw, y, pairs], broadcast=True)
         futures = [
             client.submit(
