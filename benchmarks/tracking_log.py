@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 
-def _cards(folder: Path):
+def trained_card(folder: Path):
     from shotgun.training import Cell, compose_train_config, train_shard
 
     rng = np.random.default_rng(1)
@@ -53,7 +53,7 @@ def main() -> None:
 
     out = {"models": a.models, "epochs": a.epochs, "pyfunc_models": min(a.pyfunc, a.models)}
     with tempfile.TemporaryDirectory() as tmp:
-        card, weights = _cards(Path(tmp))
+        card, weights = trained_card(Path(tmp))
         rng = np.random.default_rng(0)
         for mode in ("without_history", "with_history"):
             results = Path(tmp) / mode

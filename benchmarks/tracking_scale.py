@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tracking_log import _cards
+from tracking_log import trained_card
 
 # The tables holding a run's rows, each keyed by run_uuid.
 RUN_TABLES = ("runs", "tags", "params", "metrics", "latest_metrics")
@@ -129,7 +129,7 @@ def main() -> None:
     out = {"sizes": sizes, "timed": a.timed, "rounds": a.rounds, "jobs": a.jobs}
     with tempfile.TemporaryDirectory(dir=a.scratch) as tmp:
         tmp = Path(tmp)
-        card, weights = _cards(tmp)
+        card, weights = trained_card(tmp)
         out["weights_mb"] = weights.stat().st_size / 1e6
         stores = {}
         for size in sizes:  # one store of each size

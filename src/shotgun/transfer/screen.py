@@ -284,7 +284,7 @@ def screen_quick(
     """Ridge screen of the applicable models (or ``model_ids``) and ridge/random-forest baselines
     on the same folds: (ranking, baselines) tables with cv_mae, cv_rmse, cv_r2."""
     y = np.asarray(y, dtype=np.float64)
-    cands = candidates(library, kind, None, model_ids)
+    cands = candidates(library, kind, model_ids)
     ids = list(cands["model_id"])
     raw, names, ok = target_descriptors(candidate_specs(library, ids), inputs, kind)
     ok &= np.isfinite(y)
