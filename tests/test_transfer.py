@@ -28,6 +28,18 @@ def target(tmp_path_factory):
 
 transfer = formula_transfer
 
+# The cheapest run: ridge alone on the candidates and from scratch, same folds, no fine-tuning.
+QUICK = ["--learners", "ridge", "--baselines", "ridge", "--no-nested", "--fine-tune", "0"]
+
+
+def demo_transfer(library, out, *options):
+    """``shotgun transfer`` of the declared esol_demo target (100 molecules) against
+    ``library``, QUICK."""
+    return run(
+        ["shotgun", "transfer", "--library", str(library), "--target"]
+        + ["config/targets/esol_demo.yaml", "--out", str(out), *QUICK, *map(str, options)]
+    )
+
 
 def test_transfer_contract_and_baseline_on_the_same_folds(smoke, target, tmp_path):
     from sklearn.model_selection import KFold
@@ -365,7 +377,6 @@ def test_a_target_declaration_with_flags_runs_as_the_flags_alone(smoke, target, 
             }
         )
     )
-    flags = ["--learners", "ridge", "--baselines", "ridge", "--no-nested", "--fine-tune", "0"]
     proc = run(
         [
             "shotgun",
@@ -378,11 +389,11 @@ def test_a_target_declaration_with_flags_runs_as_the_flags_alone(smoke, target, 
             str(tmp_path / "declared"),
             "--folds",
             "4",
-            *flags,
+            *QUICK,
         ]
     )
     assert proc.returncode == 0, proc.stderr
-    proc = transfer(smoke, target, tmp_path / "flags", "--unit", "log10(GPa)", *flags)
+    proc = transfer(smoke, target, tmp_path / "flags", "--unit", "log10(GPa)", *QUICK)
     assert proc.returncode == 0, proc.stderr
     a, b = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("declared", "flags"))
     assert a.pop("seconds") > 0 and b.pop("seconds") > 0
@@ -449,9 +460,8 @@ def test_predict_cli_in_original_units(smoke, tmp_path):
 
 
 def test_screen_on_dask_workers_equals_in_process(smoke, target, tmp_path):
-    opts = ["--learners", "ridge", "--baselines", "ridge", "--no-nested", "--fine-tune", "0"]
     for name, extra in (("local", []), ("dask", ["--n-workers", "2"])):
-        proc = transfer(smoke, target, tmp_path / name, *opts, *extra)
+        proc = transfer(smoke, target, tmp_path / name, *QUICK, *extra)
         assert proc.returncode == 0, proc.stderr
     a, b = (pd.read_csv(tmp_path / n / "ranking.csv") for n in ("local", "dask"))
     pd.testing.assert_frame_equal(a, b)
@@ -472,14 +482,8 @@ def test_first_pass_keeps_the_best_of_every_cell_then_the_next(smoke, tmp_path):
     firsts = [max(ms) for ms in by_cell.values()]
     seconds = [max(set(ms) - {first}) for ms, first in zip(by_cell.values(), firsts)]
     expected = {m for _, m in firsts} | {max(seconds)[1]}
-    opts = ["--learners", "ridge", "--baselines", "ridge", "--no-nested", "--fine-tune", "0"]
     for name, extra in (("local", []), ("dask", ["--n-workers", "2"])):
-        proc = run(
-            ["shotgun", "transfer", "--library", str(smoke / "library"), "--target"]
-            + ["config/targets/esol_demo.yaml", "--max-models", "4", "--out", str(tmp_path / name)]
-            + opts
-            + extra
-        )
+        proc = demo_transfer(smoke / "library", tmp_path / name, "--max-models", 4, *extra)
         assert proc.returncode == 0, proc.stderr
         summary = json.loads((tmp_path / name / "summary.json").read_text())
         assert summary["first_pass"] == {
@@ -519,11 +523,7 @@ def test_a_candidate_with_features_that_are_not_finite_is_left_out(smoke, tmp_pa
         save_file(tensors, str(path))
         models.append((card.replace(weights_sha256=sha256(path)), path))
     write_library(tmp_path / "lib", models, "0.0.0-broken")
-    opts = ["--learners", "ridge", "--baselines", "ridge", "--no-nested", "--fine-tune", "0"]
-    proc = run(
-        ["shotgun", "transfer", "--library", str(tmp_path / "lib"), "--target"]
-        + ["config/targets/esol_demo.yaml", "--out", str(tmp_path / "out"), *opts]
-    )
+    proc = demo_transfer(tmp_path / "lib", tmp_path / "out")
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["not_finite"] == [ids[0]]
@@ -549,8 +549,7 @@ def test_dropped_rows_are_listed_with_their_reason(smoke, target, tmp_path):
     path = tmp_path / "table.csv"
     df.to_csv(path, index=False)
     out = tmp_path / "out"
-    opts = ["--learners", "ridge", "--baselines", "ridge", "--no-nested", "--fine-tune", "0"]
-    proc = transfer(smoke, path, out, *opts)
+    proc = transfer(smoke, path, out, *QUICK)
     assert proc.returncode == 0, proc.stderr
     assert (
         f"shotgun: warning: {path} column 'formula' (--kind inorganic): 1 of 40 inputs read as "

@@ -27,6 +27,11 @@ def fmt(x) -> str:
     return str(x)
 
 
+def some(items: list[str], n: int = 5) -> str:
+    """The first ``n`` of ``items``, comma-separated, with "..." when there are more."""
+    return ", ".join(items[:n]) + (", ..." if len(items) > n else "")
+
+
 def _md_cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 

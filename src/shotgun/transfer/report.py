@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..markup import fmt, write_pages
+from ..markup import fmt, some, write_pages
 from .summary import TransferSummary
 
 METRICS = ("cv_mae", "cv_rmse", "cv_r2")
@@ -34,7 +34,7 @@ def _metric_row(label: str, d) -> list:
 
 def _setup(s: TransferSummary) -> list[str]:
     t = s.target
-    return [
+    lines = [
         f"data: {t.data} (input column {t.input}, material class {t.kind})",
         f"samples: {fmt(s.n_samples)} used, {fmt(s.n_dropped)} dropped "
         "(listed in dropped.csv with the reason: input not featurizable as the material "
@@ -51,16 +51,13 @@ def _setup(s: TransferSummary) -> list[str]:
         + "; learners: "
         + ", ".join(map(str, s.learners or ["-"])),
         leakage_line(s),
-        *(
-            [
-                f"left out: {len(s.not_finite)} candidates whose features on the target's "
-                "inputs are not finite (NaN or infinite): "
-                + ", ".join(s.not_finite[:5])
-                + (", ..." if len(s.not_finite) > 5 else "")
-            ]
-            if s.not_finite
-            else []
-        ),
+    ]
+    if s.not_finite:
+        lines.append(
+            f"left out: {len(s.not_finite)} candidates whose features on the target's inputs "
+            f"are not finite (NaN or infinite): {some(s.not_finite)}"
+        )
+    return lines + [
         f"library: {s.library or '-'} (version {s.library_version or '-'})",
         f"run time: {fmt(s.seconds)} s",
     ]
@@ -98,7 +95,7 @@ def leakage_line(s: TransferSummary) -> str:
         f"{g.n_excluded} above {g.max_overlap:.1%} left out"
     )
     if g.excluded:
-        text += " (" + ", ".join(g.excluded[:5]) + (", ..." if len(g.excluded) > 5 else "") + ")"
+        text += f" ({some(g.excluded)})"
     if g.n_unknown:
         text += f"; {g.n_unknown} of unknown overlap (trained before inputs were recorded)"
     return text

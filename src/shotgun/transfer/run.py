@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from ..data.inputs import canonical_hashes
+from ..markup import some
 from .candidates import ModelCache, candidate_specs, candidates, first_pass
 from .learners import PROPERTY_LEARNERS, make_learner
 from .options import TransferError, TransferOptions
@@ -161,7 +162,7 @@ class _Run:
         if self.not_finite:
             print(
                 f"transfer: warning: {len(self.not_finite)} candidates left out, their features "
-                "on the target's inputs are not finite: " + ", ".join(self.not_finite[:5]),
+                f"on the target's inputs are not finite: {some(self.not_finite)}",
                 file=sys.stderr,
             )
         if not entries:

@@ -91,6 +91,8 @@ def _ridge_chunk(models, raw, y, pairs, max_depth, control, hashes, predict) -> 
                 feats.append(F)
             if predict:
                 entries[first]["prediction"] = source_prediction(net, raw)
+    if not entries:  # the end of the models, or a block of models with NaN features only
+        return skipped
     with threadpool_limits(1):  # many small problems: one BLAS thread each
         per_pair = [ridge_batch(feats, y, tr, te) for tr, te in pairs]
     for i, e in enumerate(entries):
