@@ -3,7 +3,7 @@ random-weight control networks.
 
 Usage: python benchmarks/transfer_quality.py --library results/standard_4/library
        [--out /tmp/...] [--targets esol,matbench_jdft2d] [--sizes 20,50,all] [--seeds 0,1]
-       [--max-all-rows 1300]
+       [--max-all-rows 1300] [--max-overlap SHARE] [--unseen]
 
 For every declared target (config/targets/*.yaml), every size (a seeded subsample of N usable
 rows, as ``shotgun transfer --n N``, once per seed of ``--seeds``, the seed also drawing the
@@ -44,6 +44,7 @@ TARGETS = (
     "matbench_jdft2d",
     "matbench_phonons",
     "open_polymer_tc",
+    "radonpy_cp",
 )
 AIM_SMALL, AIM_ALL, AIM_CONTROL = 0.85, 1.0, 0.75
 
@@ -62,15 +63,54 @@ def usable_rows(cfg: dict) -> int:
     return int(pd.to_numeric(df[cfg["target"]], errors="coerce").notna().sum())
 
 
-def run_one(library: Path, name: str, n: int | None, seed: int | None, out: Path) -> dict:
-    """One transfer run on a declared target; its row of the benchmark."""
+def unseen_rows(library: Path, options: TransferOptions, out: Path) -> tuple[Path, int]:
+    """The target's table less the rows whose input a candidate's source was trained on, apart
+    from sources trained on more than half of its inputs (its own dataset, which the guard
+    leaves out): every other source then stays in, having seen none of the rows. Returns the
+    table written under ``out`` and the number of rows removed."""
+    from shotgun.data.inputs import canonical_hashes
+    from shotgun.library import Library
+    from shotgun.transfer.candidates import CELL, candidates
+
+    lib = Library.open(library)
+    df = pd.read_csv(options.data, keep_default_na=False)
+    hashes = canonical_hashes(df[options.input].astype(str).tolist(), options.kind)
+    seen = np.zeros(len(df), dtype=bool)
+    for mid in candidates(lib, options.kind).drop_duplicates(CELL)["model_id"]:
+        inside = np.isin(hashes, lib.load(mid).train_inputs)
+        if inside.mean() <= 0.5:
+            seen |= inside
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "unseen.csv"
+    df[~seen].to_csv(path, index=False)
+    return path, int(seen.sum())
+
+
+def run_one(
+    library: Path,
+    name: str,
+    n: int | None,
+    seed: int | None,
+    out: Path,
+    max_overlap=None,
+    unseen: bool = False,
+) -> dict:
+    """One transfer run on a declared target (the leakage guard's ``max_overlap`` as declared
+    unless given; with ``unseen``, on the rows no other source saw: :func:`unseen_rows`); its
+    row of the benchmark."""
     declared = ROOT / "config" / "targets" / f"{name}.yaml"
     cfg = yaml.safe_load(declared.read_text())
     changes = {"nested": True, "fine_tune": 0, "n": n}
     if seed is not None:
         changes["seed"] = seed
+    if max_overlap is not None:
+        changes["max_overlap"] = max_overlap
     options = TransferOptions.from_yaml(declared, changes)
     options = options.replace(data=str(ROOT / options.data))
+    removed = None
+    if unseen:
+        data, removed = unseen_rows(library, options, out)
+        options = options.replace(data=str(data))
     load0, cpu0, t0 = os.getloadavg()[0], cpu_seconds(), time.perf_counter()
     s = run_transfer(library, options, out, curve=())
     wall, cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
@@ -101,6 +141,9 @@ def run_one(library: Path, name: str, n: int | None, seed: int | None, out: Path
         "pretrained_beats_control": c.pretrained_better if c else None,
         "properties_beat_control": c.properties_pretrained_better if c else None,
         "blend_beats_control": c.blend_pretrained_better if c else None,
+        "related_source": c.relatedness.source if c and c.relatedness else None,
+        "related_r2": c.relatedness.r2 if c and c.relatedness else None,
+        "control_related_r2": c.relatedness.control_r2 if c and c.relatedness else None,
         "selected_r2": nest.selected.cv_r2,
         "baseline_r2": nest.baseline.cv_r2,
         "chosen": nest.selected.chosen,
@@ -108,6 +151,8 @@ def run_one(library: Path, name: str, n: int | None, seed: int | None, out: Path
         "baseline_chosen": nest.baseline.chosen,
         "saved": s.saved.method,
         "saved_name": s.saved.name,
+        "max_overlap": options.max_overlap,
+        "rows_seen_by_sources_removed": removed,
         "leakage_excluded": s.leakage.n_excluded if s.leakage else None,
         "leakage_max_share": s.leakage.max_share if s.leakage else None,
         "seconds": round(wall, 1),
@@ -153,6 +198,14 @@ def main():
     p.add_argument("--sizes", default="20,50,all")
     p.add_argument("--seeds", default="0,1", help="seeds of the subsampled sizes")
     p.add_argument("--max-all-rows", type=int, default=1300)
+    p.add_argument(
+        "--max-overlap", type=float, default=None, help="the leakage guard's limit (as declared)"
+    )
+    p.add_argument(
+        "--unseen",
+        action="store_true",
+        help="only the target's rows that no source saw, but its own dataset's (unseen_rows)",
+    )
     a = p.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -166,7 +219,7 @@ def main():
                 continue
             for seed in [None] if n is None else [int(x) for x in a.seeds.split(",")]:
                 tag = f"{name}_{size}" + ("" if seed is None else f"_s{seed}")
-                row = run_one(Path(a.library), name, n, seed, out / tag)
+                row = run_one(Path(a.library), name, n, seed, out / tag, a.max_overlap, a.unseen)
                 rows.append(row)
                 with open(out / "rows.jsonl", "a") as f:
                     f.write(json.dumps(row) + "\n")

@@ -306,6 +306,24 @@ def test_rounding_noise_features_are_not_blown_up():
         assert np.abs(pred).max() < 10
 
 
+def test_test_rows_far_outside_the_training_rows_are_clipped():
+    """A feature that barely varies on the training rows (as the variance of the magnetic
+    moments of compounds without a magnetic element: 0 to 1e-6) and is large on the test rows
+    (an iron compound: 0.5, a million standard deviations away) is clipped to 10 after
+    standardising: no learner's prediction runs away (they did, to 1e3-1e4 times the target's
+    range, on real band gaps), and the batched ridge still equals the estimator."""
+    rng = np.random.default_rng(3)
+    y = rng.normal(size=40)
+    F = np.column_stack([y + rng.normal(size=40) * 0.3, rng.choice([0.0, 1e-8, 1e-6], size=40)])
+    F[35:, 1] = 0.5
+    train, test = np.arange(35), np.arange(35, 40)
+    ref = make_learner("ridge", 0).fit(F[train], y[train]).predict(F[test])
+    np.testing.assert_allclose(ridge_batch([F], y, train, test)[0], ref, rtol=1e-8, atol=1e-10)
+    for name in ("ridge", "bayesian_ridge", "gp", "mlp"):
+        pred = make_learner(name, 0).fit(F[train], y[train]).predict(F[test])
+        assert np.abs(pred).max() < 2 * np.abs(y).max(), name
+
+
 def test_splits_and_plan():
     y = np.array([5.0, 1.0, 3.0, 9.0, 7.0, 2.0, 8.0, 4.0, 6.0, 0.0])
     [(train, test)] = make_splits(y, 5, 0, split="extrapolate")
@@ -686,3 +704,26 @@ def test_plots_show_their_numbers_and_fit_the_figure():
         warnings.simplefilter("error")
         fig = curve_figure(curve.iloc[:0], "")
     assert fig.axes == [] and "nested" in fig.texts[0].get_text()
+
+
+@pytest.mark.parametrize(
+    "declared", sorted((ROOT / "config" / "targets").glob("*.yaml")), ids=lambda p: p.stem
+)
+def test_declared_targets_read_as_declared(declared):
+    """Every declared target names a bundled table with its input and target columns; its inputs
+    read as its kind (no warning) and it has enough numeric targets for its folds."""
+    import warnings
+
+    from shotgun.data.inputs import check_kinds
+    from shotgun.transfer import TransferOptions
+    from shotgun.transfer.target import read_target
+
+    o = TransferOptions.from_yaml(declared)
+    about = yaml.safe_load(declared.read_text())
+    assert o.unit and about["description"] and about["citation"]
+    inputs, y, problem = read_target(ROOT / o.data, o.input, o.target, o.kind)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check = check_kinds(inputs, [o.kind], str(declared))
+    usable = (problem == "") & check.fits
+    assert usable.sum() >= 20 * o.folds and np.isfinite(y[usable]).all()

@@ -56,7 +56,7 @@ def test_gain_recomputed_for_one_pair(smoke, tmap):
     from sklearn.linear_model import RidgeCV
     from sklearn.model_selection import KFold
     from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
     from shotgun.descriptors import for_kind
 
@@ -73,8 +73,9 @@ def test_gain_recomputed_for_one_pair(smoke, tmap):
             pred[test] = make().fit(X[train], y[train]).predict(X[test])
         return np.abs(pred - y).mean()
 
-    def ridge():
-        return make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-3, 4, 15)))
+    def ridge():  # standardised features clipped to +-10 sigma, then ridge
+        clip = FunctionTransformer(np.clip, kw_args={"a_min": -10, "a_max": 10})
+        return make_pipeline(StandardScaler(), clip, RidgeCV(alphas=np.logspace(-3, 4, 15)))
 
     def forest():
         return RandomForestRegressor(n_estimators=100, max_features=0.33, random_state=seed)

@@ -18,6 +18,11 @@ TRANSFER_LEARNERS = ("ridge", "bayesian_ridge", "gp")  # default on neural featu
 BASELINE_LEARNERS = ("ridge", "random_forest", "mlp")  # from scratch on raw descriptors
 PROPERTY_LEARNERS = ("ridge", "random_forest")  # on the source models' predictions
 ALPHAS = np.logspace(-3, 4, 15)
+# Standardised features are clipped to +-CLIP, as the library networks clip their inputs: a
+# feature constant up to rounding on the training rows (the variance of the magnetic moments of
+# compounds without a magnetic element) must not send a test row to 1e6 sigma and a linear
+# model's prediction with it.
+CLIP = 10.0
 
 
 def _constant(mean: np.ndarray, var: np.ndarray) -> np.ndarray:
@@ -30,12 +35,16 @@ def _standardizer():
     from sklearn.preprocessing import StandardScaler
 
     class Standardizer(StandardScaler):
-        """StandardScaler with rounding-noise features treated as constant."""
+        """StandardScaler with rounding-noise features treated as constant, clipped to
+        +-``CLIP``."""
 
         def fit(self, X, y=None, sample_weight=None):
             super().fit(X, y, sample_weight)
             self.scale_ = np.where(_constant(self.mean_, self.var_), 1.0, self.scale_)
             return self
+
+        def transform(self, X, copy=None):
+            return np.clip(super().transform(X, copy=copy), -CLIP, CLIP)
 
     return Standardizer()
 
@@ -90,9 +99,10 @@ def fit_predict(name: str, seed: int, X_train, y_train, X_test) -> np.ndarray:
 
 
 def _standardise(F: np.ndarray, train: np.ndarray):
-    """Scaled as the learners' standardizer does on the training rows, then centred exactly."""
+    """Scaled and clipped as the learners' standardizer does on the training rows, then centred
+    exactly."""
     mean, var = F[train].mean(axis=0), F[train].var(axis=0)
-    Z = (F - mean) / np.where(_constant(mean, var), 1.0, np.sqrt(var))
+    Z = np.clip((F - mean) / np.where(_constant(mean, var), 1.0, np.sqrt(var)), -CLIP, CLIP)
     return Z - Z[train].mean(axis=0)
 
 

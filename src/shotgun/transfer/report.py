@@ -194,7 +194,18 @@ def control_sentence(s: TransferSummary) -> str:
             "; the blend (with the same baseline): "
             f"{fmt(s.nested.blend.cv_mae)} against {fmt(c.blend.cv_mae)}"
         )
-    return text + ("." if nested else " (both selection-optimistic).")
+    text += "." if nested else " (both selection-optimistic)."
+    r = c.relatedness
+    if r is not None:
+        verdict = "a source" if r.r2 > r.control_r2 else "no source"
+        text += (
+            f" The prediction closest to the target is that of {r.source} ({r.model_id}), "
+            f"squared correlation {fmt(r.r2)} over all rows, against {fmt(r.control_r2)} for the "
+            f"closest control network: the library holds {verdict} more related to this target "
+            "than a random network of the same descriptors (a diagnostic that sees every target "
+            "value, not used to choose)."
+        )
+    return text
 
 
 def _control(s: TransferSummary) -> list[tuple]:

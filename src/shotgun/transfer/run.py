@@ -30,6 +30,7 @@ import pandas as pd
 
 from ..data.inputs import canonical_hashes
 from ..markup import some
+from ..metrics import squared_correlations
 from .candidates import ModelCache, candidate_specs, candidates, first_pass
 from .learners import PROPERTY_LEARNERS, make_learner
 from .options import TransferError, TransferOptions
@@ -195,8 +196,24 @@ class _Run:
             if control is not None:
                 Pc = np.column_stack([predictions[True][m] for m in self.properties])
                 control_props = properties_screen(plan, t.y, Pc, PROPERTY_LEARNERS, o.seed)
+                self.relatedness = self.most_related(Pc)
             self.log("properties as features done")
         return _Screens(plan, nested, screen, base, control, props, control_props)
+
+    def most_related(self, Pc: np.ndarray) -> dict:
+        """The candidate and the control network (predictions ``Pc``) whose predictions
+        correlate best with the target (:class:`shotgun.transfer.summary.Relatedness`)."""
+        y = self.target.y
+        r2, r2c = squared_correlations(self.property_matrix, y), squared_correlations(Pc, y)
+        i, j = int(np.argmax(r2)), int(np.argmax(r2c))
+        c = self.cands.set_index("model_id").loc[self.properties[i]]
+        return {
+            "r2": float(r2[i]),
+            "model_id": self.properties[i],
+            "source": f"{c['dataset']}/{c['property']}",
+            "control_r2": float(r2c[j]),
+            "control_model_id": self.properties[j],
+        }
 
     def guard(self, entries: list[dict]) -> list[dict]:
         """The screen's entries less those of candidates whose source model was trained on more
@@ -374,6 +391,8 @@ class _Run:
                 )
             pretrained = nested["cv_mae"]
         record["pretrained_better"] = bool(pretrained < record["cv_mae"])
+        if s.control_properties is not None:
+            record["relatedness"] = self.relatedness
         return record
 
     def target_record(self) -> dict:

@@ -138,6 +138,21 @@ class Nested(Score):
 
 
 @dataclass(frozen=True)
+class Relatedness:
+    """How closely one network's prediction follows the target: the squared correlation of the
+    best candidate's (``r2``, ``model_id``, ``source``: dataset/property) and of the best
+    control network's (``control_r2``, ``control_model_id``) over all rows. It sees every target
+    value (optimistic, never used to choose): a diagnostic of whether the library holds a source
+    more related to the target than a random network of the same descriptors is."""
+
+    r2: float
+    model_id: str
+    source: str
+    control_r2: float
+    control_model_id: str
+
+
+@dataclass(frozen=True)
 class Control(Score):
     """The control networks (each candidate's architecture, descriptor and input scaler with
     seeded random weights) through the same screen and selection. The scores are the nested
@@ -156,6 +171,8 @@ class Control(Score):
     # nested, the blend with the control networks' stack and properties (same baseline)
     blend: Score | None = field(default=None, metadata={"omit_none": True})
     blend_pretrained_better: bool | None = field(default=None, metadata={"omit_none": True})
+    # with properties as features: the most related candidate and control network
+    relatedness: Relatedness | None = field(default=None, metadata={"omit_none": True})
 
 
 @dataclass(frozen=True)
@@ -297,6 +314,7 @@ _PARTS = {
     (Control, "stack"): Score,
     (Control, "properties"): Score,
     (Control, "blend"): Score,
+    (Control, "relatedness"): Relatedness,
     (TransferSummary, "leakage"): Leakage,
     (TransferSummary, "first_pass"): FirstPass,
 }
