@@ -124,8 +124,9 @@ class TransferOptions:
     select: str = _option(
         "blend",
         "how the saved method is picked: blend (the equal-weight mean of the baseline's, the "
-        "stack's and the properties' choices; the best on the quality benchmark) or cv (the "
-        "method whose choosing does best cross-validated)",
+        "stack's and the properties' choices, the best on the quality benchmark; the baseline "
+        "instead when it has the lower MAE on every inner fold) or cv (the method whose "
+        "choosing does best cross-validated)",
         choices=SELECT_RULES,
     )
     control: bool = _option(

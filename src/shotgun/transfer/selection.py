@@ -212,6 +212,7 @@ class Pick:
     mae: float
     choice_mae: float
     weights: list[float] | None = None  # per pipeline, summing to 1 (None: equal)
+    fold_mae: list[float] | None = None  # the inner-CV MAE on each inner fold
 
     def predict(self, pair: int) -> np.ndarray:
         return np.average([p["preds"][pair] for p in self.pipes], axis=0, weights=self.weights)
@@ -232,6 +233,12 @@ def method_picks(
     each method weighted equally."""
     inner = screen.plan.tasks[t].inner
     y_inner = np.concatenate([screen.y[screen.plan.pairs[p][1]] for p in inner])
+
+    def fold_mae(pick: Pick) -> list[float]:
+        return [
+            float(np.abs(pick.predict(p) - screen.y[screen.plan.pairs[p][1]]).mean()) for p in inner
+        ]
+
     by_method = {
         "baseline": (base, 1),
         "transfer": (screen, 1),
@@ -250,6 +257,7 @@ def method_picks(
         pred = np.concatenate([_mean_prediction(pipes, p) for p in inner])
         mae = float(np.abs(pred - y_inner).mean())
         picks.append(Pick(method, pipes, mae, s.choice_mae(t, k)))
+        picks[-1].fold_mae = fold_mae(picks[-1])
     parts = [p for p in picks if p.method in BLENDED]
     if len(parts) >= 2:  # the blend: each part's choice, the parts weighted equally
         weights = [1.0 / (len(parts) * len(p.pipes)) for p in parts for _ in p.pipes]
@@ -258,22 +266,30 @@ def method_picks(
         pred = np.concatenate([blend.predict(p) for p in inner])
         blend.mae = float(np.abs(pred - y_inner).mean())
         blend.choice_mae = choice_mae([by_method[p.method] for p in parts], t)
+        blend.fold_mae = fold_mae(blend)
         picks.append(blend)
     return picks
 
 
-# How the saved method is picked (``--select``): always the blend (when the task has one), or
-# the method whose choosing does best cross-validated.
+# How the saved method is picked (``--select``): the blend (when the task has one; the
+# baseline when it wins every inner fold), or the method whose choosing does best
+# cross-validated.
 SELECT_RULES = ("blend", "cv")
 
 
 def select_method(picks: list[Pick], rule: str = "blend") -> Pick:
     """The method picked among a task's ``picks`` (:func:`method_picks`): with ``rule``
-    "blend", the blend when the task has one; otherwise (and with "cv") the least MAE of its
-    choosing, cross-validated over the task's inner folds (a tie goes to the earlier of
-    ``SELECTABLE``)."""
+    "blend", the blend when the task has one, unless the baseline's choice has the lower MAE
+    on every inner fold (then the baseline: with hundreds of rows a from-scratch learner can
+    be clearly better than the methods it is averaged with); otherwise (and with "cv") the
+    least MAE of its choosing, cross-validated over the task's inner folds (a tie goes to the
+    earlier of ``SELECTABLE``)."""
     if rule == "blend" and picks[-1].method == "blend":
-        return picks[-1]
+        blend = picks[-1]
+        base = next((p for p in picks if p.method == "baseline"), None)
+        if base is not None and all(b < m for b, m in zip(base.fold_mae, blend.fold_mae)):
+            return base
+        return blend
     return min(picks, key=lambda p: p.choice_mae)
 
 
