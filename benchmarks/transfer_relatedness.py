@@ -42,14 +42,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def relatedness(lib: Library, name: str, rows: int, top: int) -> dict:
     declared = ROOT / "config" / "targets" / f"{name}.yaml"
-    o = TransferOptions.from_yaml(declared)
+    o = TransferOptions.from_yaml(declared, {"n": rows})  # a subsample only above `rows`
     o = o.replace(data=str(ROOT / o.data))
     cands = candidates(lib, o.kind)
     ids = list(cands["model_id"])
     t = prepare_target(o, candidate_specs(lib, ids))
-    if len(t.y) > rows:
-        o = o.replace(n=rows)
-        t = prepare_target(o, candidate_specs(lib, ids))
     info = cands.set_index("model_id")
     hashes = canonical_hashes(t.inputs, o.kind)
     found, pre, ctl = [], [], []

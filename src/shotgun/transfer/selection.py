@@ -232,12 +232,12 @@ def method_picks(
     the blend: the mean of the choices of the methods of ``BLENDED`` there are (at least two),
     each method weighted equally."""
     inner = screen.plan.tasks[t].inner
-    y_inner = np.concatenate([screen.y[screen.plan.pairs[p][1]] for p in inner])
 
-    def fold_mae(pick: Pick) -> list[float]:
-        return [
-            float(np.abs(pick.predict(p) - screen.y[screen.plan.pairs[p][1]]).mean()) for p in inner
-        ]
+    def scored(pick: Pick) -> Pick:  # its inner-CV MAE, overall and per inner fold
+        errors = [np.abs(pick.predict(p) - screen.y[screen.plan.pairs[p][1]]) for p in inner]
+        pick.mae = float(np.concatenate(errors).mean())
+        pick.fold_mae = [float(e.mean()) for e in errors]
+        return pick
 
     by_method = {
         "baseline": (base, 1),
@@ -254,20 +254,14 @@ def method_picks(
         if not chosen or (method == "stack" and (k <= 1 or len(chosen) < 2)):
             continue
         pipes = [s.pipes[i] for i in chosen]
-        pred = np.concatenate([_mean_prediction(pipes, p) for p in inner])
-        mae = float(np.abs(pred - y_inner).mean())
-        picks.append(Pick(method, pipes, mae, s.choice_mae(t, k)))
-        picks[-1].fold_mae = fold_mae(picks[-1])
+        picks.append(scored(Pick(method, pipes, 0.0, s.choice_mae(t, k))))
     parts = [p for p in picks if p.method in BLENDED]
     if len(parts) >= 2:  # the blend: each part's choice, the parts weighted equally
         weights = [1.0 / (len(parts) * len(p.pipes)) for p in parts for _ in p.pipes]
         pipes = [pipe for p in parts for pipe in p.pipes]
-        blend = Pick("blend", pipes, 0.0, 0.0, weights)
-        pred = np.concatenate([blend.predict(p) for p in inner])
-        blend.mae = float(np.abs(pred - y_inner).mean())
-        blend.choice_mae = choice_mae([by_method[p.method] for p in parts], t)
-        blend.fold_mae = fold_mae(blend)
-        picks.append(blend)
+        blend = Pick("blend", pipes, 0.0, choice_mae([by_method[p.method] for p in parts], t))
+        blend.weights = weights
+        picks.append(scored(blend))
     return picks
 
 
