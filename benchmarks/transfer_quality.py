@@ -144,6 +144,8 @@ def run_one(
         "related_source": c.relatedness.source if c and c.relatedness else None,
         "related_r2": c.relatedness.r2 if c and c.relatedness else None,
         "control_related_r2": c.relatedness.control_r2 if c and c.relatedness else None,
+        "rule_mae": {r.rule: r.cv_mae for r in nest.rules or []},  # each --select rule's
+        "rule_chosen": {r.rule: r.chosen_pipelines for r in nest.rules or []},
         "selected_r2": nest.selected.cv_r2,
         "baseline_r2": nest.baseline.cv_r2,
         "chosen": nest.selected.chosen,

@@ -1,8 +1,9 @@
-"""The saved model is the winner: one rule picks among transfer, the stack, properties as features
-and the baseline (the method whose choosing does best cross-validated), on all rows and inside
-each outer training fold (nested), and `model/` serves whichever it is."""
+"""The saved model is the winner: one rule (``--select``) picks among transfer, the stack,
+properties as features, their blend and the baseline, on all rows and inside each outer training
+fold (nested), and `model/` serves whichever it is."""
 
 import json
+from itertools import product
 
 import numpy as np
 import pandas as pd
@@ -220,16 +221,20 @@ def test_a_saved_stack_predicts_the_mean_of_its_members(smoke, tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-def _choose(feats, X, P, y, tr, inner, refine, k_stack):
+def _choose(feats, X, P, y, tr, inner, refine, k_stack, rule="cv"):
     """Brute force of one selection on rows ``tr`` with ``inner`` splits (positions into tr):
     every (model, depth) with ridge, the ``refine`` best also with Bayesian ridge; the best of
     them (transfer), the mean of the top ``k_stack`` distinct models (stack), the best of ridge
     and random forest on the raw descriptor ``X`` (baseline) and on the models' predictions
     ``P`` (properties), and the blend of the baseline's, the stack's and the properties' choices
-    (equal weights). The method picked is the one whose choosing, redone without each inner
-    fold (among the ridge pipelines, for transfer and the stack) and scored on it, has the least
-    MAE (ties: the earlier of baseline, transfer, stack, properties, blend). Returns (method,
-    [(key, learner, F, weight)])."""
+    (equal weights). With ``rule`` "cv" the method picked is the one whose choosing, redone
+    without each inner fold (among the ridge pipelines, for transfer and the stack) and scored
+    on it, has the least MAE (ties: the earlier of baseline, transfer, stack, properties,
+    blend). With "weighted": the blend, its parts weighted by the multiples of 1/12 whose mean
+    of those out-of-fold choices has the least MAE (ties: nearest equal weights) if fitting
+    them without each inner fold does better on it than equal weights (else equal), the parts
+    of weight 0 left out (one part left: that method). Returns (method, [(key, learner, F,
+    weight)], label of the picked pipelines' weights)."""
     folds = [(tr[a], tr[b]) for a, b in inner]
     every = list(range(len(folds)))
 
@@ -275,20 +280,45 @@ def _choose(feats, X, P, y, tr, inner, refine, k_stack):
             axis=0,
         )
 
-    scores = []
-    for parts in [[m] for m in methods] + [blended]:
-        err = sum(
-            np.abs(pred(parts, [g for g in every if g != f], f) - y[folds[f][1]]).sum()
-            for f in every
-        )
-        scores.append(err / sum(len(b) for _, b in folds))
-    best = int(np.argmin(scores))
-    parts = blended if best == len(methods) else [methods[best]]
+    def without(parts, f):
+        return pred(parts, [g for g in every if g != f], f)
+
+    if rule == "weighted":
+        oof = [np.column_stack([without([m], f) for m in blended]) for f in every]
+        grid = [np.array(c) / 12 for c in product(range(13), repeat=3) if sum(c) == 12]
+
+        def fit(which):  # the weights of least MAE on folds `which` (ties: nearest equal)
+            def mae(w):
+                return np.concatenate([np.abs(oof[f] @ w - y[folds[f][1]]) for f in which]).mean()
+
+            return min(grid, key=lambda w: (round(mae(w), 12), ((w - 1 / 3) ** 2).sum()))
+
+        def cv_mae(weights_of):  # weights_of(f) scored on fold f
+            err = [np.abs(oof[f] @ weights_of(f) - y[folds[f][1]]) for f in every]
+            return np.concatenate(err).mean()
+
+        fitted_cv = cv_mae(lambda f: fit([g for g in every if g != f]))
+        w = fit(every) if fitted_cv < cv_mae(lambda f: np.full(3, 1 / 3)) else np.full(3, 1 / 3)
+        parts = [(m, v) for m, v in zip(blended, w) if v > 0]
+    else:
+        scores = []
+        for parts in [[m] for m in methods] + [blended]:
+            err = sum(np.abs(without(parts, f) - y[folds[f][1]]).sum() for f in every)
+            scores.append(err / sum(len(b) for _, b in folds))
+        best = int(np.argmin(scores))
+        chosen = blended if best == len(methods) else [methods[best]]
+        parts = [(m, 1.0 / len(chosen)) for m in chosen]
     picked = []
-    for _, cands, k in parts:
+    for (_, cands, k), v in parts:
         chosen = first(cands, k, every)
-        picked += [(key, lr, F, 1.0 / (len(parts) * len(chosen))) for key, lr, F, _ in chosen]
-    return ("blend" if best == len(methods) else methods[best][0]), picked
+        picked += [(key, lr, F, v / len(chosen)) for key, lr, F, _ in chosen]
+    weights = [v for _, v in parts]
+    label = (
+        ""
+        if np.allclose(weights, weights[0])
+        else ", ".join(f"{m[0]} {v:.2f}" for m, v in parts) + ": "
+    )
+    return ("blend" if len(parts) > 1 else parts[0][0][0]), picked, label
 
 
 def test_nested_choice_among_methods_recomputed_by_brute_force(smoke, tmp_path):
@@ -341,27 +371,33 @@ def test_nested_choice_among_methods_recomputed_by_brute_force(smoke, tmp_path):
         return f"{learner} on composition" if key[0] == "raw" else f"{key[0]} d={key[1]} {learner}"
 
     outer = list(KFold(n_splits=4, shuffle=True, random_state=3).split(y))
-    chosen, pipelines, rows, preds = [], [], [], []
-    for o, (tr, te) in enumerate(outer):
-        inner = list(KFold(n_splits=4, shuffle=True, random_state=3 + 1 + o).split(tr))
-        method, picked = _choose(feats, X, P, y, tr, inner, 2, 2)
-        chosen.append(method)
-        pipelines.append(" + ".join(name(key, learner) for key, learner, _, _ in picked))
-        rows.append(te)
-        preds.append(
-            np.average(
-                [make_learner(lr, 3).fit(F[tr], y[tr]).predict(F[te]) for _, lr, F, _ in picked],
-                axis=0,
-                weights=[w for *_, w in picked],
+    rules = {r["rule"]: r for r in s["nested"]["rules"]}
+    assert selected == rules["cv"] and set(rules) == {"blend", "weighted", "cv"}
+    for rule in ("cv", "weighted"):
+        chosen, pipelines, rows, preds = [], [], [], []
+        for o, (tr, te) in enumerate(outer):
+            inner = list(KFold(n_splits=4, shuffle=True, random_state=3 + 1 + o).split(tr))
+            method, picked, label = _choose(feats, X, P, y, tr, inner, 2, 2, rule)
+            chosen.append(method)
+            members = " + ".join(name(key, learner) for key, learner, _, _ in picked)
+            pipelines.append(label + members)
+            rows.append(te)
+            fitted = [make_learner(lr, 3).fit(F[tr], y[tr]) for _, lr, F, _ in picked]
+            preds.append(
+                np.average(
+                    [f.predict(F[te]) for f, (_, _, F, _) in zip(fitted, picked)],
+                    axis=0,
+                    weights=[w for *_, w in picked],
+                )
             )
-        )
-    assert selected["chosen"] == chosen and selected["chosen_pipelines"] == pipelines
-    pred, truth = np.concatenate(preds), y[np.concatenate(rows)]
-    assert selected["cv_mae"] == pytest.approx(np.abs(pred - truth).mean(), rel=1e-6)
-    assert selected["cv_rmse"] == pytest.approx(np.sqrt(((pred - truth) ** 2).mean()), rel=1e-6)
+        got = rules[rule]
+        assert got["chosen"] == chosen and got["chosen_pipelines"] == pipelines
+        pred, truth = np.concatenate(preds), y[np.concatenate(rows)]
+        assert got["cv_mae"] == pytest.approx(np.abs(pred - truth).mean(), rel=1e-6)
+        assert got["cv_rmse"] == pytest.approx(np.sqrt(((pred - truth) ** 2).mean()), rel=1e-6)
 
     # On all rows, the same rule on the outer folds picks the saved winner.
-    method, picked = _choose(feats, X, P, y, np.arange(len(y)), outer, 2, 2)
+    method, picked, _ = _choose(feats, X, P, y, np.arange(len(y)), outer, 2, 2)
     assert s["winner"] == method and s["saved"]["method"] == method
     assert s["saved"]["members"] == [name(key, learner) for key, learner, _, _ in picked]
     meta = json.loads((tmp_path / "out" / "model" / "model.json").read_text())
@@ -389,3 +425,56 @@ def test_blend_rule_gives_way_to_a_baseline_that_wins_every_inner_fold():
     assert select_method([pick("baseline", [0.5] * 4 + [1.1]), blend]).method == "blend"
     assert select_method([pick("transfer", [0.1] * 5), blend]).method == "blend"
     assert select_method([pick("baseline", [0.9] * 5), blend], "cv").method == "baseline"
+
+    # Weighted out of fold: the blend, or the one method it keeps.
+    alone = Pick("blend", [], 0.9, 0.0, parts={"baseline": 1.0})
+    base = pick("baseline", [0.9] * 5)
+    assert select_method([base, pick("stack", [1.2] * 5), alone], "weighted") is base
+    two = Pick("blend", [], 0.9, 0.0, parts={"baseline": 0.75, "stack": 0.25})
+    assert select_method([base, pick("stack", [1.2] * 5), two], "weighted") is two
+
+
+def test_blend_weights_follow_the_parts_out_of_fold():
+    """With hundreds of rows, a part far better than the others takes most of the weighted
+    blend (the weights those of least MAE over the out-of-fold predictions, recomputed by brute
+    force); on a few rows of equally good parts, fitting weights does not beat equal ones,
+    which are kept."""
+    from shotgun.transfer.plans import build_plan
+    from shotgun.transfer.selection import Screen, method_picks
+
+    def picks(n, noise, seed=0):
+        rng = np.random.default_rng(seed)
+        y = rng.normal(size=n)
+        plan = build_plan(y, 5, 0, nested=False, curve=())
+        screens = []
+        for name, sd in noise.items():
+            s = Screen(plan, y)
+            for m in range(2):  # two distinct models: a stack of the top 2 is one of them
+                e = rng.normal(scale=sd, size=n)
+                s.add(
+                    {"model_id": f"{name}{m}", "name": f"{name}{m}", "learner": "ridge"},
+                    {p: y[test] + e[test] for p, (_, test) in enumerate(plan.pairs)},
+                )
+            screens.append(s)
+        base, stack, props = screens
+        return plan, y, method_picks(stack, base, 2, 0, props, "weighted")
+
+    plan, y, found = picks(300, {"baseline": 0.1, "stack": 1.0, "properties": 1.0})
+    blend = found[-1]
+    assert blend.method == "blend" and blend.parts["baseline"] >= 0.75
+    # Brute force: each part's choice is the same on every fold here (one pipeline, or the
+    # top two), so its out-of-fold prediction is its own; the weights of least MAE.
+    parts = {p.method: p for p in found if p.method in ("baseline", "stack", "properties")}
+    inner = plan.tasks[0].inner
+    oof = np.column_stack([np.concatenate([parts[m].predict(p) for p in inner]) for m in parts])
+    truth = np.concatenate([y[plan.pairs[p][1]] for p in inner])
+    grid = [np.array(c) / 12 for c in product(range(13), repeat=3) if sum(c) == 12]
+    best = min(grid, key=lambda w: (np.abs(oof @ w - truth).mean(), ((w - 1 / 3) ** 2).sum()))
+    assert {m: w for m, w in zip(parts, best) if w > 0} == pytest.approx(blend.parts)
+
+    # Equally good parts on 20 rows (the stack averages two models: noise sqrt(2) makes it as
+    # good as the others): equal weights are kept in most draws.
+    equal = {"baseline": 1 / 3, "stack": 1 / 3, "properties": 1 / 3}
+    draws = [picks(20, {"baseline": 1.0, "stack": 2**0.5, "properties": 1.0}, s) for s in range(20)]
+    kept = [d[2][-1].parts == pytest.approx(equal) for d in draws]
+    assert sum(kept) >= 12, kept

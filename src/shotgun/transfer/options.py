@@ -125,8 +125,10 @@ class TransferOptions:
         "blend",
         "how the saved method is picked: blend (the equal-weight mean of the baseline's, the "
         "stack's and the properties' choices, the best on the quality benchmark; the baseline "
-        "instead when it has the lower MAE on every inner fold) or cv (the method whose "
-        "choosing does best cross-validated)",
+        "instead when it has the lower MAE on every inner fold), weighted (the same mean, "
+        "weighted by the least MAE of its parts' out-of-fold choices on the inner folds when "
+        "fitting weights does better cross-validated than equal ones) or cv "
+        "(the method whose choosing does best cross-validated); nested.rules estimates each",
         choices=SELECT_RULES,
     )
     control: bool = _option(

@@ -128,6 +128,8 @@ def _nested(s: TransferSummary) -> list[tuple]:
             "inside each outer training fold by the rule that picks the saved model) estimates "
             "what the saved model will do on new data."
         )
+        if sel.rule is not None:
+            text += f" It was picked with --select {sel.rule}."
     rows = [_metric_row("transfer (nested)", nested), _metric_row("baseline (nested)", nb)]
     if nested.stack is not None:
         rows.append(_metric_row("stack (nested)", nested.stack))
@@ -137,6 +139,9 @@ def _nested(s: TransferSummary) -> list[tuple]:
         rows.append(_metric_row("blend of baseline, stack and properties (nested)", nested.blend))
     if sel is not None:
         rows.append(_metric_row("selected method (nested)", sel))
+    for other in nested.rules or []:  # what the other rules of --select would have given
+        if sel is not None and other.rule != sel.rule:
+            rows.append(_metric_row(f"with --select {other.rule} (nested)", other))
     b = [("h", 2, "Nested estimate (compare this one)"), ("p", text), ("table", HEADER, rows)]
     columns = {
         "transfer": nested.chosen_pipelines or nested.chosen,

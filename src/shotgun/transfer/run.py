@@ -289,13 +289,16 @@ class _Run:
                 }
             )
         methods.sort(key=lambda m: m["cv_mae"])
-        picks = method_picks(s.transfer, s.baseline, o.stack, 0, s.properties)  # screen's task
+        picks = method_picks(s.transfer, s.baseline, o.stack, 0, s.properties, o.select)
         blend = next((p for p in picks if p.method == "blend"), None)
         if blend is not None:
             inner = s.plan.tasks[0].inner
             rows = np.concatenate([s.plan.pairs[p][1] for p in inner])
             pred = np.concatenate([blend.predict(p) for p in inner])
-            name = "mean of " + ", ".join(sorted({_method_of(p) for p in blend.pipes}))
+            name = "mean of " + ", ".join(
+                m if len(set(blend.parts.values())) == 1 else f"{m} ({w:.2f})"
+                for m, w in sorted(blend.parts.items())
+            )
             methods.append(
                 {"method": "blend", "name": name, **cv_metrics(self.target.y, rows, pred)}
             )

@@ -11,19 +11,20 @@ own choice on the task's inner folds (the best transfer pipeline, the mean of th
 transferred models, the best baseline, the best learner on the source models' predictions, and
 the blend of the baseline's, the stack's and the properties' choices). By default the blend is
 picked: on the quality benchmark it beat every other method and every rule that chose among
-them. With rule "cv" the method is picked whose choosing does best when cross-validated over
-those inner folds
-(:meth:`Screen.choice_mae`: chosen without each inner fold, scored on it). The chosen pipeline's
-own inner MAE would favour the method that chooses among the most pipelines (hundreds of
-transfer pipelines against two or three baselines), whatever it is worth on new data. On the
-screen's task the rule picks the winner that is saved; inside each outer training fold it gives
-the nested estimate of that whole procedure.
+them. With rule "weighted" the blend's methods are weighted out of fold (:func:`blend_weights`).
+With rule "cv" the method is picked whose choosing does best when cross-validated over those
+inner folds (:meth:`Screen.choice_mae`: chosen without each inner fold, scored on it). The
+chosen pipeline's own inner MAE would favour the method that chooses among the most pipelines
+(hundreds of transfer pipelines against two or three baselines), whatever it is worth on new
+data. On the screen's task the rule picks the winner that is saved; inside each outer training
+fold it gives the nested estimate of that whole procedure.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import product
 
 import numpy as np
 
@@ -168,19 +169,66 @@ def stack(screen: Screen, k: int) -> dict | None:
     }
 
 
-def choice_mae(parts: Sequence[tuple[Screen, int]], t: int) -> float:
-    """:meth:`Screen.choice_mae` of the equal-weight blend of several methods' choices, each
-    ``(screen, k)`` choosing without each inner fold of task ``t`` (one part: that method's)."""
+def choice_mae(parts: Sequence[tuple[Screen, int]], t: int, weights=None) -> float:
+    """:meth:`Screen.choice_mae` of the blend of several methods' choices (equal weights unless
+    ``weights`` are given), each ``(screen, k)`` choosing without each inner fold of task ``t``
+    (one part: that method's)."""
+    y, oof, _ = out_of_fold_choices(parts, t)
+    return float(np.abs(oof @ _weights(weights, len(parts)) - y).mean())
+
+
+def out_of_fold_choices(parts: Sequence[tuple[Screen, int]], t: int):
+    """The target on task ``t``'s inner folds, one column per part ``(screen, k)`` the mean
+    prediction of that method's choice made without each fold (the honest out-of-fold
+    prediction of its choosing), and each row's inner fold: ``(y, (rows, parts), fold)``."""
     first = parts[0][0]
     inner = first.plan.tasks[t].inner
     without = [s.choices_without(t, k) for s, k in parts]
-    total, count = 0.0, 0
-    for f, p in enumerate(inner):
-        y = first.y[first.plan.pairs[p][1]]
-        pred = np.mean([_mean_prediction(w[f], p) for w in without], axis=0)
-        total += float(np.abs(pred - y).sum())
-        count += len(y)
-    return total / count
+    y = [first.y[first.plan.pairs[p][1]] for p in inner]
+    oof = np.column_stack(
+        [np.concatenate([_mean_prediction(w[f], p) for f, p in enumerate(inner)]) for w in without]
+    )
+    return np.concatenate(y), oof, np.repeat(np.arange(len(inner)), [len(v) for v in y])
+
+
+# The grid of the out-of-fold blend weights: multiples of 1/BLEND_STEPS summing to 1 (equal
+# weights among 2, 3 or 4 methods on it).
+BLEND_STEPS = 12
+
+
+def blend_weights(parts: Sequence[tuple[Screen, int]], t: int) -> np.ndarray:
+    """Weights of the parts of a blend fitted out of fold in task ``t``: on its inner folds,
+    the weights of the weighted mean of the parts' out-of-fold choices
+    (:func:`out_of_fold_choices`) with the least MAE, on a grid over the simplex (steps of
+    1/``BLEND_STEPS``; a tie goes to the weights nearest equal ones). Kept only when fitting
+    them, cross-validated over the inner folds (fitted without each fold, scored on it), has
+    the lower MAE than equal weights: on a few dozen rows fitted weights are noise and equal
+    ones do better; with hundreds a part that is clearly worse gets little or no weight."""
+    y, oof, fold = out_of_fold_choices(parts, t)
+    grid = _simplex(len(parts), BLEND_STEPS)
+    near_equal = ((grid - 1.0 / len(parts)) ** 2).sum(axis=1)
+
+    def fitted(rows: np.ndarray) -> np.ndarray:
+        mae = np.abs(oof[rows] @ grid.T - y[rows, None]).mean(axis=0)
+        return grid[np.lexsort((near_equal, np.round(mae, 12)))[0]]
+
+    pred = np.empty(len(y))
+    for f in np.unique(fold):
+        pred[fold == f] = oof[fold == f] @ fitted(fold != f)
+    equal = _weights(None, len(parts))
+    if np.abs(pred - y).mean() < np.abs(oof @ equal - y).mean():
+        return fitted(np.ones(len(y), dtype=bool))
+    return equal
+
+
+def _simplex(parts: int, steps: int) -> np.ndarray:
+    """Every weight vector of ``parts`` non-negative multiples of 1/``steps`` summing to 1."""
+    grid = [c for c in product(range(steps + 1), repeat=parts) if sum(c) == steps]
+    return np.array(grid, dtype=float) / steps
+
+
+def _weights(weights, n: int) -> np.ndarray:
+    return np.full(n, 1.0 / n) if weights is None else np.asarray(weights, dtype=float)
 
 
 def pipe_label(pipe: dict) -> str:
@@ -213,6 +261,7 @@ class Pick:
     choice_mae: float
     weights: list[float] | None = None  # per pipeline, summing to 1 (None: equal)
     fold_mae: list[float] | None = None  # the inner-CV MAE on each inner fold
+    parts: dict[str, float] | None = None  # a blend's methods and their weights
 
     def predict(self, pair: int) -> np.ndarray:
         return np.average([p["preds"][pair] for p in self.pipes], axis=0, weights=self.weights)
@@ -224,13 +273,19 @@ class Pick:
 
 
 def method_picks(
-    screen: Screen, base: Screen, k_stack: int, t: int, props: Screen | None = None
+    screen: Screen,
+    base: Screen,
+    k_stack: int,
+    t: int,
+    props: Screen | None = None,
+    rule: str = "blend",
 ) -> list[Pick]:
     """Each method's choice in task ``t``, in ``SELECTABLE`` order: the best baseline, the best
     transfer pipeline, when ``k_stack`` > 1 and two distinct models are scored the mean of the
     top ``k_stack``, with ``props`` (learners on the source models' predictions) its best, and
     the blend: the mean of the choices of the methods of ``BLENDED`` there are (at least two),
-    each method weighted equally."""
+    each method weighted equally, or with ``rule`` "weighted" by :func:`blend_weights` (the
+    methods of weight 0 left out of it)."""
     inner = screen.plan.tasks[t].inner
 
     def scored(pick: Pick) -> Pick:  # its inner-CV MAE, overall and per inner fold
@@ -256,28 +311,39 @@ def method_picks(
         pipes = [s.pipes[i] for i in chosen]
         picks.append(scored(Pick(method, pipes, 0.0, s.choice_mae(t, k))))
     parts = [p for p in picks if p.method in BLENDED]
-    if len(parts) >= 2:  # the blend: each part's choice, the parts weighted equally
-        weights = [1.0 / (len(parts) * len(p.pipes)) for p in parts for _ in p.pipes]
-        pipes = [pipe for p in parts for pipe in p.pipes]
-        blend = Pick("blend", pipes, 0.0, choice_mae([by_method[p.method] for p in parts], t))
-        blend.weights = weights
+    if len(parts) >= 2:  # the blend: each part's choice, each part's pipelines sharing its weight
+        sources = [by_method[p.method] for p in parts]
+        w = blend_weights(sources, t) if rule == "weighted" else _weights(None, len(parts))
+        kept = [i for i in range(len(parts)) if w[i] > 0]
+        blend = Pick(
+            "blend",
+            [pipe for i in kept for pipe in parts[i].pipes],
+            0.0,
+            choice_mae(sources, t, w),
+            weights=[w[i] / len(parts[i].pipes) for i in kept for _ in parts[i].pipes],
+            parts={parts[i].method: float(w[i]) for i in kept},
+        )
         picks.append(scored(blend))
     return picks
 
 
-# How the saved method is picked (``--select``): the blend (when the task has one; the
-# baseline when it wins every inner fold), or the method whose choosing does best
-# cross-validated.
-SELECT_RULES = ("blend", "cv")
+# How the saved method is picked (``--select``): the equal-weight blend (when the task has
+# one; the baseline when it wins every inner fold), the blend weighted out of fold, or the
+# method whose choosing does best cross-validated.
+SELECT_RULES = ("blend", "weighted", "cv")
 
 
 def select_method(picks: list[Pick], rule: str = "blend") -> Pick:
-    """The method picked among a task's ``picks`` (:func:`method_picks`): with ``rule``
-    "blend", the blend when the task has one, unless the baseline's choice has the lower MAE
-    on every inner fold (then the baseline: with hundreds of rows a from-scratch learner can
-    be clearly better than the methods it is averaged with); otherwise (and with "cv") the
-    least MAE of its choosing, cross-validated over the task's inner folds (a tie goes to the
-    earlier of ``SELECTABLE``)."""
+    """The method picked among a task's ``picks`` (:func:`method_picks` with the same
+    ``rule``): with "blend", the blend when the task has one, unless the baseline's choice has
+    the lower MAE on every inner fold (then the baseline: with hundreds of rows a from-scratch
+    learner can be clearly better than the methods it is averaged with); with "weighted", the
+    blend weighted out of fold (the one method it keeps when the others have weight 0);
+    otherwise (and with "cv") the least MAE of its choosing, cross-validated over the task's
+    inner folds (a tie goes to the earlier of ``SELECTABLE``)."""
+    if rule == "weighted" and picks[-1].method == "blend":
+        kept = list(picks[-1].parts)
+        return picks[-1] if len(kept) > 1 else next(p for p in picks if p.method == kept[0])
     if rule == "blend" and picks[-1].method == "blend":
         blend = picks[-1]
         base = next((p for p in picks if p.method == "baseline"), None)
@@ -318,21 +384,38 @@ def nested_estimate(
         rp, pp, chosen_p = props.selected_predictions(outer_ids)
         nested["properties"] = {**cv_metrics(y, rp, pp), "chosen": [c[0]["name"] for c in chosen_p]}
     test = [plan.tasks[t].test_pair for t in outer_ids]
-    per_task = [method_picks(screen, base, k_stack, t, props) for t in outer_ids]
-    blend = _nested_blend(screen, per_task)
+    rows = np.concatenate([plan.pairs[p][1] for p in test])
+    per_task = {  # the methods' picks with the blend each rule makes (equal but "weighted")
+        r: [method_picks(screen, base, k_stack, t, props, r) for t in outer_ids]
+        for r in ("blend", "weighted")
+    }
+    per_task["cv"] = per_task["blend"]
+    blend = _nested_blend(screen, per_task["blend"])
     if blend is not None:
         nested["blend"] = blend
-    picks = [select_method(ps, rule) for ps in per_task]
-    nested["selected"] = {
-        **cv_metrics(
-            y,
-            np.concatenate([plan.pairs[p][1] for p in test]),
-            np.concatenate([pick.predict(p) for pick, p in zip(picks, test)]),
-        ),
-        "chosen": [pick.method for pick in picks],
-        "chosen_pipelines": [" + ".join(pick.members) for pick in picks],
-    }
+    nested["rules"] = []
+    for r in SELECT_RULES:
+        picks = [select_method(ps, r) for ps in per_task[r]]
+        nested["rules"].append(
+            {
+                "rule": r,
+                **cv_metrics(y, rows, np.concatenate([k.predict(p) for k, p in zip(picks, test)])),
+                "chosen": [pick.method for pick in picks],
+                "chosen_pipelines": [pick_label(pick) for pick in picks],
+            }
+        )
+    nested["selected"] = next(x for x in nested["rules"] if x["rule"] == rule)
     return nested
+
+
+def pick_label(pick: Pick) -> str:
+    """The members of a pick joined by " + ", a blend's preceded by its methods' weights when
+    they are not equal."""
+    members = " + ".join(pick.members)
+    w = list((pick.parts or {}).values())
+    if not w or np.allclose(w, w[0]):
+        return members
+    return ", ".join(f"{m} {v:.2f}" for m, v in pick.parts.items()) + ": " + members
 
 
 def nested_blend(screen: Screen, base: Screen, k_stack: int, props: Screen | None) -> dict | None:

@@ -114,10 +114,12 @@ class NestedBaseline(Score):
 
 @dataclass(frozen=True)
 class NestedSelected(Score):
-    """The whole procedure nested: the method picked inside each outer training fold."""
+    """The whole procedure nested: the method picked inside each outer training fold by the
+    ``rule`` (``--select``)."""
 
     chosen: list[str] = field(default_factory=list)  # method per outer fold
     chosen_pipelines: list[str] = field(default_factory=list)  # its members, joined by " + "
+    rule: str | None = field(default=None, metadata={"omit_none": True})
 
 
 @dataclass(frozen=True)
@@ -135,6 +137,8 @@ class Nested(Score):
     # the equal-weight mean of the baseline's, the stack's and the properties' choices
     blend: Score | None = field(default=None, metadata={"omit_none": True})
     selected: NestedSelected | None = None
+    # the same for every rule of --select (selected is that of the run's)
+    rules: list[NestedSelected] | None = field(default=None, metadata={"omit_none": True})
 
 
 @dataclass(frozen=True)
@@ -307,6 +311,7 @@ _PARTS = {
     (Nested, "baseline"): NestedBaseline,
     (Nested, "stack"): Score,
     (Nested, "selected"): NestedSelected,
+    (Nested, "rules"): NestedSelected,
     (Nested, "properties"): NestedBaseline,
     (Nested, "blend"): Score,
     (TransferSummary, "control"): Control,
