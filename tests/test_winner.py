@@ -230,11 +230,12 @@ def _choose(feats, X, P, y, tr, inner, refine, k_stack, rule="cv"):
     (equal weights). With ``rule`` "cv" the method picked is the one whose choosing, redone
     without each inner fold (among the ridge pipelines, for transfer and the stack) and scored
     on it, has the least MAE (ties: the earlier of baseline, transfer, stack, properties,
-    blend). With "weighted": the blend, its parts weighted by the multiples of 1/12 whose mean
+    blend). With "blend": the blend, its parts weighted by the multiples of 1/12 whose mean
     of those out-of-fold choices has the least MAE (ties: nearest equal weights) if fitting
     them without each inner fold does better on it than equal weights (else equal), the parts
-    of weight 0 left out (one part left: that method). Returns (method, [(key, learner, F,
-    weight)], label of the picked pipelines' weights)."""
+    of weight 0 left out (one part left: that method); with "equal", equal weights; with
+    either, the baseline instead when its choice has the lower MAE on every inner fold.
+    Returns (method, [(key, learner, F, weight)], label of the picked pipelines' weights)."""
     folds = [(tr[a], tr[b]) for a, b in inner]
     every = list(range(len(folds)))
 
@@ -283,7 +284,8 @@ def _choose(feats, X, P, y, tr, inner, refine, k_stack, rule="cv"):
     def without(parts, f):
         return pred(parts, [g for g in every if g != f], f)
 
-    if rule == "weighted":
+    if rule in ("blend", "equal"):
+        w = np.full(3, 1 / 3)
         oof = [np.column_stack([without([m], f) for m in blended]) for f in every]
         grid = [np.array(c) / 12 for c in product(range(13), repeat=3) if sum(c) == 12]
 
@@ -297,9 +299,26 @@ def _choose(feats, X, P, y, tr, inner, refine, k_stack, rule="cv"):
             err = [np.abs(oof[f] @ weights_of(f) - y[folds[f][1]]) for f in every]
             return np.concatenate(err).mean()
 
-        fitted_cv = cv_mae(lambda f: fit([g for g in every if g != f]))
-        w = fit(every) if fitted_cv < cv_mae(lambda f: np.full(3, 1 / 3)) else np.full(3, 1 / 3)
+        if rule == "blend" and cv_mae(lambda f: fit([g for g in every if g != f])) < cv_mae(
+            lambda f: w
+        ):
+            w = fit(every)
         parts = [(m, v) for m, v in zip(blended, w) if v > 0]
+
+        def fold_mae(parts):  # the parts chosen on all inner folds, on each
+            return [
+                np.abs(
+                    sum(
+                        v * np.mean([c[3][f] for c in first(c_, k, every)], 0)
+                        for (_, c_, k), v in parts
+                    )
+                    - y[folds[f][1]]
+                ).mean()
+                for f in every
+            ]
+
+        if all(b < m for b, m in zip(fold_mae([(methods[0], 1.0)]), fold_mae(parts))):
+            parts = [(methods[0], 1.0)]
     else:
         scores = []
         for parts in [[m] for m in methods] + [blended]:
@@ -344,6 +363,8 @@ def test_nested_choice_among_methods_recomputed_by_brute_force(smoke, tmp_path):
         "2",
         "--select",
         "cv",
+        "--fit-weights-from",
+        "0",
     )
     assert proc.returncode == 0, proc.stderr
     s = json.loads((tmp_path / "out" / "summary.json").read_text())
@@ -372,8 +393,8 @@ def test_nested_choice_among_methods_recomputed_by_brute_force(smoke, tmp_path):
 
     outer = list(KFold(n_splits=4, shuffle=True, random_state=3).split(y))
     rules = {r["rule"]: r for r in s["nested"]["rules"]}
-    assert selected == rules["cv"] and set(rules) == {"blend", "weighted", "cv"}
-    for rule in ("cv", "weighted"):
+    assert selected == rules["cv"] and set(rules) == {"blend", "equal", "cv"}
+    for rule in ("cv", "blend", "equal"):
         chosen, pipelines, rows, preds = [], [], [], []
         for o, (tr, te) in enumerate(outer):
             inner = list(KFold(n_splits=4, shuffle=True, random_state=3 + 1 + o).split(tr))
@@ -411,38 +432,44 @@ def test_nested_choice_among_methods_recomputed_by_brute_force(smoke, tmp_path):
 def test_blend_rule_gives_way_to_a_baseline_that_wins_every_inner_fold():
     """The default rule saves the blend, but a baseline whose choice has the lower MAE on every
     inner fold is saved instead (on 1,000 rows a random forest can be clearly better than the
-    methods the blend averages it with); on four folds of five, or for another method, not."""
-    from shotgun.transfer.selection import Pick, select_method
+    methods the blend averages it with); on four folds of five, or for another method, not.
+    "blend" uses the blend of fitted weights, "equal" the one of equal weights; a blend that
+    keeps one method is that method."""
+    from shotgun.transfer.selection import Pick, Picks, select_method
 
-    def pick(method, folds):
-        return Pick(method, [], float(np.mean(folds)), 0.0, fold_mae=list(folds))
+    def pick(method, folds, parts=None):
+        return Pick(method, [], float(np.mean(folds)), 0.0, fold_mae=list(folds), parts=parts)
 
-    blend = pick("blend", [1.0] * 5)
-    assert select_method([pick("baseline", [0.9] * 5), pick("stack", [1.2] * 5), blend]) == (
-        select_method([pick("baseline", [0.9] * 5), blend])
-    )
-    assert select_method([pick("baseline", [0.9] * 5), blend]).method == "baseline"
-    assert select_method([pick("baseline", [0.5] * 4 + [1.1]), blend]).method == "blend"
-    assert select_method([pick("transfer", [0.1] * 5), blend]).method == "blend"
-    assert select_method([pick("baseline", [0.9] * 5), blend], "cv").method == "baseline"
+    halves = {"baseline": 0.5, "stack": 0.5}
+    blend = pick("blend", [1.0] * 5, halves)
 
-    # Weighted out of fold: the blend, or the one method it keeps.
-    alone = Pick("blend", [], 0.9, 0.0, parts={"baseline": 1.0})
-    base = pick("baseline", [0.9] * 5)
-    assert select_method([base, pick("stack", [1.2] * 5), alone], "weighted") is base
-    two = Pick("blend", [], 0.9, 0.0, parts={"baseline": 0.75, "stack": 0.25})
-    assert select_method([base, pick("stack", [1.2] * 5), two], "weighted") is two
+    def picks(*methods, fitted=blend):
+        return Picks(list(methods), blend, fitted)
+
+    base, stack = pick("baseline", [0.9] * 5), pick("stack", [1.2] * 5)
+    assert select_method(picks(base, stack)) is base
+    assert select_method(picks(pick("baseline", [0.5] * 4 + [1.1]), stack)) is blend
+    assert select_method(picks(pick("transfer", [0.1] * 5), stack)) is blend
+    assert select_method(picks(base, stack), "cv") is base  # the least choice MAE (a tie: first)
+
+    # Fitted weights: "blend" takes that blend, "equal" the other.
+    fitted = pick("blend", [0.8] * 5, {"baseline": 0.75, "stack": 0.25})
+    assert select_method(picks(base, stack, fitted=fitted)) is fitted
+    assert select_method(picks(base, stack, fitted=fitted), "equal") is base
+    alone = pick("blend", [0.7] * 5, {"stack": 1.0})
+    assert select_method(picks(pick("baseline", [1.5] * 5), stack, fitted=alone)) is stack
+    assert select_method(Picks([base, stack])).method == "baseline"  # no blend: as "cv"
 
 
 def test_blend_weights_follow_the_parts_out_of_fold():
     """With hundreds of rows, a part far better than the others takes most of the weighted
     blend (the weights those of least MAE over the out-of-fold predictions, recomputed by brute
     force); on a few rows of equally good parts, fitting weights does not beat equal ones,
-    which are kept."""
+    which are kept; on fewer than FIT_WEIGHTS_FROM rows, none are fitted."""
     from shotgun.transfer.plans import build_plan
-    from shotgun.transfer.selection import Screen, method_picks
+    from shotgun.transfer.selection import FIT_WEIGHTS_FROM, Screen, method_picks
 
-    def picks(n, noise, seed=0):
+    def picks(n, noise, seed=0, fit_from=FIT_WEIGHTS_FROM):
         rng = np.random.default_rng(seed)
         y = rng.normal(size=n)
         plan = build_plan(y, 5, 0, nested=False, curve=())
@@ -457,14 +484,17 @@ def test_blend_weights_follow_the_parts_out_of_fold():
                 )
             screens.append(s)
         base, stack, props = screens
-        return plan, y, method_picks(stack, base, 2, 0, props, "weighted")
+        return plan, y, method_picks(stack, base, 2, 0, props, fit_from)
 
     plan, y, found = picks(300, {"baseline": 0.1, "stack": 1.0, "properties": 1.0})
-    blend = found[-1]
+    blend = found.fitted
     assert blend.method == "blend" and blend.parts["baseline"] >= 0.75
+    assert found.equal.parts == pytest.approx(
+        dict.fromkeys(("baseline", "stack", "properties"), 1 / 3)
+    )
     # Brute force: each part's choice is the same on every fold here (one pipeline, or the
     # top two), so its out-of-fold prediction is its own; the weights of least MAE.
-    parts = {p.method: p for p in found if p.method in ("baseline", "stack", "properties")}
+    parts = {p.method: p for p in found.methods if p.method in ("baseline", "stack", "properties")}
     inner = plan.tasks[0].inner
     oof = np.column_stack([np.concatenate([parts[m].predict(p) for p in inner]) for m in parts])
     truth = np.concatenate([y[plan.pairs[p][1]] for p in inner])
@@ -475,6 +505,13 @@ def test_blend_weights_follow_the_parts_out_of_fold():
     # Equally good parts on 20 rows (the stack averages two models: noise sqrt(2) makes it as
     # good as the others): equal weights are kept in most draws.
     equal = {"baseline": 1 / 3, "stack": 1 / 3, "properties": 1 / 3}
-    draws = [picks(20, {"baseline": 1.0, "stack": 2**0.5, "properties": 1.0}, s) for s in range(20)]
-    kept = [d[2][-1].parts == pytest.approx(equal) for d in draws]
+    noise = {"baseline": 1.0, "stack": 2**0.5, "properties": 1.0}
+    draws = [picks(20, noise, s, fit_from=0) for s in range(20)]
+    kept = [d[2].fitted.parts == pytest.approx(equal) for d in draws]
     assert sum(kept) >= 12, kept
+
+    # Below FIT_WEIGHTS_FROM rows the weights are equal, however much better a part is.
+    better = {"baseline": 0.1, "stack": 1.0, "properties": 1.0}
+    assert picks(50, better, fit_from=0)[2].fitted.parts["baseline"] >= 0.75
+    few = picks(50, better)[2]
+    assert few.fitted is few.equal and few.equal.parts == pytest.approx(equal)

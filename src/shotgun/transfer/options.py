@@ -20,7 +20,7 @@ from .. import MATERIAL_CLASSES
 from ..errors import ShotgunError
 from .learners import BASELINE_LEARNERS, LEARNERS, TRANSFER_LEARNERS
 from .plans import NESTED_MAX_ROWS, SPLITS
-from .selection import SELECT_RULES
+from .selection import FIT_WEIGHTS_FROM, SELECT_RULES
 
 # Candidates the first pass keeps by default: a library of any size costs about as much to
 # screen as one of this many applicable models (benchmarks/README.md, "Screening 100,000").
@@ -123,13 +123,22 @@ class TransferOptions:
     )
     select: str = _option(
         "blend",
-        "how the saved method is picked: blend (the equal-weight mean of the baseline's, the "
-        "stack's and the properties' choices, the best on the quality benchmark; the baseline "
-        "instead when it has the lower MAE on every inner fold), weighted (the same mean, "
-        "weighted by the least MAE of its parts' out-of-fold choices on the inner folds when "
-        "fitting weights does better cross-validated than equal ones) or cv "
-        "(the method whose choosing does best cross-validated); nested.rules estimates each",
+        "how the saved method is picked: blend (the mean of the baseline's, the stack's and "
+        "the properties' choices, the best on the quality benchmark, weighted by the least MAE "
+        "of their out-of-fold choices on the inner folds when these hold --fit-weights-from "
+        "rows and fitting weights does better cross-validated than equal ones; the baseline "
+        "instead when it has the lower MAE on every inner fold), equal (the same with equal "
+        "weights) or cv (the method whose choosing does best cross-validated); nested.rules "
+        "estimates each",
         choices=SELECT_RULES,
+    )
+    fit_weights_from: int = _option(
+        FIT_WEIGHTS_FROM,
+        "fit the blend's weights on a selection's inner folds from N rows (below: equal "
+        "weights, which did better on 16-40 rows)",
+        int,
+        minimum=0,
+        metavar="N",
     )
     control: bool = _option(
         True,

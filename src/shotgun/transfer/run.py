@@ -289,21 +289,18 @@ class _Run:
                 }
             )
         methods.sort(key=lambda m: m["cv_mae"])
-        picks = method_picks(s.transfer, s.baseline, o.stack, 0, s.properties, o.select)
-        blend = next((p for p in picks if p.method == "blend"), None)
+        picks = method_picks(s.transfer, s.baseline, o.stack, 0, s.properties, o.fit_weights_from)
+        blend = picks.blend(o.select)
         if blend is not None:
             inner = s.plan.tasks[0].inner
             rows = np.concatenate([s.plan.pairs[p][1] for p in inner])
             pred = np.concatenate([blend.predict(p) for p in inner])
-            name = "mean of " + ", ".join(
-                m if len(set(blend.parts.values())) == 1 else f"{m} ({w:.2f})"
-                for m, w in sorted(blend.parts.items())
-            )
+            name = "mean of " + (blend.weighting or ", ".join(blend.parts))
             methods.append(
                 {"method": "blend", "name": name, **cv_metrics(self.target.y, rows, pred)}
             )
             methods.sort(key=lambda m: m["cv_mae"])
-        choices = {p.method: p.choice_mae for p in picks}
+        choices = {p.method: p.choice_mae for p in picks.methods + [blend] if p is not None}
         for m in methods:
             if m["method"] in choices:
                 m["choice_mae"] = choices[m["method"]]
@@ -312,7 +309,9 @@ class _Run:
         won = {k: v for k, v in won.items() if k != "choice_mae"}
         nested, curve = None, []
         if s.nested:
-            nested = nested_estimate(s.transfer, s.baseline, o.stack, s.properties, o.select)
+            nested = nested_estimate(
+                s.transfer, s.baseline, o.stack, s.properties, o.select, o.fit_weights_from
+            )
             curve = learning_curve(s.transfer, s.baseline)
         self.write_tables(rank, fine, curve, s, best, best_base)
         summary = TransferSummary.from_dict(
@@ -333,6 +332,7 @@ class _Run:
                 "baseline_learners": list(o.baselines),
                 "refine": o.refine,
                 "select": o.select,
+                "fit_weights_from": o.fit_weights_from,
                 "best": {
                     "model_id": best["model_id"],
                     "dataset": best["dataset"],
@@ -386,7 +386,9 @@ class _Run:
                 record["properties_pretrained_better"] = bool(
                     nested["properties"]["cv_mae"] < record["properties"]["cv_mae"]
                 )
-            blend = nested_blend(s.control, s.baseline, o.stack, s.control_properties)
+            blend = nested_blend(
+                s.control, s.baseline, o.stack, s.control_properties, o.select, o.fit_weights_from
+            )
             if blend is not None and "blend" in nested:
                 record["blend"] = _pick(blend, score)
                 record["blend_pretrained_better"] = bool(

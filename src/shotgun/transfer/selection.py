@@ -11,7 +11,8 @@ own choice on the task's inner folds (the best transfer pipeline, the mean of th
 transferred models, the best baseline, the best learner on the source models' predictions, and
 the blend of the baseline's, the stack's and the properties' choices). By default the blend is
 picked: on the quality benchmark it beat every other method and every rule that chose among
-them. With rule "weighted" the blend's methods are weighted out of fold (:func:`blend_weights`).
+them; its methods are weighted out of fold (:func:`blend_weights`) when a task has rows enough
+to fit weights, else equally (with rule "equal", always equally).
 With rule "cv" the method is picked whose choosing does best when cross-validated over those
 inner folds (:meth:`Screen.choice_mae`: chosen without each inner fold, scored on it). The
 chosen pipeline's own inner MAE would favour the method that chooses among the most pipelines
@@ -194,17 +195,24 @@ def out_of_fold_choices(parts: Sequence[tuple[Screen, int]], t: int):
 # The grid of the out-of-fold blend weights: multiples of 1/BLEND_STEPS summing to 1 (equal
 # weights among 2, 3 or 4 methods on it).
 BLEND_STEPS = 12
+# The fewest rows (a task's inner folds together) on which the blend's weights are fitted by
+# default (``--fit-weights-from``): fitted on 16-40 rows they did worse than equal weights,
+# on 80-1,000 better (benchmarks/README.md).
+FIT_WEIGHTS_FROM = 60
 
 
-def blend_weights(parts: Sequence[tuple[Screen, int]], t: int) -> np.ndarray:
+def blend_weights(parts: Sequence[tuple[Screen, int]], t: int, fit_from: int = 0) -> np.ndarray:
     """Weights of the parts of a blend fitted out of fold in task ``t``: on its inner folds,
     the weights of the weighted mean of the parts' out-of-fold choices
     (:func:`out_of_fold_choices`) with the least MAE, on a grid over the simplex (steps of
-    1/``BLEND_STEPS``; a tie goes to the weights nearest equal ones). Kept only when fitting
-    them, cross-validated over the inner folds (fitted without each fold, scored on it), has
-    the lower MAE than equal weights: on a few dozen rows fitted weights are noise and equal
-    ones do better; with hundreds a part that is clearly worse gets little or no weight."""
+    1/``BLEND_STEPS``; a tie goes to the weights nearest equal ones). Fitted only when the
+    inner folds hold at least ``fit_from`` rows, and kept only when fitting them,
+    cross-validated over the inner folds (fitted without each fold, scored on it), has the
+    lower MAE than equal weights; else equal weights."""
     y, oof, fold = out_of_fold_choices(parts, t)
+    equal = _weights(None, len(parts))
+    if len(y) < fit_from:
+        return equal
     grid = _simplex(len(parts), BLEND_STEPS)
     near_equal = ((grid - 1.0 / len(parts)) ** 2).sum(axis=1)
 
@@ -215,7 +223,6 @@ def blend_weights(parts: Sequence[tuple[Screen, int]], t: int) -> np.ndarray:
     pred = np.empty(len(y))
     for f in np.unique(fold):
         pred[fold == f] = oof[fold == f] @ fitted(fold != f)
-    equal = _weights(None, len(parts))
     if np.abs(pred - y).mean() < np.abs(oof @ equal - y).mean():
         return fitted(np.ones(len(y), dtype=bool))
     return equal
@@ -244,7 +251,7 @@ def _mean_prediction(pipes: list[dict], pair: int) -> np.ndarray:
 
 # The methods a task chooses among, in the order that breaks a tie (the simpler first).
 SELECTABLE = ("baseline", "transfer", "stack", "properties", "blend")
-# The methods a blend averages (with equal weights), those of them that a task has.
+# The methods a blend averages, those of them that a task has.
 BLENDED = ("baseline", "stack", "properties")
 
 
@@ -271,6 +278,36 @@ class Pick:
         """What was chosen: ``id d=depth learner`` of each transferred model, or a baseline."""
         return [pipe_label(p) for p in self.pipes]
 
+    @property
+    def weighting(self) -> str | None:
+        """A blend's methods with their weights ("baseline 0.83, stack 0.17") when these are
+        not equal."""
+        w = list((self.parts or {}).values())
+        if not w or np.allclose(w, w[0]):
+            return None
+        return ", ".join(f"{m} {v:.2f}" for m, v in self.parts.items())
+
+    @property
+    def label(self) -> str:
+        """The members joined by " + ", a weighted blend's preceded by its weighting."""
+        members = " + ".join(self.members)
+        return members if self.weighting is None else f"{self.weighting}: {members}"
+
+
+@dataclass
+class Picks:
+    """A task's picks: each method's choice, in ``SELECTABLE`` order, and when two methods of
+    ``BLENDED`` are there the blend of their choices with equal weights and with the weights
+    of :func:`blend_weights` (the same pick where these are equal)."""
+
+    methods: list[Pick]
+    equal: Pick | None = None
+    fitted: Pick | None = None
+
+    def blend(self, rule: str) -> Pick | None:
+        """The blend of a ``--select`` rule: weights fitted with "blend", else equal ones."""
+        return self.fitted if rule == "blend" else self.equal
+
 
 def method_picks(
     screen: Screen,
@@ -278,14 +315,13 @@ def method_picks(
     k_stack: int,
     t: int,
     props: Screen | None = None,
-    rule: str = "blend",
-) -> list[Pick]:
-    """Each method's choice in task ``t``, in ``SELECTABLE`` order: the best baseline, the best
-    transfer pipeline, when ``k_stack`` > 1 and two distinct models are scored the mean of the
-    top ``k_stack``, with ``props`` (learners on the source models' predictions) its best, and
-    the blend: the mean of the choices of the methods of ``BLENDED`` there are (at least two),
-    each method weighted equally, or with ``rule`` "weighted" by :func:`blend_weights` (the
-    methods of weight 0 left out of it)."""
+    fit_from: int = FIT_WEIGHTS_FROM,
+) -> Picks:
+    """Each method's choice in task ``t``: the best baseline, the best transfer pipeline, when
+    ``k_stack`` > 1 and two distinct models are scored the mean of the top ``k_stack``, with
+    ``props`` (learners on the source models' predictions) its best; and the blends of the
+    choices of the methods of ``BLENDED`` there are (at least two), each method's pipelines
+    sharing its weight, the methods of weight 0 left out (``fit_from``: :func:`blend_weights`)."""
     inner = screen.plan.tasks[t].inner
 
     def scored(pick: Pick) -> Pick:  # its inner-CV MAE, overall and per inner fold
@@ -300,7 +336,7 @@ def method_picks(
         "stack": (screen, k_stack),
         "properties": (props, 1),
     }
-    picks = []
+    picks = Picks([])
     for method in SELECTABLE[:-1]:
         s, k = by_method[method]
         if s is None:
@@ -309,48 +345,56 @@ def method_picks(
         if not chosen or (method == "stack" and (k <= 1 or len(chosen) < 2)):
             continue
         pipes = [s.pipes[i] for i in chosen]
-        picks.append(scored(Pick(method, pipes, 0.0, s.choice_mae(t, k))))
-    parts = [p for p in picks if p.method in BLENDED]
-    if len(parts) >= 2:  # the blend: each part's choice, each part's pipelines sharing its weight
-        sources = [by_method[p.method] for p in parts]
-        w = blend_weights(sources, t) if rule == "weighted" else _weights(None, len(parts))
+        picks.methods.append(scored(Pick(method, pipes, 0.0, s.choice_mae(t, k))))
+    parts = [p for p in picks.methods if p.method in BLENDED]
+    if len(parts) < 2:
+        return picks
+    sources = [by_method[p.method] for p in parts]
+
+    def blend(w: np.ndarray) -> Pick:
         kept = [i for i in range(len(parts)) if w[i] > 0]
-        blend = Pick(
-            "blend",
-            [pipe for i in kept for pipe in parts[i].pipes],
-            0.0,
-            choice_mae(sources, t, w),
-            weights=[w[i] / len(parts[i].pipes) for i in kept for _ in parts[i].pipes],
-            parts={parts[i].method: float(w[i]) for i in kept},
+        return scored(
+            Pick(
+                "blend",
+                [pipe for i in kept for pipe in parts[i].pipes],
+                0.0,
+                choice_mae(sources, t, w),
+                weights=[w[i] / len(parts[i].pipes) for i in kept for _ in parts[i].pipes],
+                parts={parts[i].method: float(w[i]) for i in kept},
+            )
         )
-        picks.append(scored(blend))
+
+    equal = _weights(None, len(parts))
+    w = blend_weights(sources, t, fit_from)
+    picks.equal = blend(equal)
+    picks.fitted = picks.equal if np.array_equal(w, equal) else blend(w)
     return picks
 
 
-# How the saved method is picked (``--select``): the equal-weight blend (when the task has
-# one; the baseline when it wins every inner fold), the blend weighted out of fold, or the
-# method whose choosing does best cross-validated.
-SELECT_RULES = ("blend", "weighted", "cv")
+# How the saved method is picked (``--select``): the blend, its weights fitted out of fold
+# from ``--fit-weights-from`` rows (the baseline when it wins every inner fold); the same with
+# equal weights; or the method whose choosing does best cross-validated.
+SELECT_RULES = ("blend", "equal", "cv")
 
 
-def select_method(picks: list[Pick], rule: str = "blend") -> Pick:
-    """The method picked among a task's ``picks`` (:func:`method_picks` with the same
-    ``rule``): with "blend", the blend when the task has one, unless the baseline's choice has
-    the lower MAE on every inner fold (then the baseline: with hundreds of rows a from-scratch
-    learner can be clearly better than the methods it is averaged with); with "weighted", the
-    blend weighted out of fold (the one method it keeps when the others have weight 0);
-    otherwise (and with "cv") the least MAE of its choosing, cross-validated over the task's
-    inner folds (a tie goes to the earlier of ``SELECTABLE``)."""
-    if rule == "weighted" and picks[-1].method == "blend":
-        kept = list(picks[-1].parts)
-        return picks[-1] if len(kept) > 1 else next(p for p in picks if p.method == kept[0])
-    if rule == "blend" and picks[-1].method == "blend":
-        blend = picks[-1]
-        base = next((p for p in picks if p.method == "baseline"), None)
-        if base is not None and all(b < m for b, m in zip(base.fold_mae, blend.fold_mae)):
-            return base
-        return blend
-    return min(picks, key=lambda p: p.choice_mae)
+def select_method(picks: Picks, rule: str = "blend") -> Pick:
+    """The method picked among a task's ``picks`` by a rule of ``SELECT_RULES``: with "blend"
+    and "equal", the rule's blend (:meth:`Picks.blend`; the one method it keeps when the others
+    have weight 0) when the task has one, unless the baseline's choice has the lower MAE on
+    every inner fold (then the baseline: with hundreds of rows a from-scratch learner can be
+    clearly better than the methods it is averaged with); otherwise (and with "cv") the least
+    MAE of its choosing, cross-validated over the task's inner folds, among the methods and
+    the equal blend (a tie goes to the earlier of ``SELECTABLE``)."""
+    blend = picks.blend(rule)
+    if rule == "cv" or blend is None:
+        options = picks.methods + ([picks.equal] if picks.equal is not None else [])
+        return min(options, key=lambda p: p.choice_mae)
+    if len(blend.parts) == 1:
+        blend = next(p for p in picks.methods if p.method in blend.parts)
+    base = next((p for p in picks.methods if p.method == "baseline"), None)
+    if base is not None and all(b < m for b, m in zip(base.fold_mae, blend.fold_mae)):
+        return base
+    return blend
 
 
 def _tasks(plan: Plan, prefix: str) -> list[int]:
@@ -358,13 +402,19 @@ def _tasks(plan: Plan, prefix: str) -> list[int]:
 
 
 def nested_estimate(
-    screen: Screen, base: Screen, k_stack: int, props: Screen | None = None, rule: str = "blend"
+    screen: Screen,
+    base: Screen,
+    k_stack: int,
+    props: Screen | None = None,
+    rule: str = "blend",
+    fit_from: int = FIT_WEIGHTS_FROM,
 ) -> dict:
     """The nested estimate of transfer (and of the stack of its top ``k_stack``, when > 1, and
     of the learners on the source models' predictions, ``props``, when given) and of the
-    baseline, each choosing inside every outer training fold; and under ``selected``, of the
-    whole procedure: the method picked by :func:`select_method` inside every outer training
-    fold, scored on its test fold."""
+    baseline, each choosing inside every outer training fold; of the blend of ``rule``; under
+    ``rules``, of the whole procedure with each rule of ``SELECT_RULES``: the method picked by
+    :func:`select_method` inside every outer training fold, scored on its test fold; and under
+    ``selected``, that of ``rule``."""
     plan, y = screen.plan, screen.y
     outer_ids = _tasks(plan, "nested/")
     r, p, chosen = screen.selected_predictions(outer_ids)
@@ -383,60 +433,56 @@ def nested_estimate(
     if props is not None:
         rp, pp, chosen_p = props.selected_predictions(outer_ids)
         nested["properties"] = {**cv_metrics(y, rp, pp), "chosen": [c[0]["name"] for c in chosen_p]}
-    test = [plan.tasks[t].test_pair for t in outer_ids]
-    rows = np.concatenate([plan.pairs[p][1] for p in test])
-    per_task = {  # the methods' picks with the blend each rule makes (equal but "weighted")
-        r: [method_picks(screen, base, k_stack, t, props, r) for t in outer_ids]
-        for r in ("blend", "weighted")
-    }
-    per_task["cv"] = per_task["blend"]
-    blend = _nested_blend(screen, per_task["blend"])
+    per_task = [method_picks(screen, base, k_stack, t, props, fit_from) for t in outer_ids]
+    blend = _nested_blend(screen, [ps.blend(rule) for ps in per_task])
     if blend is not None:
         nested["blend"] = blend
-    nested["rules"] = []
-    for r in SELECT_RULES:
-        picks = [select_method(ps, r) for ps in per_task[r]]
-        nested["rules"].append(
-            {
-                "rule": r,
-                **cv_metrics(y, rows, np.concatenate([k.predict(p) for k, p in zip(picks, test)])),
-                "chosen": [pick.method for pick in picks],
-                "chosen_pipelines": [pick_label(pick) for pick in picks],
-            }
-        )
+    nested["rules"] = [
+        {"rule": r, **_nested_picks(screen, [select_method(ps, r) for ps in per_task])}
+        for r in SELECT_RULES
+    ]
     nested["selected"] = next(x for x in nested["rules"] if x["rule"] == rule)
     return nested
 
 
-def pick_label(pick: Pick) -> str:
-    """The members of a pick joined by " + ", a blend's preceded by its methods' weights when
-    they are not equal."""
-    members = " + ".join(pick.members)
-    w = list((pick.parts or {}).values())
-    if not w or np.allclose(w, w[0]):
-        return members
-    return ", ".join(f"{m} {v:.2f}" for m, v in pick.parts.items()) + ": " + members
-
-
-def nested_blend(screen: Screen, base: Screen, k_stack: int, props: Screen | None) -> dict | None:
-    """The nested estimate of the blend alone (None when one of its parts is off): for the
-    control networks, whose blend is the fair control of the pretrained one."""
-    outer_ids = _tasks(screen.plan, "nested/")
-    return _nested_blend(screen, [method_picks(screen, base, k_stack, t, props) for t in outer_ids])
-
-
-def _nested_blend(screen: Screen, per_task: list[list[Pick]]) -> dict | None:
-    """The blend chosen in each outer training fold (its method picks), on its test fold."""
+def _nested_picks(screen: Screen, picks: list[Pick]) -> dict:
+    """The picks made in the outer training folds, scored on their test folds."""
     plan = screen.plan
     test = [plan.tasks[t].test_pair for t in _tasks(plan, "nested/")]
-    blends = [next((p for p in ps if p.method == "blend"), None) for ps in per_task]
+    return {
+        **cv_metrics(
+            screen.y,
+            np.concatenate([plan.pairs[p][1] for p in test]),
+            np.concatenate([pick.predict(p) for pick, p in zip(picks, test)]),
+        ),
+        "chosen": [pick.method for pick in picks],
+        "chosen_pipelines": [pick.label for pick in picks],
+    }
+
+
+def nested_blend(
+    screen: Screen,
+    base: Screen,
+    k_stack: int,
+    props: Screen | None,
+    rule: str = "blend",
+    fit_from: int = FIT_WEIGHTS_FROM,
+) -> dict | None:
+    """The nested estimate of the blend of ``rule`` alone (None when one of its parts is off):
+    for the control networks, whose blend is the fair control of the pretrained one."""
+    outer_ids = _tasks(screen.plan, "nested/")
+    return _nested_blend(
+        screen,
+        [method_picks(screen, base, k_stack, t, props, fit_from).blend(rule) for t in outer_ids],
+    )
+
+
+def _nested_blend(screen: Screen, blends: list[Pick | None]) -> dict | None:
+    """The blends chosen in the outer training folds on their test folds (None without)."""
     if any(b is None for b in blends):
         return None
-    return cv_metrics(
-        screen.y,
-        np.concatenate([plan.pairs[p][1] for p in test]),
-        np.concatenate([b.predict(p) for b, p in zip(blends, test)]),
-    )
+    scores = _nested_picks(screen, blends)
+    return {k: scores[k] for k in ("cv_mae", "cv_rmse", "cv_r2")}
 
 
 def learning_curve(screen: Screen, base: Screen) -> list[dict]:

@@ -134,7 +134,7 @@ class Nested(Score):
     stack: Score | None = field(default=None, metadata={"omit_none": True})
     # learners on the source models' predictions (properties as features): learner per fold
     properties: NestedBaseline | None = field(default=None, metadata={"omit_none": True})
-    # the equal-weight mean of the baseline's, the stack's and the properties' choices
+    # the mean of the baseline's, the stack's and the properties' choices (--select's weights)
     blend: Score | None = field(default=None, metadata={"omit_none": True})
     selected: NestedSelected | None = None
     # the same for every rule of --select (selected is that of the run's)
@@ -227,6 +227,8 @@ class TransferSummary:
     baseline_learners: list[str] = field(default_factory=list)
     refine: int | None = None
     select: str | None = None  # how the winner was picked (--select)
+    # the fewest rows on which the blend's weights are fitted (--fit-weights-from)
+    fit_weights_from: int | None = None
     seconds: float | None = None
     baselines: list[Scored] = field(default_factory=list)
     stack: Stack | None = None
@@ -260,6 +262,7 @@ class TransferSummary:
         "baseline_learners",
         "refine",
         "select",
+        "fit_weights_from",
         "seconds",
         "best",
         "baseline",
