@@ -296,6 +296,8 @@ class _Run:
             rows = np.concatenate([s.plan.pairs[p][1] for p in inner])
             pred = np.concatenate([blend.predict(p) for p in inner])
             name = "mean of " + (blend.weighting or ", ".join(blend.parts))
+            if len(blend.parts) == 1:  # the others weighted 0: the same as that method
+                name = f"{next(iter(blend.parts))} alone (the others weighted 0)"
             methods.append(
                 {"method": "blend", "name": name, **cv_metrics(self.target.y, rows, pred)}
             )
