@@ -201,20 +201,21 @@ BLEND_STEPS = 12
 FIT_WEIGHTS_FROM = 60
 
 
-def blend_weights(parts: Sequence[tuple[Screen, int]], t: int, fit_from: int = 0) -> np.ndarray:
-    """Weights of the parts of a blend fitted out of fold in task ``t``: on its inner folds,
-    the weights of the weighted mean of the parts' out-of-fold choices
-    (:func:`out_of_fold_choices`) with the least MAE, on a grid over the simplex (steps of
+def blend_weights(
+    y: np.ndarray, oof: np.ndarray, fold: np.ndarray, fit_from: int = 0
+) -> np.ndarray:
+    """Weights of the parts of a blend fitted out of fold on a task's inner folds, given their
+    :func:`out_of_fold_choices` ``(y, oof, fold)``: the weights of the weighted mean of the
+    parts' out-of-fold choices with the least MAE, on a grid over the simplex (steps of
     1/``BLEND_STEPS``; a tie goes to the weights nearest equal ones). Fitted only when the
     inner folds hold at least ``fit_from`` rows, and kept only when fitting them,
     cross-validated over the inner folds (fitted without each fold, scored on it), has the
     lower MAE than equal weights; else equal weights."""
-    y, oof, fold = out_of_fold_choices(parts, t)
-    equal = _weights(None, len(parts))
+    equal = _weights(None, oof.shape[1])
     if len(y) < fit_from:
         return equal
-    grid = _simplex(len(parts), BLEND_STEPS)
-    near_equal = ((grid - 1.0 / len(parts)) ** 2).sum(axis=1)
+    grid = _simplex(oof.shape[1], BLEND_STEPS)
+    near_equal = ((grid - equal[0]) ** 2).sum(axis=1)
 
     def fitted(rows: np.ndarray) -> np.ndarray:
         mae = np.abs(oof[rows] @ grid.T - y[rows, None]).mean(axis=0)
@@ -349,7 +350,7 @@ def method_picks(
     parts = [p for p in picks.methods if p.method in BLENDED]
     if len(parts) < 2:
         return picks
-    sources = [by_method[p.method] for p in parts]
+    y, oof, fold = out_of_fold_choices([by_method[p.method] for p in parts], t)
 
     def blend(w: np.ndarray) -> Pick:
         kept = [i for i in range(len(parts)) if w[i] > 0]
@@ -358,14 +359,14 @@ def method_picks(
                 "blend",
                 [pipe for i in kept for pipe in parts[i].pipes],
                 0.0,
-                choice_mae(sources, t, w),
+                float(np.abs(oof @ w - y).mean()),  # as choice_mae, from the same matrix
                 weights=[w[i] / len(parts[i].pipes) for i in kept for _ in parts[i].pipes],
                 parts={parts[i].method: float(w[i]) for i in kept},
             )
         )
 
     equal = _weights(None, len(parts))
-    w = blend_weights(sources, t, fit_from)
+    w = blend_weights(y, oof, fold, fit_from)
     picks.equal = blend(equal)
     picks.fitted = picks.equal if np.array_equal(w, equal) else blend(w)
     return picks
