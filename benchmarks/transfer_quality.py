@@ -77,7 +77,7 @@ def unseen_rows(library: Path, options: TransferOptions, out: Path) -> tuple[Pat
     hashes = canonical_hashes(df[options.input].astype(str).tolist(), options.kind)
     seen = np.zeros(len(df), dtype=bool)
     for mid in candidates(lib, options.kind).drop_duplicates(CELL)["model_id"]:
-        inside = np.isin(hashes, lib.load(mid).train_inputs)
+        inside = np.isin(hashes, lib.train_inputs(mid))
         if inside.mean() <= 0.5:
             seen |= inside
     out.mkdir(parents=True, exist_ok=True)
@@ -157,6 +157,7 @@ def run_one(
         "rows_seen_by_sources_removed": removed,
         "leakage_excluded": s.leakage.n_excluded if s.leakage else None,
         "leakage_max_share": s.leakage.max_share if s.leakage else None,
+        "leakage_unscored": s.leakage.n_unscored if s.leakage else None,
         "seconds": round(wall, 1),
         "cpu_seconds": round(cpu, 1),
         "load_avg_1min_start": round(load0, 2),

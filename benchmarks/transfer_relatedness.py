@@ -33,7 +33,7 @@ from shotgun.transfer.candidates import (
     loaded,
     source_prediction,
 )
-from shotgun.transfer.leakage import train_overlap
+from shotgun.transfer.leakage import seen_rows, share
 from shotgun.transfer.target import prepare_target
 from transfer_quality import TARGETS  # every declared target
 
@@ -54,14 +54,14 @@ def relatedness(lib: Library, name: str, rows: int, top: int) -> dict:
         p, c = source_prediction(model, t.raw), source_prediction(control_of(model, o.seed), t.raw)
         if not (np.isfinite(p).all() and np.isfinite(c).all()):
             continue
-        share = train_overlap(model, hashes)
+        overlap = share(seen_rows(lib, [mid], hashes)[mid])
         row = info.loc[mid]
         found.append(
             {
                 "model_id": mid,
                 "source": f"{row['dataset']}/{row['property']} ({row['descriptor']})",
-                "overlap": share,
-                "excluded": share is not None and share > o.max_overlap,
+                "overlap": overlap,
+                "excluded": overlap is not None and overlap > o.max_overlap,
             }
         )
         pre.append(p)

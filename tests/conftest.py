@@ -39,11 +39,39 @@ def transfer_command(library, data, out, input_column, target, kind, *options):
     )
 
 
+def seen_by(library, model_ids, inputs, kind):
+    """Which of ``inputs`` the models ``model_ids`` of ``library`` were trained on: the rows a
+    transfer run keeping them fits on in every split and never scores."""
+    import numpy as np
+
+    from shotgun.data.inputs import canonical_hashes
+
+    hashes = canonical_hashes(list(inputs), kind)
+    seen = np.zeros(len(hashes), dtype=bool)
+    for mid in model_ids:
+        seen |= np.isin(hashes, library.load(mid).train_inputs)
+    return seen
+
+
+def scored_kfold(rows, seen, k, seed):
+    """(train, test) positions into all rows: shuffled K-fold over the rows of ``rows`` not
+    ``seen``, the seen ones in every training split (the splits of a transfer run)."""
+    import numpy as np
+    from sklearn.model_selection import KFold
+
+    rows = np.asarray(rows)
+    free, fixed = rows[~seen[rows]], rows[seen[rows]]
+    return [
+        (np.sort(np.concatenate([fixed, free[a]])), free[b])
+        for a, b in KFold(n_splits=k, shuffle=True, random_state=seed).split(free)
+    ]
+
+
 def formula_transfer(smoke, data, out, *options):
     """``shotgun transfer`` of a table of formulas and ``target`` values against the smoke
     library, 4 folds, seed 3. One of the bulk-modulus compounds these tests use is in the smoke
     models' training sets: the leakage guard is lifted (it has its own tests,
-    tests/test_leakage.py)."""
+    tests/test_leakage.py), and that compound is fitted on, never scored (:func:`seen_by`)."""
     return transfer_command(
         smoke / "library",
         data,

@@ -86,6 +86,7 @@ def test_a_source_trained_on_the_targets_inputs_is_left_out(smoke, qm9_rows, tmp
     assert (ranking["train_overlap"] == 0).all()  # polymers and inorganic formulas: no overlap
     report = (tmp_path / "guarded" / "report.md").read_text()
     assert "trained on up to 41.7% of the target's inputs; 2 above 1.0% left out" in report
+    assert g["n_unscored"] == 0  # the kept sources saw none of the rows
 
     # A higher limit keeps them and reports the share per candidate.
     proc = transfer(smoke, df, tmp_path / "kept", "--max-overlap", "0.5")
@@ -95,6 +96,18 @@ def test_a_source_trained_on_the_targets_inputs_is_left_out(smoke, qm9_rows, tmp
     ranking = pd.read_csv(tmp_path / "kept" / "ranking.csv").set_index("model_id")
     for mid in mids:
         assert ranking.loc[[mid], "train_overlap"].to_numpy() == pytest.approx(share)
+    # The 25 molecules they were fitted on are then fitted on only: never scored.
+    assert s["leakage"]["n_unscored"] == 25
+    report = (tmp_path / "kept" / "report.md").read_text()
+    assert "the 25 target rows the kept ones saw are used for fitting only, never scored" in report
+
+    # A limit that keeps sources which saw every row leaves nothing to score: a clear error.
+    every = df.iloc[:25]
+    proc = transfer(smoke, every, tmp_path / "all_seen", "--max-overlap", "1")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    error = proc.stderr.strip().splitlines()[-1]
+    assert "trained on all but 0 of the target's 25 inputs" in error
+    assert error.endswith("lower --max-overlap")
 
 
 def test_every_candidate_trained_on_the_target_is_a_clear_error(smoke, tmp_path):

@@ -152,6 +152,7 @@ def _summary(nested=True, optional=True):
             "n_excluded": 2,
             "n_unknown": 0,
             "excluded": ["qm9m1", "qm9m2"],
+            "n_unscored": 3,
         }
     return s
 
@@ -227,6 +228,7 @@ def test_report_states_the_numbers_and_embeds_the_plots(tmp_path):
         assert fmt(s["control"]["stack"]["cv_mae"]) in text
         assert "trained on up to 41.7% of the target" in text
         assert "2 above 1.0% left out (qm9m1, qm9m2)" in text
+        assert "the 3 target rows the kept ones saw are used for fitting only, never" in text
         assert "m09" in text and "m10" not in text  # top 10 of the ranking only
     # Self-contained HTML: both PNGs inline, no link to a file beside it.
     inline = base64.b64encode(PNG).decode()

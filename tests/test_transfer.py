@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import ROOT, formula_transfer, refit_saved, run
+from conftest import ROOT, formula_transfer, refit_saved, run, scored_kfold, seen_by
 from shotgun.library import Library
 from shotgun.library.packs import PREDICTION_TOLERANCE
 from shotgun.transfer.learners import make_learner, ridge_batch
@@ -42,7 +42,6 @@ def demo_transfer(library, out, *options):
 
 
 def test_transfer_contract_and_baseline_on_the_same_folds(smoke, target, tmp_path):
-    from sklearn.model_selection import KFold
 
     from shotgun.descriptors import get_descriptor
 
@@ -75,13 +74,16 @@ def test_transfer_contract_and_baseline_on_the_same_folds(smoke, target, tmp_pat
     X, ok = get_descriptor("composition").featurize(df["formula"].tolist())
     assert ok.all()
     y = df["target"].to_numpy()
-    folds = list(KFold(n_splits=4, shuffle=True, random_state=3).split(X))
+    applicable = lib.applicable("inorganic")["model_id"]
+    seen = seen_by(lib, applicable, df["formula"], "inorganic")
+    assert seen.sum() == 1  # a compound of the smoke library's bulk moduli: never scored
+    folds = scored_kfold(np.arange(len(y)), seen, 4, 3)
 
     def cv_mae(learner, F):
-        pred = np.empty_like(y)
+        pred = np.full_like(y, np.nan)
         for tr, te in folds:
             pred[te] = make_learner(learner, 3).fit(F[tr], y[tr]).predict(F[te])
-        return np.abs(pred - y).mean()
+        return np.abs(pred - y)[~seen].mean()
 
     errors = {f"{name} on composition": cv_mae(name, X) for name in ("ridge", "random_forest")}
     name = min(errors, key=errors.get)
@@ -93,7 +95,6 @@ def test_transfer_contract_and_baseline_on_the_same_folds(smoke, target, tmp_pat
 
 def test_nested_estimate_recomputed_by_brute_force(smoke, target, tmp_path):
     """Nested CV: the whole screen re-run inside each outer training fold, scored outside."""
-    from sklearn.model_selection import KFold
 
     from shotgun.descriptors import get_descriptor
 
@@ -125,15 +126,14 @@ def test_nested_estimate_recomputed_by_brute_force(smoke, target, tmp_path):
         for depth in range(1, min(2, m.n_hidden) + 1):
             feats[(mid, depth)] = m.features_descriptors(X, depth).astype(np.float64)
     errors, chosen = [], []
-    outer = KFold(n_splits=4, shuffle=True, random_state=3).split(y)
+    seen = seen_by(lib, lib.applicable("inorganic")["model_id"], df["formula"], "inorganic")
+    outer = scored_kfold(np.arange(len(y)), seen, 4, 3)
     for o, (tr, te) in enumerate(outer):
-        inner = list(KFold(n_splits=4, shuffle=True, random_state=3 + 1 + o).split(tr))
+        inner = scored_kfold(tr, seen, 4, 3 + 1 + o)
 
-        def inner_mae(F, tr=tr, inner=inner):
+        def inner_mae(F, inner=inner):
             err = [
-                np.abs(
-                    make_learner("ridge", 3).fit(F[tr[a]], y[tr[a]]).predict(F[tr[b]]) - y[tr[b]]
-                )
+                np.abs(make_learner("ridge", 3).fit(F[a], y[a]).predict(F[b]) - y[b])
                 for a, b in inner
             ]
             return np.concatenate(err).mean()
@@ -339,6 +339,40 @@ def test_splits_and_plan():
             assert set(plan.pairs[p][0]) | set(plan.pairs[p][1]) <= set(task.train)
     curve = [t for t in plan.tasks if t.name.startswith("curve/")]
     assert len(curve) == 5 and all(len(t.train) == 5 for t in curve)
+
+
+def test_rows_that_must_not_be_scored_are_in_every_training_split():
+    """Rows a kept source saw (``scored`` False) are fitted on in every pair and tested in none;
+    the folds are drawn over the other rows, as K-fold would draw them without those rows."""
+    from sklearn.model_selection import KFold
+
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=40)
+    scored = np.ones(40, dtype=bool)
+    seen = np.array([1, 5, 6, 20, 33])
+    scored[seen] = False
+    plan = build_plan(y, 5, 0, curve=(10,), scored=scored)
+    others = np.flatnonzero(scored)
+    outer = KFold(5, shuffle=True, random_state=0).split(others)
+    for (train, test), (a, b) in zip(plan.pairs[:5], outer):  # the screen: outer folds
+        np.testing.assert_array_equal(test, others[b])
+        np.testing.assert_array_equal(train, np.sort(np.concatenate([others[a], seen])))
+    for task in plan.tasks:
+        for p in task.inner + [task.test_pair] * (task.test_pair is not None):
+            train, test = plan.pairs[p]
+            assert scored[test].all() and not set(train) & set(test)
+            if task.name.startswith("curve/"):  # a subsample: its own seen rows
+                assert set(task.train[~scored[task.train]]) <= set(train)
+            else:
+                assert set(seen) <= set(train)
+    nested = [t for t in plan.tasks if t.name.startswith("nested/")]
+    tested = np.concatenate([plan.pairs[t.test_pair][1] for t in nested])
+    np.testing.assert_array_equal(np.sort(tested), others)  # nested: each scored row once
+    # Every row scored: the plan without the argument.
+    full, plain = build_plan(y, 5, 0, scored=np.ones(40, dtype=bool)), build_plan(y, 5, 0)
+    for (a, b), (c, d) in zip(full.pairs, plain.pairs, strict=True):
+        np.testing.assert_array_equal(a, c)
+        np.testing.assert_array_equal(b, d)
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import ROOT, formula_transfer, refit_saved, run
+from conftest import ROOT, formula_transfer, refit_saved, run, scored_kfold, seen_by
 from shotgun.library import Library
 from shotgun.transfer.learners import make_learner
 
@@ -222,7 +222,7 @@ def test_a_saved_stack_predicts_the_mean_of_its_members(smoke, tmp_path):
 
 
 def _choose(feats, X, P, y, tr, inner, refine, k_stack, rule="cv"):
-    """Brute force of one selection on rows ``tr`` with ``inner`` splits (positions into tr):
+    """Brute force of one selection on rows ``tr`` with ``inner`` splits (positions into y):
     every (model, depth) with ridge, the ``refine`` best also with Bayesian ridge; the best of
     them (transfer), the mean of the top ``k_stack`` distinct models (stack), the best of ridge
     and random forest on the raw descriptor ``X`` (baseline) and on the models' predictions
@@ -236,7 +236,7 @@ def _choose(feats, X, P, y, tr, inner, refine, k_stack, rule="cv"):
     of weight 0 left out (one part left: that method); with "equal", equal weights; with
     either, the baseline instead when its choice has the lower MAE on every inner fold.
     Returns (method, [(key, learner, F, weight)], label of the picked pipelines' weights)."""
-    folds = [(tr[a], tr[b]) for a, b in inner]
+    folds = inner
     every = list(range(len(folds)))
 
     def preds(learner, F):  # per inner fold
@@ -343,7 +343,6 @@ def _choose(feats, X, P, y, tr, inner, refine, k_stack, rule="cv"):
 def test_nested_choice_among_methods_recomputed_by_brute_force(smoke, tmp_path):
     """The method picked inside each outer training fold (refined learners, baselines and the
     stack included), scored on its outer test fold; and the winner on all rows."""
-    from sklearn.model_selection import KFold
 
     from shotgun.descriptors import get_descriptor
 
@@ -391,13 +390,14 @@ def test_nested_choice_among_methods_recomputed_by_brute_force(smoke, tmp_path):
             return f"{learner} on predictions of {P.shape[1]} source models"
         return f"{learner} on composition" if key[0] == "raw" else f"{key[0]} d={key[1]} {learner}"
 
-    outer = list(KFold(n_splits=4, shuffle=True, random_state=3).split(y))
+    seen = seen_by(lib, ranked[~ranked["weak"]]["model_id"], df["formula"], "inorganic")
+    outer = scored_kfold(np.arange(len(y)), seen, 4, 3)
     rules = {r["rule"]: r for r in s["nested"]["rules"]}
     assert selected == rules["cv"] and set(rules) == {"blend", "equal", "cv"}
     for rule in ("cv", "blend", "equal"):
         chosen, pipelines, rows, preds = [], [], [], []
         for o, (tr, te) in enumerate(outer):
-            inner = list(KFold(n_splits=4, shuffle=True, random_state=3 + 1 + o).split(tr))
+            inner = scored_kfold(tr, seen, 4, 3 + 1 + o)
             method, picked, label = _choose(feats, X, P, y, tr, inner, 2, 2, rule)
             chosen.append(method)
             members = " + ".join(name(key, learner) for key, learner, _, _ in picked)
@@ -459,6 +459,10 @@ def test_blend_rule_gives_way_to_a_baseline_that_wins_every_inner_fold():
     alone = pick("blend", [0.7] * 5, {"stack": 1.0})
     assert select_method(picks(pick("baseline", [1.5] * 5), stack, fitted=alone)) is stack
     assert select_method(Picks([base, stack])).method == "baseline"  # no blend: as "cv"
+    # Their names in the methods table.
+    assert blend.blend_name == "mean of baseline, stack"
+    assert fitted.blend_name == "mean of baseline 0.75, stack 0.25"
+    assert alone.blend_name == "stack alone (the others weighted 0)"
 
 
 def test_blend_weights_follow_the_parts_out_of_fold():

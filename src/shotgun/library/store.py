@@ -30,6 +30,7 @@ from ..parallel import available_cpus
 from .card import LibraryError, ModelCard
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
 
     from .predictor import Predictor
@@ -206,6 +207,13 @@ class Library:
                 "the library was built)"
             )
         return tensors
+
+    def train_inputs(self, model_id: str) -> np.ndarray | None:
+        """The sorted 64-bit hashes of a model's canonical training and validation inputs
+        (:func:`shotgun.data.input_hashes`; the leakage guard's), from its verified tensors,
+        without building its network; None for libraries built before they were recorded."""
+        seen = self.weights(model_id).get("train_inputs")
+        return None if seen is None else seen.numpy()
 
     def load(self, model_id: str) -> Predictor:
         """The model, ready to predict (its card and weights verified first)."""

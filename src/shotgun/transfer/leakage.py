@@ -1,12 +1,17 @@
-"""The leakage guard: the share of a target's inputs that each candidate's source model was
-trained on.
+"""The leakage guard: which of a target's rows each candidate's source model was trained on.
 
 A library model stores the sorted 64-bit hashes of its canonical training and validation inputs
-(:func:`shotgun.data.input_hashes`, tensor ``train_inputs`` of its weights file, checksummed with
-them in the manifest). The target's inputs are canonicalised as cleaning canonicalises source
-inputs (RDKit canonical SMILES, reduced formulas: :func:`shotgun.data.canonical_hashes`) and
-looked up. A source that saw the target's rows has features that may have memorised them, which
-makes transfer look good for the wrong reason: candidates above ``--max-overlap`` are left out.
+(:func:`shotgun.data.input_hashes`, tensor ``train_inputs`` of its weights, checksummed with them;
+:meth:`shotgun.library.Library.train_inputs`). The target's inputs are canonicalised as cleaning
+canonicalises source inputs (RDKit canonical SMILES, reduced formulas:
+:func:`shotgun.data.canonical_hashes`) and looked up. A source that saw the target's rows has
+features that may have memorised them, which makes transfer look good for the wrong reason, so
+
+- candidates trained on more than ``--max-overlap`` of the target's inputs are left out, and
+- the rows that a kept candidate's source saw are never scored: every cross-validation split of
+  the run puts them in its training rows, none in its test rows (:func:`shotgun.transfer.plans.
+  build_plan`), so every reported error is measured on inputs no kept source saw.
+
 Models of libraries built before the hashes were stored have an unknown share (None) and stay in.
 """
 
@@ -15,10 +20,18 @@ from __future__ import annotations
 import numpy as np
 
 
-def train_overlap(model, target_hashes: np.ndarray) -> float | None:
-    """The share of the target's rows (by their input hashes) that ``model`` was trained on;
-    None when its library does not record its training inputs."""
-    seen = model.train_inputs
-    if seen is None:
+def seen_rows(library, model_ids, target_hashes: np.ndarray) -> dict[str, np.ndarray | None]:
+    """Per model id, which of the target's rows (by their input hashes) its source model was
+    trained on (a boolean mask), or None when its library does not record its training inputs."""
+    out = {}
+    for mid in model_ids:
+        seen = library.train_inputs(mid)
+        out[mid] = None if seen is None else np.isin(target_hashes, seen)
+    return out
+
+
+def share(mask: np.ndarray | None) -> float | None:
+    """The share of the target's rows a mask of :func:`seen_rows` covers (None: unknown)."""
+    if mask is None:
         return None
-    return float(np.isin(target_hashes, seen).mean()) if len(target_hashes) else 0.0
+    return float(mask.mean()) if len(mask) else 0.0

@@ -151,7 +151,8 @@ class TransferOptions:
     max_overlap: float = _option(
         0.01,
         "leave out candidates whose source model was trained on more than this share of the "
-        "target's inputs (canonical SMILES or reduced formulas; 1: keep all)",
+        "target's inputs (canonical SMILES or reduced formulas; 1: keep all); the rows a kept "
+        "one saw are fitted on in every split, never scored",
         float,
         minimum=0.0,
         metavar="SHARE",

@@ -6,6 +6,9 @@ plain screen is the task on all rows (its inner folds are the reported CV folds)
 task per outer fold; a learning-curve point is one task per outer fold on a subsample of its
 training rows. Every task needs the same thing from every pipeline, predictions on a list of
 (train, test) *pairs*, so pairs are collected once and each pipeline is evaluated on all of them.
+
+Rows that must not be scored (inputs a kept source model was trained on: the leakage guard) are
+in the training rows of every pair and in no test rows; the splits are drawn over the others.
 """
 
 from __future__ import annotations
@@ -61,9 +64,9 @@ class Plan:
         return len(self.pairs) - 1
 
     def add_task(self, name, train, splits, test=None, n=0) -> Task:
-        """``splits`` index into ``train``; ``test`` holds positions into all rows."""
+        """``splits`` (inner pairs) and ``test`` hold positions into all rows."""
         train = np.asarray(train)
-        inner = [self.add_pair(train[a], train[b]) for a, b in splits]
+        inner = [self.add_pair(a, b) for a, b in splits]
         test_pair = None if test is None else self.add_pair(train, test)
         task = Task(name, train, inner, test_pair, n or len(train))
         self.tasks.append(task)
@@ -78,31 +81,37 @@ def build_plan(
     split: str = "random",
     nested: bool = True,
     curve: Sequence[int] = CURVE_SIZES,
+    scored: np.ndarray | None = None,
 ) -> Plan:
     """The screen on all rows; with ``nested``, one task per outer fold (inner splits of the same
     kind inside its training rows), and learning-curve tasks on seeded subsamples of size ``curve``
-    of each outer training fold (only sizes smaller than that fold)."""
+    of each outer training fold (only sizes smaller than that fold). Rows where ``scored`` is
+    False are training rows of every pair (all rows are scored by default)."""
+    scored = np.ones(len(y), dtype=bool) if scored is None else np.asarray(scored, dtype=bool)
+
+    def splits(rows, k, seed, repeats=1):  # positions into all rows
+        s, fixed = rows[scored[rows]], rows[~scored[rows]]
+        return [
+            (np.sort(np.concatenate([fixed, s[a]])), s[b])
+            for a, b in make_splits(y[s], k, seed, repeats, split)
+        ]
+
     plan = Plan()
-    outer = make_splits(y, folds, seed, repeats, split)
+    outer = splits(np.arange(len(y)), folds, seed, repeats)
     plan.add_task("screen", np.arange(len(y)), outer)
     if not nested:
         return plan
     rng = np.random.default_rng(seed)
     for o, (train, test) in enumerate(outer):
-        plan.add_task(
-            f"nested/{o}", train, make_splits(y[train], folds, seed + 1 + o, 1, split), test
-        )
+        plan.add_task(f"nested/{o}", train, splits(train, folds, seed + 1 + o), test)
         for n in curve:
             if n >= len(train):
                 continue
             sub = np.sort(rng.choice(train, size=n, replace=False))
-            plan.add_task(
-                f"curve/{n}/{o}",
-                sub,
-                make_splits(y[sub], min(folds, n), seed + 1 + o, 1, split),
-                test,
-                n,
-            )
+            k = min(folds, int(scored[sub].sum()))
+            if k < 2:  # a subsample of rows that are never scored
+                continue
+            plan.add_task(f"curve/{n}/{o}", sub, splits(sub, k, seed + 1 + o), test, n)
     return plan
 
 

@@ -98,6 +98,11 @@ def leakage_line(s: TransferSummary) -> str:
         text += f" ({some(g.excluded)})"
     if g.n_unknown:
         text += f"; {g.n_unknown} of unknown overlap (trained before inputs were recorded)"
+    if g.n_unscored:
+        text += (
+            f"; the {g.n_unscored} target rows the kept ones saw are used for fitting only, "
+            "never scored"
+        )
     return text
 
 

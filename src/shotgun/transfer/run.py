@@ -32,6 +32,7 @@ from ..data.inputs import canonical_hashes
 from ..markup import some
 from ..metrics import squared_correlations
 from .candidates import ModelCache, candidate_specs, candidates, first_pass
+from .leakage import seen_rows, share
 from .learners import PROPERTY_LEARNERS, make_learner
 from .options import TransferError, TransferOptions
 from .pipeline import Member, save_model
@@ -135,9 +136,10 @@ class _Run:
         """The ridge screen of every candidate, refined with the other learners, and the
         baselines, on the plan of the options (nested and the learning curve when on)."""
         o, t = self.options, self.target
+        scored = self.guard(canonical_hashes(t.inputs, o.kind))
         nested = o.nested if o.nested is not None else len(t.y) <= NESTED_MAX_ROWS
         plan = build_plan(
-            t.y, o.folds, o.seed, o.repeats, o.split, nested, self.curve if nested else ()
+            t.y, o.folds, o.seed, o.repeats, o.split, nested, self.curve if nested else (), scored
         )
         self.log(
             f"{len(t.y)} rows, {len(self.ids)} candidates, {len(plan.tasks)} selections on "
@@ -155,7 +157,6 @@ class _Run:
             self.scheduler,
             self.n_workers,
             o.seed if o.control else None,
-            canonical_hashes(t.inputs, o.kind),
             o.properties,
         )
         self.not_finite = sorted(e["model_id"] for e in entries if e.get("not_finite"))
@@ -171,7 +172,7 @@ class _Run:
                 f"{self.library_path}: no candidate gives finite features on the target's inputs"
             )
         predictions: dict[bool, dict] = {False: {}, True: {}}  # control? -> model id -> column
-        for e in self.guard(entries):
+        for e in entries:
             is_control = e.pop("control")
             if "prediction" in e:
                 predictions[is_control][e["model_id"]] = e.pop("prediction")
@@ -215,37 +216,56 @@ class _Run:
             "control_model_id": self.properties[j],
         }
 
-    def guard(self, entries: list[dict]) -> list[dict]:
-        """The screen's entries less those of candidates whose source model was trained on more
-        than ``max_overlap`` of the target's inputs (and their controls); the shares are
-        recorded for the summary."""
+    def guard(self, hashes: np.ndarray) -> np.ndarray:
+        """The leakage guard (:mod:`shotgun.transfer.leakage`) on the target's input ``hashes``:
+        leaves out the candidates whose source model was trained on more than ``max_overlap``
+        of them and returns which rows may be scored (those no kept candidate's source saw);
+        the shares and counts are recorded for the summary and ranking.csv."""
         o = self.options
-        shares = {e["model_id"]: e["train_overlap"] for e in entries}
+        seen = seen_rows(self.lib, self.ids, hashes)
+        shares = {m: share(v) for m, v in seen.items()}
         known = [v for v in shares.values() if v is not None]
         out = sorted(m for m, v in shares.items() if v is not None and v > o.max_overlap)
-        self.leakage = {
-            "max_overlap": o.max_overlap,
-            "max_share": max(known) if known else None,
-            "n_excluded": len(out),
-            "n_unknown": len(shares) - len(known),
-            "excluded": out,
-        }
         if out and len(out) == len(shares):
             raise TransferError(
                 f"{o.data}: every candidate's source model was trained on more than "
                 f"{o.max_overlap:.1%} of the target's inputs (the least: {min(known):.1%}); "
                 "--max-overlap raises the limit"
             )
-        if not out:
-            return entries
         gone = set(out)
         self.ids = [m for m in self.ids if m not in gone]
         self.cands = self.cands[self.cands["model_id"].isin(self.ids)].reset_index(drop=True)
-        self.log(
-            f"{len(out)} candidates left out: trained on more than {o.max_overlap:.1%} of the "
-            f"target's inputs (up to {max(known):.1%})"
-        )
-        return [e for e in entries if e["model_id"] not in gone]
+        self.cands["train_overlap"] = self.cands["model_id"].map(shares)
+        unscored = np.zeros(len(hashes), dtype=bool)
+        for m in self.ids:
+            if seen[m] is not None:
+                unscored |= seen[m]
+        self.leakage = {
+            "max_overlap": o.max_overlap,
+            "max_share": max(known) if known else None,
+            "n_excluded": len(out),
+            "n_unknown": len(shares) - len(known),
+            "excluded": out,
+            "n_unscored": int(unscored.sum()),
+        }
+        if out:
+            self.log(
+                f"{len(out)} candidates left out: trained on more than {o.max_overlap:.1%} of "
+                f"the target's inputs (up to {max(known):.1%})"
+            )
+        n_scored = len(hashes) - int(unscored.sum())
+        if unscored.any():
+            self.log(
+                f"{int(unscored.sum())} rows seen by the kept candidates' sources: in every "
+                f"training split, never scored ({n_scored} scored)"
+            )
+        if n_scored < 2:
+            raise TransferError(
+                f"{o.data}: the kept candidates' source models were trained on all but "
+                f"{n_scored} of the target's {len(hashes)} inputs, which leaves nothing to "
+                "score; lower --max-overlap"
+            )
+        return ~unscored
 
     def features(self, pipe: dict) -> np.ndarray:
         return self.target.features(self.models[pipe["model_id"]], pipe["depth"])
@@ -295,11 +315,12 @@ class _Run:
             inner = s.plan.tasks[0].inner
             rows = np.concatenate([s.plan.pairs[p][1] for p in inner])
             pred = np.concatenate([blend.predict(p) for p in inner])
-            name = "mean of " + (blend.weighting or ", ".join(blend.parts))
-            if len(blend.parts) == 1:  # the others weighted 0: the same as that method
-                name = f"{next(iter(blend.parts))} alone (the others weighted 0)"
             methods.append(
-                {"method": "blend", "name": name, **cv_metrics(self.target.y, rows, pred)}
+                {
+                    "method": "blend",
+                    "name": blend.blend_name,
+                    **cv_metrics(self.target.y, rows, pred),
+                }
             )
             methods.sort(key=lambda m: m["cv_mae"])
         choices = {p.method: p.choice_mae for p in picks.methods + [blend] if p is not None}

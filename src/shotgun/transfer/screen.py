@@ -19,7 +19,6 @@ from .candidates import (
     neural_features,
     source_prediction,
 )
-from .leakage import train_overlap
 from .learners import fit_predict, ridge_batch
 from .plans import Plan, build_plan
 from .selection import CURVE_LEARNERS, Screen, cv_metrics
@@ -33,23 +32,21 @@ def ridge_screen(
     pairs,
     max_depth: int,
     control: int | None = None,
-    hashes: np.ndarray | None = None,
     predict: bool = False,
 ) -> list[dict]:
     """Ridge predictions on every pair for every (model, depth): batched over candidates.
     ``models``: (model id, model) pairs, consumed one at a time (only features are kept). With
     ``control`` (the run's seed), each model's control network is screened in the same batch;
-    its entries have ``"control": True``. With ``hashes`` (of the target's inputs), entries have
-    the share of them the model was trained on (``train_overlap``, None when unknown). With
-    ``predict``, each network's depth-1 entry also holds its predictions on the target's inputs
-    (``"prediction"``: properties as features). A model whose features (or its control's) are
-    not all finite on the target's inputs has one entry only, ``"not_finite": True``."""
+    its entries have ``"control": True``. With ``predict``, each network's depth-1 entry also
+    holds its predictions on the target's inputs (``"prediction"``: properties as features). A
+    model whose features (or its control's) are not all finite on the target's inputs has one
+    entry only, ``"not_finite": True``."""
     from ..library.packs import one_thread
 
     models, out = iter(models), []
     with one_thread():  # as on a Dask worker: the features do not depend on torch's threads
         while part := _ridge_chunk(
-            islice(models, CHUNK), raw, y, pairs, max_depth, control, hashes, predict
+            islice(models, CHUNK), raw, y, pairs, max_depth, control, predict
         ):
             out += part
     return out
@@ -61,13 +58,12 @@ def ridge_screen(
 CHUNK = 250
 
 
-def _ridge_chunk(models, raw, y, pairs, max_depth, control, hashes, predict) -> list[dict]:
+def _ridge_chunk(models, raw, y, pairs, max_depth, control, predict) -> list[dict]:
     """:func:`ridge_screen` of one batch of models (empty: no model)."""
     from threadpoolctl import threadpool_limits
 
     entries, feats, skipped = [], [], []
     for mid, model in models:
-        overlap = None if hashes is None else train_overlap(model, hashes)
         nets = [(model, False)]
         if control is not None:
             nets.append((control_of(model, control), True))
@@ -85,7 +81,6 @@ def _ridge_chunk(models, raw, y, pairs, max_depth, control, hashes, predict) -> 
                         "learner": "ridge",
                         "n_features": F.shape[1],
                         "control": is_control,
-                        "train_overlap": overlap,
                     }
                 )
                 feats.append(F)
@@ -101,13 +96,13 @@ def _ridge_chunk(models, raw, y, pairs, max_depth, control, hashes, predict) -> 
 
 
 def ridge_screen_chunk(
-    library: str, model_ids: list, raw: dict, y, pairs, max_depth: int, control, hashes, predict
+    library: str, model_ids: list, raw: dict, y, pairs, max_depth: int, control, predict
 ):
     """A worker's share of the ridge screen: loads (and verifies) its models itself."""
     from ..library import Library
 
     models = loaded(Library.open(library), model_ids)
-    return ridge_screen(models, raw, y, pairs, max_depth, control, hashes, predict)
+    return ridge_screen(models, raw, y, pairs, max_depth, control, predict)
 
 
 def screen_all(
@@ -120,18 +115,17 @@ def screen_all(
     scheduler,
     n_workers,
     control=None,
-    hashes=None,
     predict=False,
 ):
-    """The ridge screen (with the controls of ``control``, the run's seed, the training
-    overlaps of the target's input ``hashes``, if given, and with ``predict`` the networks'
-    predictions) in this process, or split over Dask workers that load their own models."""
+    """The ridge screen (with the controls of ``control``, the run's seed, and with ``predict``
+    the networks' predictions) in this process, or split over Dask workers that load their own
+    models."""
     from ..parallel import dask_client
 
     with dask_client(scheduler, n_workers) as client:
         if client is None:
             models = progress(loaded(lib, ids), "screening library models", "models", len(ids))
-            return ridge_screen(models, raw, y, pairs, max_depth, control, hashes, predict)
+            return ridge_screen(models, raw, y, pairs, max_depth, control, predict)
         chunks = [ids[i : i + CHUNK] for i in range(0, len(ids), CHUNK)]
         shared = client.scatter([raw, y, pairs], broadcast=True)
         futures = [
@@ -142,7 +136,6 @@ def screen_all(
                 *shared,
                 max_depth,
                 control,
-                hashes,
                 predict,
                 pure=False,
             )
@@ -252,7 +245,7 @@ def ranking(screen: Screen, cands: pd.DataFrame) -> pd.DataFrame:
                 "learner": p["learner"],
                 "depth": p["depth"],
                 "n_features": p["n_features"],
-                "train_overlap": p.get("train_overlap"),
+                "train_overlap": c.get("train_overlap"),
                 **cv_metrics(screen.y, *screen.outer(i)),
                 "pipe": i,
             }

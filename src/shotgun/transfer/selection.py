@@ -289,6 +289,14 @@ class Pick:
         return ", ".join(f"{m} {v:.2f}" for m, v in self.parts.items())
 
     @property
+    def blend_name(self) -> str:
+        """A blend's name: "mean of baseline, stack", "mean of baseline 0.83, stack 0.17", or
+        "stack alone (the others weighted 0)" when its weights keep one method."""
+        if len(self.parts) == 1:
+            return f"{next(iter(self.parts))} alone (the others weighted 0)"
+        return "mean of " + (self.weighting or ", ".join(self.parts))
+
+    @property
     def label(self) -> str:
         """The members joined by " + ", a weighted blend's preceded by its weighting."""
         members = " + ".join(self.members)

@@ -198,13 +198,16 @@ class Leakage:
     """The leakage guard: the share of the target's inputs each candidate's source model was
     trained on (per candidate in ranking.csv); candidates above ``max_overlap`` were left out.
     ``max_share`` is the highest known share (None: the library records no training inputs);
-    ``n_unknown`` candidates come from libraries built before training inputs were recorded."""
+    ``n_unknown`` candidates come from libraries built before training inputs were recorded.
+    The ``n_unscored`` rows that a kept candidate's source saw are in every training split and
+    in no test split: no reported error is measured on them."""
 
     max_overlap: float
     max_share: float | None = None
     n_excluded: int = 0
     n_unknown: int = 0
     excluded: list[str] = field(default_factory=list)  # model ids left out
+    n_unscored: int = 0
 
 
 @dataclass(frozen=True)
