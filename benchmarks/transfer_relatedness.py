@@ -13,7 +13,9 @@ over all those rows (``shotgun.metrics.squared_correlations``, as the ``relatedn
 ``summary.json``): an oracle that sees every target value, a diagnostic of what the library
 holds, never a way of choosing. Per target: the best r² among the sources the guard keeps
 (``--max-overlap`` as declared), among those it leaves out, and among the controls; the top
-source properties of each (each by its best model). JSON last line.
+source properties of each (each by its best model); and for several ``--max-overlap`` limits,
+the candidates kept and the share of the target's rows their sources saw, which a run keeping
+them fits on but never scores. JSON last line.
 """
 
 import argparse
@@ -38,6 +40,7 @@ from shotgun.transfer.target import prepare_target
 from transfer_quality import TARGETS  # every declared target
 
 ROOT = Path(__file__).resolve().parents[1]
+LIMITS = (0.01, 0.05, 0.1, 0.5)  # --max-overlap limits whose unscored rows are reported
 
 
 def relatedness(lib: Library, name: str, rows: int, top: int) -> dict:
@@ -54,7 +57,8 @@ def relatedness(lib: Library, name: str, rows: int, top: int) -> dict:
         p, c = source_prediction(model, t.raw), source_prediction(control_of(model, o.seed), t.raw)
         if not (np.isfinite(p).all() and np.isfinite(c).all()):
             continue
-        overlap = share(seen_rows(lib, [mid], hashes)[mid])
+        mask = seen_rows(lib, [mid], hashes)[mid]
+        overlap = share(mask)
         row = info.loc[mid]
         found.append(
             {
@@ -62,6 +66,7 @@ def relatedness(lib: Library, name: str, rows: int, top: int) -> dict:
                 "source": f"{row['dataset']}/{row['property']} ({row['descriptor']})",
                 "overlap": overlap,
                 "excluded": overlap is not None and overlap > o.max_overlap,
+                "mask": mask,
             }
         )
         pre.append(p)
@@ -82,6 +87,11 @@ def relatedness(lib: Library, name: str, rows: int, top: int) -> dict:
 
     kept = [r for r in found if not r["excluded"]]
     out = [r for r in found if r["excluded"]]
+    unscored = {}  # per --max-overlap limit: the candidates kept, the share of rows never scored
+    for limit in LIMITS:
+        masks = [r["mask"] for r in found if r["overlap"] is not None and r["overlap"] <= limit]
+        union = np.any(masks, axis=0) if masks else np.zeros(len(t.y), dtype=bool)
+        unscored[str(limit)] = {"kept": len(masks), "unscored": float(union.mean())}
     return {
         "target": name,
         "rows": len(t.y),
@@ -96,6 +106,7 @@ def relatedness(lib: Library, name: str, rows: int, top: int) -> dict:
         "top_kept": best(kept, "r2"),
         "top_excluded": best(out, "r2"),
         "top_control": best(kept, "control_r2"),
+        "unscored": unscored,
     }
 
 
