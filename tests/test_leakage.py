@@ -106,8 +106,14 @@ def test_a_source_trained_on_the_targets_inputs_is_left_out(smoke, qm9_rows, tmp
     proc = transfer(smoke, every, tmp_path / "all_seen", "--max-overlap", "1")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     error = proc.stderr.strip().splitlines()[-1]
-    assert "trained on all but 0 of the target's 25 inputs" in error
+    assert "trained on all but 0 of the target's 25 inputs, too few to score" in error
     assert error.endswith("lower --max-overlap")
+    # Two rows no kept source saw: too few for --folds 3 (and for nested CV, which splits each
+    # outer training fold again).
+    proc = transfer(smoke, df.iloc[23:27], tmp_path / "two_unseen", "--max-overlap", "1")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    error = proc.stderr.strip().splitlines()[-1]
+    assert "trained on all but 2 of the target's 4 inputs, too few to score with --folds 3" in error
 
 
 def test_every_candidate_trained_on_the_target_is_a_clear_error(smoke, tmp_path):

@@ -259,11 +259,11 @@ class _Run:
                 f"{int(unscored.sum())} rows seen by the kept candidates' sources: in every "
                 f"training split, never scored ({n_scored} scored)"
             )
-        if n_scored < 2:
+        if n_scored < max(o.folds, 3):  # nested CV splits each outer training fold again
             raise TransferError(
                 f"{o.data}: the kept candidates' source models were trained on all but "
-                f"{n_scored} of the target's {len(hashes)} inputs, which leaves nothing to "
-                "score; lower --max-overlap"
+                f"{n_scored} of the target's {len(hashes)} inputs, too few to score with "
+                f"--folds {o.folds}; lower --max-overlap"
             )
         return ~unscored
 
