@@ -35,7 +35,7 @@ from shotgun.transfer.candidates import (
     loaded,
     source_prediction,
 )
-from shotgun.transfer.leakage import seen_rows, share
+from shotgun.transfer.leakage import rows_seen, share
 from shotgun.transfer.target import prepare_target
 from transfer_quality import TARGETS  # every declared target
 
@@ -57,7 +57,7 @@ def relatedness(lib: Library, name: str, rows: int, top: int) -> dict:
         p, c = source_prediction(model, t.raw), source_prediction(control_of(model, o.seed), t.raw)
         if not (np.isfinite(p).all() and np.isfinite(c).all()):
             continue
-        mask = seen_rows(lib, [mid], hashes)[mid]
+        mask = rows_seen(model.train_inputs, hashes)
         overlap = share(mask)
         row = info.loc[mid]
         found.append(

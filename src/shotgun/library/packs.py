@@ -116,6 +116,17 @@ def write_pack(
     return digests
 
 
+def read_tensor(path: Path, model_id: str, name: str) -> torch.Tensor | None:
+    """One tensor of one model from a pack (None if the model has none of that name), read
+    alone and not checked (the model's digest covers all its tensors: :func:`read_model`)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            key = f"{model_id}/{name}"
+            return f.get_tensor(key) if key in f.keys() else None
+    except (SafetensorError, OSError) as err:
+        raise LibraryError(f"{path}: cannot read model {model_id}: {err}") from None
+
+
 def read_model(path: Path, model_id: str, scaler: Sequence[str]) -> dict[str, torch.Tensor]:
     """One model's tensors from a pack, under a shard file's names, as stored; only its own
     tensors (and the shared scaler) are read."""

@@ -210,9 +210,12 @@ class Library:
 
     def train_inputs(self, model_id: str) -> np.ndarray | None:
         """The sorted 64-bit hashes of a model's canonical training and validation inputs
-        (:func:`shotgun.data.input_hashes`; the leakage guard's), from its verified tensors,
-        without building its network; None for libraries built before they were recorded."""
-        seen = self.weights(model_id).get("train_inputs")
+        (:func:`shotgun.data.input_hashes`; the leakage guard's), read alone from its pack: not
+        checked here (the model's digest covers its network too), but with every other tensor
+        of the model when it is loaded; None for libraries built before they were recorded."""
+        from .packs import read_tensor
+
+        seen = read_tensor(self.listed(self._stored(model_id)["weights"]), model_id, "train_inputs")
         return None if seen is None else seen.numpy()
 
     def load(self, model_id: str) -> Predictor:

@@ -20,14 +20,15 @@ from __future__ import annotations
 import numpy as np
 
 
+def rows_seen(train_inputs: np.ndarray | None, target_hashes: np.ndarray) -> np.ndarray | None:
+    """Which of the target's rows (by their input hashes) are among a model's ``train_inputs``
+    (a boolean mask); None when its library does not record them."""
+    return None if train_inputs is None else np.isin(target_hashes, train_inputs)
+
+
 def seen_rows(library, model_ids, target_hashes: np.ndarray) -> dict[str, np.ndarray | None]:
-    """Per model id, which of the target's rows (by their input hashes) its source model was
-    trained on (a boolean mask), or None when its library does not record its training inputs."""
-    out = {}
-    for mid in model_ids:
-        seen = library.train_inputs(mid)
-        out[mid] = None if seen is None else np.isin(target_hashes, seen)
-    return out
+    """:func:`rows_seen` of each of ``model_ids``, by model id."""
+    return {m: rows_seen(library.train_inputs(m), target_hashes) for m in model_ids}
 
 
 def share(mask: np.ndarray | None) -> float | None:

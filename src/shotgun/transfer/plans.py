@@ -108,10 +108,9 @@ def build_plan(
             if n >= len(train):
                 continue
             sub = np.sort(rng.choice(train, size=n, replace=False))
-            k = min(folds, int(scored[sub].sum()))
-            if k < 2:  # a subsample of rows that are never scored
+            if scored[sub].sum() < 2:  # a subsample of rows that are never scored
                 continue
-            plan.add_task(f"curve/{n}/{o}", sub, splits(sub, k, seed + 1 + o), test, n)
+            plan.add_task(f"curve/{n}/{o}", sub, splits(sub, folds, seed + 1 + o), test, n)
     return plan
 
 

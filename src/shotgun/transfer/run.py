@@ -240,23 +240,24 @@ class _Run:
         for m in self.ids:
             if seen[m] is not None:
                 unscored |= seen[m]
+        n_unscored = int(unscored.sum())
         self.leakage = {
             "max_overlap": o.max_overlap,
             "max_share": max(known) if known else None,
             "n_excluded": len(out),
             "n_unknown": len(shares) - len(known),
             "excluded": out,
-            "n_unscored": int(unscored.sum()),
+            "n_unscored": n_unscored,
         }
         if out:
             self.log(
                 f"{len(out)} candidates left out: trained on more than {o.max_overlap:.1%} of "
                 f"the target's inputs (up to {max(known):.1%})"
             )
-        n_scored = len(hashes) - int(unscored.sum())
-        if unscored.any():
+        n_scored = len(hashes) - n_unscored
+        if n_unscored:
             self.log(
-                f"{int(unscored.sum())} rows seen by the kept candidates' sources: in every "
+                f"{n_unscored} rows seen by the kept candidates' sources: in every "
                 f"training split, never scored ({n_scored} scored)"
             )
         if n_scored < max(o.folds, 3):  # nested CV splits each outer training fold again

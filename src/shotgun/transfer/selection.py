@@ -136,7 +136,8 @@ class Screen:
         it compares a method that picks one of hundreds with one that picks one of two. Refined
         pipelines (other learners on the best ridge pipelines) are left out of it: they were
         picked on all the inner folds."""
-        return choice_mae([(self, k)], t)
+        y, oof, _ = out_of_fold_choices([(self, k)], t)
+        return oof_mae(y, oof, _equal(1))
 
     def outer(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """Out-of-fold predictions of pipeline ``i`` on the screen's folds."""
@@ -170,12 +171,10 @@ def stack(screen: Screen, k: int) -> dict | None:
     }
 
 
-def choice_mae(parts: Sequence[tuple[Screen, int]], t: int, weights=None) -> float:
-    """:meth:`Screen.choice_mae` of the blend of several methods' choices (equal weights unless
-    ``weights`` are given), each ``(screen, k)`` choosing without each inner fold of task ``t``
-    (one part: that method's)."""
-    y, oof, _ = out_of_fold_choices(parts, t)
-    return float(np.abs(oof @ _weights(weights, len(parts)) - y).mean())
+def oof_mae(y: np.ndarray, oof: np.ndarray, weights: np.ndarray) -> float:
+    """The MAE of the weighted mean of :func:`out_of_fold_choices` ``oof``: the
+    :meth:`Screen.choice_mae` of a blend of those choices."""
+    return float(np.abs(oof @ weights - y).mean())
 
 
 def out_of_fold_choices(parts: Sequence[tuple[Screen, int]], t: int):
@@ -211,7 +210,7 @@ def blend_weights(
     inner folds hold at least ``fit_from`` rows, and kept only when fitting them,
     cross-validated over the inner folds (fitted without each fold, scored on it), has the
     lower MAE than equal weights; else equal weights."""
-    equal = _weights(None, oof.shape[1])
+    equal = _equal(oof.shape[1])
     if len(y) < fit_from:
         return equal
     grid = _simplex(oof.shape[1], BLEND_STEPS)
@@ -224,7 +223,7 @@ def blend_weights(
     pred = np.empty(len(y))
     for f in np.unique(fold):
         pred[fold == f] = oof[fold == f] @ fitted(fold != f)
-    if np.abs(pred - y).mean() < np.abs(oof @ equal - y).mean():
+    if np.abs(pred - y).mean() < oof_mae(y, oof, equal):
         return fitted(np.ones(len(y), dtype=bool))
     return equal
 
@@ -235,8 +234,8 @@ def _simplex(parts: int, steps: int) -> np.ndarray:
     return np.array(grid, dtype=float) / steps
 
 
-def _weights(weights, n: int) -> np.ndarray:
-    return np.full(n, 1.0 / n) if weights is None else np.asarray(weights, dtype=float)
+def _equal(n: int) -> np.ndarray:
+    return np.full(n, 1.0 / n)
 
 
 def pipe_label(pipe: dict) -> str:
@@ -367,13 +366,13 @@ def method_picks(
                 "blend",
                 [pipe for i in kept for pipe in parts[i].pipes],
                 0.0,
-                float(np.abs(oof @ w - y).mean()),  # as choice_mae, from the same matrix
+                oof_mae(y, oof, w),
                 weights=[w[i] / len(parts[i].pipes) for i in kept for _ in parts[i].pipes],
                 parts={parts[i].method: float(w[i]) for i in kept},
             )
         )
 
-    equal = _weights(None, len(parts))
+    equal = _equal(len(parts))
     w = blend_weights(y, oof, fold, fit_from)
     picks.equal = blend(equal)
     picks.fitted = picks.equal if np.array_equal(w, equal) else blend(w)
